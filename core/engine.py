@@ -1,0 +1,134 @@
+"""The engine: one object that holds the plugin manager and every registry built from it.
+
+Build one per application (or script) with :func:`build_engine`; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from core.alerts import Alert, AlertRule, evaluate_alerts
+from core.exporters import Exporter
+from core.instruments import (
+    Instrument,
+    InstrumentDefinitionError,
+    InstrumentRegistry,
+    WordingError,
+    load_instrument,
+)
+from core.plugins import get_plugin_manager
+from core.registries import PluginRegistrationError, call_each, collect
+from core.scoring import ScoreResult, ScoringRule, score_response
+from core.validation import validate_answers
+from core.widgets import Widget
+
+
+class Engine:
+    """Registries of instruments, scoring rules, exporters, alert rules and widgets."""
+
+    def __init__(self, pm: pluggy.PluginManager, wording_dir: Path | None = None) -> None:
+        self.plugin_manager = pm
+        self.wording_dir = wording_dir
+        self.scoring_rules: dict[str, ScoringRule] = collect(pm, "register_scoring_rules", ScoringRule, _name)
+        self.exporters: dict[str, Exporter] = collect(pm, "register_exporters", Exporter, _name)
+        self.alert_rules: dict[str, AlertRule] = collect(pm, "register_alert_rules", AlertRule, _name)
+        self.widgets: dict[str, Widget] = collect(pm, "register_widgets", Widget, _name)
+        self.instruments = InstrumentRegistry()
+        for plugin, paths in call_each(pm, "register_instruments"):
+            for path in paths:
+                if not isinstance(path, Path):
+                    raise PluginRegistrationError(
+                        f"plugin {plugin!r} returned {type(path).__name__} from register_instruments; expected Path"
+                    )
+                self.load_definition(path, plugin)
+        if wording_dir is not None:
+            self.load_installed_wording()
+
+    def load_definition(self, path: Path, plugin: str) -> Instrument | None:
+        """Load one definition; a broken file is recorded in ``instruments.errors`` and skipped."""
+        try:
+            instrument = load_instrument(path, self.scoring_rules)
+        except InstrumentDefinitionError as error:
+            self.instruments.errors.append(error)
+            return None
+        self.instruments.add(instrument, plugin)
+        return instrument
+
+    # -- licensed wording ----------------------------------------------------
+
+    def wording_path(self, instrument_id: str) -> Path | None:
+        return self.wording_dir / f"{instrument_id}.json" if self.wording_dir else None
+
+    def load_installed_wording(self) -> None:
+        """Apply wording files the clinic installed; a file that no longer fits is reported, not applied."""
+        for instrument in self.instruments.all_versions():
+            path = self.wording_path(instrument.id)
+            if instrument.licence.wording_bundled or path is None or not path.is_file():
+                continue
+            try:
+                wording = json.loads(path.read_text(encoding="utf-8"))
+                self.instruments.replace(instrument.with_wording(wording, str(path)))
+            except (json.JSONDecodeError, WordingError) as error:
+                self.instruments.errors.append(InstrumentDefinitionError(str(path), "/", f"wording not applied: {error}"))
+
+    def install_wording(self, instrument_id: str, wording: Any) -> Path:
+        """Check a licensed-wording document against every version of the instrument and keep it."""
+        if self.wording_dir is None:
+            raise WordingError("no wording folder is configured")
+        versions = [i for i in self.instruments.all_versions() if i.id == instrument_id]
+        if not versions:
+            raise WordingError(f"no instrument {instrument_id!r} is installed")
+        if versions[0].licence.wording_bundled:
+            raise WordingError(f"{instrument_id} ships its own wording; nothing to install")
+        updated = [instrument.with_wording(wording, "") for instrument in versions]
+        path = self.wording_path(instrument_id)
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(wording, ensure_ascii=False, indent=2), encoding="utf-8")
+        tmp.replace(path)
+        for instrument in updated:
+            self.instruments.replace(instrument.with_wording(wording, str(path)))
+        return path
+
+    # -- scoring ---------------------------------------------------------------
+
+    def score(
+        self,
+        instrument_id: str,
+        answers: Mapping[str, Any],
+        history: Sequence[Mapping[str, Any]] = (),
+        version: str | None = None,
+    ) -> ScoreResult:
+        """Validate and score one response (raises ``ResponseValidationError``, ``KeyError``)."""
+        instrument = self.instruments.get(instrument_id, version)
+        validate_answers(instrument, answers)
+        for entry in history:
+            validate_answers(instrument, entry)
+        return score_response(instrument, answers, history)
+
+    def alerts_for(self, result: ScoreResult) -> list[Alert]:
+        return evaluate_alerts(self.alert_rules, result)
+
+
+def _name(obj: Any) -> str:
+    return obj.name
+
+
+def build_engine(
+    blocked_plugins: Iterable[str] = (),
+    wording_dir: Path | None = None,
+    load_entrypoints: bool = True,
+    extra_plugins: Iterable[object] = (),
+) -> Engine:
+    """Build a plugin manager and an engine from it. ``extra_plugins`` registers objects by hand."""
+    pm = get_plugin_manager(blocked=blocked_plugins, load_entrypoints=load_entrypoints)
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return Engine(pm, wording_dir=wording_dir)

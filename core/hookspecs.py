@@ -1,0 +1,104 @@
+"""The plugin contract: every hook a Rapportal plugin may implement.
+
+Hooks are grouped by the moment they fire. ``register_*`` hooks run once, when an
+:class:`core.engine.Engine` is built, and return lists of frozen dataclasses; the
+registries validate what comes back and reject duplicates, naming both plugins.
+Past-tense hooks are events: they are told something happened and return nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from core.alerts import AlertRule
+    from core.exporters import Exporter
+    from core.scoring import ScoreResult, ScoringRule
+    from core.widgets import Widget
+
+PROJECT_NAME = "rapportal"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# ---------------------------------------------------------------------------
+# Registration: run once when the engine is built
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def register_instruments() -> list[Path]:
+    """Return instrument definition files (JSON) that this plugin provides.
+
+    Each path names one definition document; it is validated against the meta-schema
+    when the engine is built. A broken file is reported and skipped, never fatal.
+
+    :return: paths to ``*.json`` instrument definitions.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_scoring_rules() -> list[ScoringRule]:
+    """Return scoring rules that instrument definitions may name in their ``scoring`` block.
+
+    :return: :class:`core.scoring.ScoringRule` objects; names must be unique across plugins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_exporters() -> list[Exporter]:
+    """Return export targets (CSV, Excel, FHIR, ...) offered by the CLI and the admin pages.
+
+    :return: :class:`core.exporters.Exporter` objects; names must be unique across plugins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_alert_rules() -> list[AlertRule]:
+    """Return alert rules that turn a scored response into clinician alerts.
+
+    :return: :class:`core.alerts.AlertRule` objects; names must be unique across plugins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_widgets() -> list[Widget]:
+    """Return form widgets for item ``x-widget`` names that the built-in renderer does not know.
+
+    :return: :class:`core.widgets.Widget` objects; names must be unique across plugins.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------
+# Events: fire after something happened; return nothing
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def response_submitted(instrument_id: str, version: str, response_id: int, result: ScoreResult) -> None:
+    """Tell plugins that a response was validated, scored and is being stored.
+
+    Fires inside the submission's database transaction, before it commits: raising an
+    exception rolls the whole submission back and the client is shown an error.
+
+    :param instrument_id: id of the instrument that was answered.
+    :param version: version of the instrument definition.
+    :param response_id: database id of the stored response.
+    :param result: the scoring result stored with it.
+
+    .. versionadded:: 0.1
+    """

@@ -1,0 +1,1 @@
+"""Built-in plugins: ordinary plugin modules, listed in ``core.plugins.DEFAULT_PLUGINS``."""
