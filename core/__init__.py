@@ -1,6 +1,6 @@
 """Rapportal's engine: the one module plugin authors import from.
 
-    from core import hookimpl, ScoringRule, AlertRule, Exporter
+from core import hookimpl, ScoringRule, AlertRule, Exporter
 """
 
 from __future__ import annotations

@@ -74,7 +74,9 @@ class Engine:
                 wording = json.loads(path.read_text(encoding="utf-8"))
                 self.instruments.replace(instrument.with_wording(wording, str(path)))
             except (json.JSONDecodeError, WordingError) as error:
-                self.instruments.errors.append(InstrumentDefinitionError(str(path), "/", f"wording not applied: {error}"))
+                self.instruments.errors.append(
+                    InstrumentDefinitionError(str(path), "/", f"wording not applied: {error}")
+                )
 
     def install_wording(self, instrument_id: str, wording: Any) -> Path:
         """Check a licensed-wording document against every version of the instrument and keep it."""
@@ -129,6 +131,7 @@ def build_engine(
     """Build a plugin manager and an engine from it. ``extra_plugins`` registers objects by hand."""
     pm = get_plugin_manager(blocked=blocked_plugins, load_entrypoints=load_entrypoints)
     for plugin in extra_plugins:
-        pm.register(plugin)
+        # name hand-registered plugins readably (a module's name, else the class name)
+        pm.register(plugin, name=getattr(plugin, "__name__", None) or type(plugin).__name__)
     pm.check_pending()
     return Engine(pm, wording_dir=wording_dir)

@@ -20,8 +20,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from core.scoring import ScoringRule, quantize, score_response, to_decimal
 from core.schemas import answer_validator, load_meta_schema
+from core.scoring import ScoringRule, quantize, score_response, to_decimal
 
 NOT_SCORABLE = "not_scorable"
 
@@ -307,7 +307,9 @@ def build_instrument(document: Any, source: str, rules: Mapping[str, ScoringRule
         for index, item_id in enumerate(section.items):
             if item_id not in item_ids:
                 pointer = f"/x-instrument/sections/{sections.index(section)}/items/{index}"
-                raise InstrumentDefinitionError(source, pointer, f"section names item {item_id!r}, which has no property")
+                raise InstrumentDefinitionError(
+                    source, pointer, f"section names item {item_id!r}, which has no property"
+                )
     licence = Licence(
         name=meta["licence"]["name"],
         notice=meta["licence"]["notice"],
@@ -395,9 +397,7 @@ def _item(item_id: str, prop: Mapping[str, Any], defs: Mapping[str, Any], source
     schema = _resolve(prop, defs, source, pointer)
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else list(types)
-    options = tuple(
-        Option(value=o["value"], label=o["label"], code=o.get("code")) for o in schema.get("x-options", [])
-    )
+    options = tuple(Option(value=o["value"], label=o["label"], code=o.get("code")) for o in schema.get("x-options", []))
     if options:
         allowed = [v for v in schema.get("enum", []) if v is not None]
         if sorted(map(json.dumps, allowed)) != sorted(json.dumps(o.value) for o in options):
@@ -451,7 +451,9 @@ def _sections(document: Mapping[str, Any], source: str) -> tuple[Section, ...]:
     return sections
 
 
-def _scoring(block: Mapping[str, Any], items: tuple[Item, ...], rules: Mapping[str, ScoringRule], source: str) -> Scoring:
+def _scoring(
+    block: Mapping[str, Any], items: tuple[Item, ...], rules: Mapping[str, ScoringRule], source: str
+) -> Scoring:
     item_ids = {item.id for item in items}
     scores: list[ScoreSpec] = []
     for index, spec in enumerate(block.get("scores", [])):
@@ -504,7 +506,9 @@ def _scoring(block: Mapping[str, Any], items: tuple[Item, ...], rules: Mapping[s
     return Scoring(tuple(scores), tuple(flags), band_block["score"], tuple(bands))
 
 
-def _rule(spec: Mapping[str, Any], kind: str, rules: Mapping[str, ScoringRule], source: str, pointer: str) -> ScoringRule:
+def _rule(
+    spec: Mapping[str, Any], kind: str, rules: Mapping[str, ScoringRule], source: str, pointer: str
+) -> ScoringRule:
     name = spec["rule"]
     rule = rules.get(name)
     if rule is None:

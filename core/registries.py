@@ -34,8 +34,7 @@ def collect(
         for obj in returned:
             if not isinstance(obj, expected):
                 raise PluginRegistrationError(
-                    f"plugin {plugin!r} returned {type(obj).__name__} from {hook_name}; "
-                    f"expected {expected.__name__}"
+                    f"plugin {plugin!r} returned {type(obj).__name__} from {hook_name}; expected {expected.__name__}"
                 )
             name = key(obj)
             if name in owners:

@@ -137,7 +137,9 @@ def score_response(
     ctx = ScoringContext(instrument, numeric_answers(instrument, answers), history=earlier)
     for spec in instrument.scoring.scores:
         ctx.scores[spec.name] = spec.rule.compute(spec.params, ctx)
-    not_scorable = any(ctx.scores[spec.name] is None for spec in instrument.scoring.scores if not spec.rule.uses_history)
+    not_scorable = any(
+        ctx.scores[spec.name] is None for spec in instrument.scoring.scores if not spec.rule.uses_history
+    )
     for spec in instrument.scoring.flags:
         if spec.rule.compute(spec.params, ctx):
             ctx.flags.add(spec.id)

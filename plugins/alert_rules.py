@@ -10,28 +10,43 @@ from core import AlertRule, flag_alert, hookimpl
 
 BUILTIN_ALERTS = (
     flag_alert(
-        "phq9_item9_risk", "phq9", "item9_risk", "urgent",
+        "phq9_item9_risk",
+        "phq9",
+        "item9_risk",
+        "urgent",
         "PHQ-9 item 9 above zero",
         "PHQ-9 item 9 (thoughts of being better off dead or of self-harm) was answered above zero: "
         "review risk before the client leaves.",
     ),
     flag_alert(
-        "core10_item6_risk", "core10", "item6_risk", "urgent",
+        "core10_item6_risk",
+        "core10",
+        "item6_risk",
+        "urgent",
         "CORE-10 item 6 above zero",
         "CORE-10 item 6 (made plans to end my life) was answered above zero: review risk before the client leaves.",
     ),
     flag_alert(
-        "srs_alliance_concern", "srs", "alliance_concern", "warning",
+        "srs_alliance_concern",
+        "srs",
+        "alliance_concern",
+        "warning",
         "SRS below 36",
         "The Session Rating Scale total is below 36: ask about the alliance while the client is still here.",
     ),
     flag_alert(
-        "srs_alliance_drop", "srs", "alliance_drop", "warning",
+        "srs_alliance_drop",
+        "srs",
+        "alliance_drop",
+        "warning",
         "SRS dropped",
         "The Session Rating Scale total dropped by at least 1 point since the previous session.",
     ),
     flag_alert(
-        "ors_reliable_deterioration", "ors", "reliable_deterioration", "warning",
+        "ors_reliable_deterioration",
+        "ors",
+        "reliable_deterioration",
+        "warning",
         "ORS reliably worse",
         "The Outcome Rating Scale total is at least 5 points below the client's first ORS of the episode.",
     ),

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import os
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import Flask, current_app, g
 
-from core import build_engine
+from core import Engine, build_engine
+from core.db import create_schema, make_db_engine, make_session_factory
 
 EXTENSION_KEY = "rapportal"
+
+
+@dataclass
+class Portal:
+    """Per-app state kept in ``app.extensions["rapportal"]``: the engine and the database."""
+
+    engine: Engine
+    db: sa.Engine
+    sessions: so.sessionmaker[so.Session]
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -18,18 +32,79 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     Settings come from ``RAPPORTAL_*`` environment variables (see docs/settings.md).
     """
-    app = Flask(__name__, instance_path=os.environ.get("RAPPORTAL_INSTANCE_PATH") or None, instance_relative_config=True)
-    app.config.from_mapping(BLOCKED_PLUGINS=[], LOAD_ENTRYPOINTS=True)
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("RAPPORTAL_INSTANCE_PATH") or None,
+        instance_relative_config=True,
+    )
+    app.config.from_mapping(
+        BLOCKED_PLUGINS=[],
+        LOAD_ENTRYPOINTS=True,
+        DATABASE_URL=None,
+        LINK_LIFETIME_DAYS=7,
+        MAX_CONTENT_LENGTH=256 * 1024,
+    )
     app.config.from_prefixed_env("RAPPORTAL")
     if config:
         app.config.from_mapping(config)
-    blocked = app.config["BLOCKED_PLUGINS"]
-    if isinstance(blocked, str):
-        blocked = [name.strip() for name in blocked.split(",") if name.strip()]
-    app.extensions[EXTENSION_KEY] = build_engine(
-        blocked_plugins=blocked,
-        wording_dir=Path(app.instance_path) / "wording",
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _stored_secret_key(instance / "secret_key")
+    if not app.config["DATABASE_URL"]:
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'rapportal.db'}"
+
+    engine = build_engine(
+        blocked_plugins=_names(app.config["BLOCKED_PLUGINS"]),
+        wording_dir=instance / "wording",
         load_entrypoints=app.config["LOAD_ENTRYPOINTS"],
         extra_plugins=app.config.get("EXTRA_PLUGINS", ()),
     )
+    db = make_db_engine(app.config["DATABASE_URL"])
+    if app.config.get("CREATE_SCHEMA", True):
+        create_schema(db)
+    app.extensions[EXTENSION_KEY] = Portal(engine=engine, db=db, sessions=make_session_factory(db))
+    app.teardown_appcontext(_close_db_session)
     return app
+
+
+def portal() -> Portal:
+    """The current app's engine and database."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def db_session() -> so.Session:
+    """The request's database session, opened on first use and closed when the request ends."""
+    if "db_session" not in g:
+        g.db_session = portal().sessions()
+    return g.db_session
+
+
+def _close_db_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return list(value)
+
+
+def _stored_secret_key(path: Path) -> str:
+    """Generate the secret key on first start and keep it (readable by the owner only)."""
+    if not path.exists():
+        # Several workers may start at once: write a private temp file, then link it into
+        # place atomically; whoever loses the race reads the winner's key.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

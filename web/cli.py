@@ -18,7 +18,7 @@ from web import EXTENSION_KEY, create_app
 
 
 def engine() -> Engine:
-    return current_app.extensions[EXTENSION_KEY]
+    return current_app.extensions[EXTENSION_KEY].engine
 
 
 def fail(message: str) -> None:
@@ -51,7 +51,9 @@ def list_instruments(as_json: bool) -> None:
             "items": len(i.items),
             "plugin": eng.instruments.plugin_for(i),
             "licence": i.licence.name,
-            "wording": "bundled" if i.licence.wording_bundled else ("installed" if i.wording_installed else "not installed"),
+            "wording": "bundled"
+            if i.licence.wording_bundled
+            else ("installed" if i.wording_installed else "not installed"),
             "sendable": i.sendable,
         }
         for i in eng.instruments
@@ -85,7 +87,9 @@ def show_instrument(instrument_id: str, version: str | None) -> None:
         click.echo(f"Stem:     {inst.stem}")
     click.echo("Items:")
     for item in inst.items:
-        answers = ", ".join(f"{o.value}={o.label}" for o in item.options) or f"{item.widget} {item.minimum}-{item.maximum}"
+        answers = (
+            ", ".join(f"{o.value}={o.label}" for o in item.options) or f"{item.widget} {item.minimum}-{item.maximum}"
+        )
         click.echo(f"  {item.id:<10} {item.text or item.topic}  [{answers}]")
     click.echo("Scores:")
     for spec in inst.scoring.scores:
@@ -154,7 +158,9 @@ def list_plugins(as_json: bool) -> None:
 
 @cli.command("score")
 @click.argument("instrument_id")
-@click.option("--input", "input_file", type=click.File("r", encoding="utf-8"), default="-", help="JSON file (default: stdin).")
+@click.option(
+    "--input", "input_file", type=click.File("r", encoding="utf-8"), default="-", help="JSON file (default: stdin)."
+)
 @click.option("--version", "version", default=None, help="A specific instrument version (default: newest).")
 def score(instrument_id: str, input_file: Any, version: str | None) -> None:
     """Score {"answers": {...}, "history": [...]} read as JSON; print the result as JSON."""

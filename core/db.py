@@ -1,0 +1,48 @@
+"""Database connection: SQLite by default (WAL, busy timeout, durable commits), PostgreSQL to scale out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from core.models import Base
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's BEGIN below open transactions, so writes can take the lock up front.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged answer survives power loss
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_immediate(conn: Any) -> None:
+    # BEGIN IMMEDIATE takes the write lock at the start, so concurrent writers wait (busy
+    # timeout) instead of failing half-way with "database is locked".
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_db_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """Create the SQLAlchemy engine for ``url`` with Rapportal's connection settings."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        sa.event.listen(engine, "connect", _configure_sqlite)
+        sa.event.listen(engine, "begin", _begin_immediate)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
+    return so.sessionmaker(engine, expire_on_commit=False)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """Create every table (tests and first start; migrations take over in production)."""
+    Base.metadata.create_all(engine)

@@ -1,0 +1,182 @@
+"""The stored data: SQLAlchemy 2.0 typed models.
+
+Raw answers are kept exactly as validated; scores live in their own table because they are
+derived and can be recomputed when a scoring rule is corrected. A submitted response is
+never edited in place.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(so.DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: sa.JSON, list[Any]: sa.JSON, datetime: sa.DateTime(timezone=True)}
+
+
+class User(Base):
+    """A person who signs in: an administrator, a clinician or a read-only auditor."""
+
+    __tablename__ = "users"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    username: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    display_name: so.Mapped[str] = so.mapped_column(sa.String(128))
+    role: so.Mapped[str] = so.mapped_column(sa.String(16))  # admin | clinician | auditor
+    password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    active: so.Mapped[bool] = so.mapped_column(default=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    password_changed_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    clients: so.Mapped[list[Client]] = so.relationship(back_populates="clinician")
+
+
+class Client(Base):
+    """A person who answers questionnaires, known by a pseudonymous code."""
+
+    __tablename__ = "clients"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    code: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    display_name: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    clinician_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    clinician: so.Mapped[User | None] = so.relationship(back_populates="clients")
+    episodes: so.Mapped[list[Episode]] = so.relationship(back_populates="client", order_by="Episode.id")
+
+
+class Episode(Base):
+    """An episode of care: change is measured against its first administration."""
+
+    __tablename__ = "episodes"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), index=True)
+    title: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    started_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    ended_at: so.Mapped[datetime | None]
+
+    client: so.Mapped[Client] = so.relationship(back_populates="episodes")
+    sessions: so.Mapped[list[CareSession]] = so.relationship(back_populates="episode", order_by="CareSession.number")
+
+
+class CareSession(Base):
+    """One therapy session within an episode."""
+
+    __tablename__ = "care_sessions"
+    __table_args__ = (sa.UniqueConstraint("episode_id", "number"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    episode_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("episodes.id"), index=True)
+    number: so.Mapped[int]
+    held_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    episode: so.Mapped[Episode] = so.relationship(back_populates="sessions")
+    assignments: so.Mapped[list[Assignment]] = so.relationship(back_populates="session", order_by="Assignment.id")
+
+
+class Assignment(Base):
+    """One instrument version to be answered by one client, reached through a link.
+
+    Only a SHA-256 hash of the link's token is stored.
+    """
+
+    __tablename__ = "assignments"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), index=True)
+    episode_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("episodes.id"), index=True)
+    session_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("care_sessions.id"), index=True)
+    instrument_id: so.Mapped[str] = so.mapped_column(sa.String(64))
+    instrument_version: so.Mapped[str] = so.mapped_column(sa.String(32))
+    language: so.Mapped[str] = so.mapped_column(sa.String(16), default="en")
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    expires_at: so.Mapped[datetime]
+    completed_at: so.Mapped[datetime | None]
+
+    client: so.Mapped[Client] = so.relationship()
+    session: so.Mapped[CareSession | None] = so.relationship(back_populates="assignments")
+    response: so.Mapped[Response | None] = so.relationship(back_populates="assignment")
+
+
+class Response(Base):
+    """A submitted response: the raw answers exactly as validated. Never edited in place."""
+
+    __tablename__ = "responses"
+    __table_args__ = (sa.Index("ix_responses_history", "client_id", "instrument_id", "submitted_at"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # unique: a repeated or double-clicked submit can store exactly one response per link
+    assignment_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("assignments.id"), unique=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"))
+    episode_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("episodes.id"), index=True)
+    instrument_id: so.Mapped[str] = so.mapped_column(sa.String(64))
+    instrument_version: so.Mapped[str] = so.mapped_column(sa.String(32))
+    language: so.Mapped[str] = so.mapped_column(sa.String(16), default="en")
+    answers: so.Mapped[dict[str, Any]]
+    receipt: so.Mapped[str] = so.mapped_column(sa.String(32))
+    started_at: so.Mapped[datetime | None]
+    submitted_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+
+    assignment: so.Mapped[Assignment | None] = so.relationship(back_populates="response")
+    client: so.Mapped[Client] = so.relationship()
+    score: so.Mapped[Score | None] = so.relationship(back_populates="response", uselist=False)
+
+
+class Score(Base):
+    """The derived scoring result of a response; recomputed when a scoring rule changes.
+
+    Score values are stored as decimal strings so that 5.0 stays exactly 5.0.
+    """
+
+    __tablename__ = "scores"
+
+    response_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("responses.id"), primary_key=True)
+    complete: so.Mapped[bool]
+    values: so.Mapped[dict[str, Any]]
+    band: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    flags: so.Mapped[list[Any]]
+    scored_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    response: so.Mapped[Response] = so.relationship(back_populates="score")
+
+
+class Alert(Base):
+    """An alert raised by an alert rule; open until a clinician acknowledges it with a note."""
+
+    __tablename__ = "alerts"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    response_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("responses.id"), index=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), index=True)
+    rule: so.Mapped[str] = so.mapped_column(sa.String(64))
+    severity: so.Mapped[str] = so.mapped_column(sa.String(16))
+    message: so.Mapped[str] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    acknowledged_at: so.Mapped[datetime | None]
+    acknowledged_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    note: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+
+class AuditEntry(Base):
+    """An append-only record of who did or saw what, when, and from where."""
+
+    __tablename__ = "audit_entries"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    actor: so.Mapped[str] = so.mapped_column(sa.String(128))
+    action: so.Mapped[str] = so.mapped_column(sa.String(64), index=True)
+    target: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    address: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    detail: so.Mapped[dict[str, Any]] = so.mapped_column(default=dict)

@@ -1,0 +1,241 @@
+"""Links and submissions: the one path by which an answer is validated, scored and stored.
+
+The web form, the JSON API and imports all call :func:`submit_response`, so every response
+gets the same validation, scoring, alerts and audit entry, in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from core.engine import Engine
+from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
+from core.scoring import ScoreResult, decimal_to_json, score_response
+from core.validation import validate_answers
+
+DEFAULT_LINK_LIFETIME = timedelta(days=7)
+
+
+def hash_token(token: str) -> str:
+    """Links are looked up by the SHA-256 of their token; the token itself is never stored."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A link token with 192 bits of randomness."""
+    return secrets.token_urlsafe(24)
+
+
+def create_assignment(
+    session: so.Session,
+    engine: Engine,
+    client: Client,
+    instrument_id: str,
+    *,
+    episode_id: int | None = None,
+    care_session_id: int | None = None,
+    language: str = "en",
+    lifetime: timedelta = DEFAULT_LINK_LIFETIME,
+) -> tuple[Assignment, str]:
+    """Create an assignment of the newest version of an instrument; return it and its link token.
+
+    Raises ``KeyError`` for an unknown instrument and ``ValueError`` for one whose licensed
+    wording is not installed.
+    """
+    instrument = engine.instruments.get(instrument_id)
+    if not instrument.sendable:
+        raise ValueError(f"{instrument_id}: licensed wording not installed; it cannot be sent to clients")
+    token = new_token()
+    assignment = Assignment(
+        client=client,
+        episode_id=episode_id,
+        session_id=care_session_id,
+        instrument_id=instrument.id,
+        instrument_version=instrument.version,
+        language=language,
+        token_hash=hash_token(token),
+        expires_at=datetime.now(UTC) + lifetime,
+    )
+    session.add(assignment)
+    session.flush()
+    return assignment, token
+
+
+def find_assignment(session: so.Session, token: str) -> Assignment | None:
+    return session.scalar(sa.select(Assignment).where(Assignment.token_hash == hash_token(token)))
+
+
+def is_expired(assignment: Assignment, now: datetime | None = None) -> bool:
+    expires = assignment.expires_at
+    if expires.tzinfo is None:  # SQLite hands back naive datetimes
+        expires = expires.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) >= expires
+
+
+def history_for(
+    session: so.Session, client_id: int, instrument_id: str, episode_id: int | None
+) -> list[dict[str, Any]]:
+    """Earlier answers of this client to this instrument in the same episode, oldest first."""
+    query = sa.select(Response.answers).where(Response.client_id == client_id, Response.instrument_id == instrument_id)
+    if episode_id is not None:
+        query = query.where(Response.episode_id == episode_id)
+    return list(session.scalars(query.order_by(Response.submitted_at, Response.id)))
+
+
+def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
+    return {name: None if value is None else str(value) for name, value in result.scores.items()}
+
+
+def stored_score_values(score: Score) -> dict[str, Decimal | None]:
+    """Scores read back from storage as exact Decimals."""
+    return {name: None if value is None else Decimal(value) for name, value in score.values.items()}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the client is told: the receipt, and whether this request stored the response."""
+
+    response_id: int
+    receipt: str
+    created: bool
+
+
+def submit_response(
+    session: so.Session,
+    engine: Engine,
+    assignment: Assignment,
+    answers: Mapping[str, Any],
+    *,
+    actor: str = "client-link",
+    address: str | None = None,
+    started_at: datetime | None = None,
+) -> Submission:
+    """Validate, score and store one response with its scores, alerts and audit entry.
+
+    Everything is added to ``session`` and committed by the caller's transaction; a plugin
+    hook that raises aborts the whole submission. A second submission for the same
+    assignment returns the first one's receipt (``created`` False).
+    Raises ``ResponseValidationError`` when the answers do not fit the instrument.
+    """
+    if assignment.response is not None:
+        return Submission(assignment.response.id, assignment.response.receipt, created=False)
+    instrument = engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+    validate_answers(instrument, answers)
+    history = history_for(session, assignment.client_id, instrument.id, assignment.episode_id)
+    result = score_response(instrument, answers, history)
+    now = datetime.now(UTC)
+    response = Response(
+        assignment=assignment,
+        client_id=assignment.client_id,
+        episode_id=assignment.episode_id,
+        instrument_id=instrument.id,
+        instrument_version=instrument.version,
+        language=assignment.language,
+        answers=dict(answers),
+        receipt=secrets.token_hex(4).upper(),
+        started_at=started_at,
+        submitted_at=now,
+    )
+    session.add(response)
+    assignment.completed_at = now
+    session.flush()
+    session.add(
+        Score(
+            response_id=response.id,
+            complete=result.complete,
+            values=score_values_to_store(result),
+            band=result.band,
+            flags=list(result.flags),
+            scored_at=now,
+        )
+    )
+    for alert in engine.alerts_for(result):
+        session.add(
+            Alert(
+                response_id=response.id,
+                client_id=assignment.client_id,
+                rule=alert.rule,
+                severity=alert.severity,
+                message=alert.message,
+                created_at=now,
+            )
+        )
+    session.add(
+        AuditEntry(
+            at=now,
+            actor=actor,
+            action="response.submit",
+            target=f"response:{response.id}",
+            address=address,
+            detail={"instrument": instrument.id, "version": instrument.version, "assignment": assignment.id},
+        )
+    )
+    engine.plugin_manager.hook.response_submitted(
+        instrument_id=instrument.id, version=instrument.version, response_id=response.id, result=result
+    )
+    session.flush()
+    return Submission(response.id, response.receipt, created=True)
+
+
+def result_json(score: Score) -> dict[str, Any]:
+    """A stored score as the same JSON shape that ``rapportal score`` prints (without ids)."""
+    return {
+        "complete": score.complete,
+        "scores": {name: decimal_to_json(value) for name, value in stored_score_values(score).items()},
+        "band": score.band,
+        "flags": list(score.flags),
+    }
+
+
+class LinkError(Exception):
+    """A link that cannot be answered: ``reason`` is ``unknown``, ``expired`` or ``completed``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def submit_by_token(
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    token: str,
+    answers: Mapping[str, Any],
+    **kwargs: Any,
+) -> Submission:
+    """Submit through a link in its own transaction; safe against double submits across processes.
+
+    If another request stored a response for the same link first, the unique constraint on
+    ``responses.assignment_id`` stops this one and its receipt is returned instead.
+    Raises :class:`LinkError` or ``ResponseValidationError``.
+    """
+    for attempt in range(5):
+        with session_factory() as session:
+            try:
+                with session.begin():
+                    assignment = find_assignment(session, token)
+                    if assignment is None:
+                        raise LinkError("unknown")
+                    if assignment.response is None and is_expired(assignment):
+                        raise LinkError("expired")
+                    return submit_response(session, engine, assignment, answers, **kwargs)
+            except sa.exc.IntegrityError:
+                continue  # a concurrent submit won; the next pass reads its receipt
+            except sa.exc.OperationalError as exc:
+                if not is_retryable(exc) or attempt == 4:
+                    raise
+    raise RuntimeError("submission could not be stored after 5 attempts")
+
+
+def is_retryable(exc: sa.exc.DBAPIError) -> bool:
+    """Serialization failures, deadlocks and SQLite lock time-outs are safe to retry."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in ("40001", "40P01") or "database is locked" in str(exc.orig)
