@@ -180,3 +180,13 @@ class AuditEntry(Base):
     target: so.Mapped[str | None] = so.mapped_column(sa.String(128))
     address: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     detail: so.Mapped[dict[str, Any]] = so.mapped_column(default=dict)
+
+
+class ThrottleCounter(Base):
+    """Attempts per key (an address, an account) in a fixed time window; shared by every process."""
+
+    __tablename__ = "throttle_counters"
+
+    key: so.Mapped[str] = so.mapped_column(sa.String(160), primary_key=True)
+    window_start: so.Mapped[int] = so.mapped_column(sa.BigInteger, primary_key=True)
+    count: so.Mapped[int] = so.mapped_column(default=0)
