@@ -18,7 +18,21 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged answer survives power loss
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    journal = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+    synchronous = cursor.execute("PRAGMA synchronous").fetchone()[0]
+    in_memory = cursor.execute("PRAGMA database_list").fetchone()[2] == ""
     cursor.close()
+    # Refuse to run where an acknowledged answer could be lost or writers could block readers:
+    # WAL cannot be enabled on some network file systems, for example.
+    if synchronous != 2 or (journal != "wal" and not in_memory):
+        raise DatabaseSettingsError(
+            f"SQLite runs with journal_mode={journal}, synchronous={synchronous}; Rapportal needs "
+            "journal_mode=wal and synchronous=2 (FULL). Put the database on a local file system."
+        )
+
+
+class DatabaseSettingsError(RuntimeError):
+    """The database connection lacks a setting that durability or concurrency depends on."""
 
 
 def _begin_immediate(conn: Any) -> None:

@@ -181,6 +181,7 @@ class Instrument:
     codes: Mapping[str, Any] = field(default_factory=dict, repr=False)
     wording_installed: bool = True
     wording_source: str | None = None
+    wording_placeholder: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -188,8 +189,8 @@ class Instrument:
 
     @property
     def sendable(self) -> bool:
-        """Whether clients may be sent this instrument: its wording is bundled or installed."""
-        return self.wording_installed
+        """Whether clients may be sent this instrument: its wording is bundled or truly installed."""
+        return self.wording_installed and not self.wording_placeholder
 
     @cached_property
     def validator(self) -> jsonschema.protocols.Validator:
@@ -220,6 +221,7 @@ class Instrument:
             stem=wording.get("stem", self.stem),
             wording_installed=True,
             wording_source=source,
+            wording_placeholder=bool(wording.get("placeholder", False)),
         )
 
 
@@ -231,6 +233,20 @@ def _wording_anchors(entry: Any) -> tuple[str, str] | None:
     if isinstance(entry, Mapping) and "anchors" in entry:
         return (entry["anchors"][0], entry["anchors"][1])
     return None
+
+
+PLACEHOLDER = "[PLACEHOLDER, not the licensed wording]"
+
+
+def placeholder_wording(instrument: Instrument) -> dict[str, Any]:
+    """A clearly marked stand-in wording file for demos and tests; never sendable to real clients."""
+    items: dict[str, Any] = {}
+    for item in instrument.items:
+        entry: dict[str, Any] = {"text": f"{PLACEHOLDER} {item.topic}"}
+        if item.widget == "vas":
+            entry["anchors"] = ["[PLACEHOLDER low end]", "[PLACEHOLDER high end]"]
+        items[item.id] = entry
+    return {"instrument": instrument.id, "placeholder": True, "stem": PLACEHOLDER, "items": items}
 
 
 def check_wording(instrument: Instrument, wording: Any) -> None:

@@ -15,6 +15,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.scoring_rules",
     "plugins.builtin_instruments",
     "plugins.alert_rules",
+    "plugins.export_csv",
+    "plugins.export_jsonl",
+    "plugins.widgets",
 )
 
 

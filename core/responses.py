@@ -45,14 +45,15 @@ def create_assignment(
     care_session_id: int | None = None,
     language: str = "en",
     lifetime: timedelta = DEFAULT_LINK_LIFETIME,
+    allow_placeholder: bool = False,
 ) -> tuple[Assignment, str]:
     """Create an assignment of the newest version of an instrument; return it and its link token.
 
     Raises ``KeyError`` for an unknown instrument and ``ValueError`` for one whose licensed
-    wording is not installed.
+    wording is not installed (placeholder wording counts only for demos: ``allow_placeholder``).
     """
     instrument = engine.instruments.get(instrument_id)
-    if not instrument.sendable:
+    if not (instrument.sendable or (allow_placeholder and instrument.wording_installed)):
         raise ValueError(f"{instrument_id}: licensed wording not installed; it cannot be sent to clients")
     token = new_token()
     assignment = Assignment(

@@ -9,16 +9,75 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from core import Engine, build_engine
+from core.instruments import placeholder_wording
+from core.db import make_db_engine
 from web import create_app
 
-PLACEHOLDER = "[PLACEHOLDER wording for tests: not the licensed text]"
-
-
 def database_url(tmp_path: Path) -> str:
-    """SQLite in the test's folder, or the server named by RAPPORTAL_TEST_DATABASE_URL."""
-    return os.environ.get("RAPPORTAL_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'test.db'}"
+    """SQLite in the test's folder, or a fresh schema on the server named by RAPPORTAL_TEST_DATABASE_URL.
+
+    On PostgreSQL each call creates an empty schema and points the URL's search_path at it; the
+    schemas are dropped when the session ends (and left-overs of a killed run when the next starts).
+    """
+    server = os.environ.get("RAPPORTAL_TEST_DATABASE_URL")
+    if not server:
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    schema = f"{_TEST_SCHEMA_PREFIX}{os.getpid()}_{len(_test_schemas)}"
+    with _admin_engine(server).begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    _test_schemas.append(schema)
+    url = sa.make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
+    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+_TEST_SCHEMA_PREFIX = "rt_test_"
+_test_schemas: list[str] = []
+_admin_engines: dict[str, sa.Engine] = {}
+
+
+def _admin_engine(server: str) -> sa.Engine:
+    if server not in _admin_engines:
+        _admin_engines[server] = make_db_engine(server, poolclass=sa.NullPool)
+    return _admin_engines[server]
+
+
+def _drop_test_schemas(server: str, names: list[str]) -> None:
+    with _admin_engine(server).begin() as connection:
+        for name in names:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_test_schemas() -> Iterator[None]:
+    """Drop the per-test PostgreSQL schemas at the end (and a killed run's left-overs at the start)."""
+    server = os.environ.get("RAPPORTAL_TEST_DATABASE_URL")
+    if not server:
+        yield
+        return
+    with _admin_engine(server).connect() as connection:
+        stale = connection.scalars(
+            sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :prefix"),
+            {"prefix": _TEST_SCHEMA_PREFIX + "%"},
+        ).all()
+    _drop_test_schemas(server, [name for name in stale if _schema_owner_gone(name)])
+    yield
+    _drop_test_schemas(server, _test_schemas)
+    _admin_engine(server).dispose()
+
+
+def _schema_owner_gone(schema: str) -> bool:
+    """A schema left by a test process that no longer runs (the pid is part of its name)."""
+    pid = int(schema[len(_TEST_SCHEMA_PREFIX) :].split("_")[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return pid == os.getpid()
 
 
 @pytest.fixture
@@ -34,6 +93,7 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
         "SECRET_KEY": "test-secret-key",
         "DATABASE_URL": database_url(tmp_path),
         "LOAD_ENTRYPOINTS": False,
+        "CREATE_SCHEMA": True,  # fast path; tests/test_migrations.py checks that it matches the migrations
     }
 
 
@@ -55,24 +115,15 @@ def runner(app: Any) -> Any:
     return app.test_cli_runner()
 
 
-def placeholder_wording(instrument: Any) -> dict[str, Any]:
-    """A clearly marked placeholder wording file for a licensed instrument (tests and demos only)."""
-    items = {}
-    for item in instrument.items:
-        entry: dict[str, Any] = {"text": f"{PLACEHOLDER} {item.topic}"}
-        if item.widget == "vas":
-            entry["anchors"] = ["[PLACEHOLDER low end]", "[PLACEHOLDER high end]"]
-        items[item.id] = entry
-    return {"instrument": instrument.id, "language": "en", "stem": PLACEHOLDER, "items": items}
-
-
 @pytest.fixture
 def licensed_wording(app: Any) -> None:
-    """Install placeholder wording for every licensed built-in instrument."""
+    """Install real-looking (not placeholder-flagged) test wording for every licensed built-in instrument."""
     eng = app.extensions["rapportal"].engine
     for instrument in eng.instruments:
         if not instrument.licence.wording_bundled:
-            eng.install_wording(instrument.id, placeholder_wording(instrument))
+            wording = placeholder_wording(instrument)
+            wording["placeholder"] = False  # lets tests send them like a clinic with a licence
+            eng.install_wording(instrument.id, wording)
 
 
 def write_json(path: Path, document: Any) -> Path:

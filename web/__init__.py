@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
+from flask_babel import Babel
 
 from core import Engine, build_engine
 from core.db import create_schema, make_db_engine, make_session_factory
@@ -25,6 +26,8 @@ class Portal:
     engine: Engine
     db: sa.Engine
     sessions: so.sessionmaker[so.Session]
+    form_classes: dict[tuple[str, str, str | None], type] = field(default_factory=dict)
+    widget_templates: dict[str, Any] = field(default_factory=dict)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -42,7 +45,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         LOAD_ENTRYPOINTS=True,
         DATABASE_URL=None,
         LINK_LIFETIME_DAYS=7,
+        LINK_GUESS_LIMIT=30,
+        CSRF_TIME_LIMIT=24 * 3600,
         MAX_CONTENT_LENGTH=256 * 1024,
+        CLINIC_NAME="Rapportal",
+        LANGUAGES=["en", "de", "es"],
+        BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
     )
     app.config.from_prefixed_env("RAPPORTAL")
     if config:
@@ -61,11 +69,30 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         extra_plugins=app.config.get("EXTRA_PLUGINS", ()),
     )
     db = make_db_engine(app.config["DATABASE_URL"])
-    if app.config.get("CREATE_SCHEMA", True):
+    # `rapportal serve` and `rapportal db upgrade` run the migrations; CREATE_SCHEMA is the tests' fast path.
+    if app.config.get("CREATE_SCHEMA", False):
         create_schema(db)
     app.extensions[EXTENSION_KEY] = Portal(engine=engine, db=db, sessions=make_session_factory(db))
     app.teardown_appcontext(_close_db_session)
+    from web import cli, client, health, pages
+
+    babel.init_app(app, locale_selector=_select_language)
+    cli.init_app(app)
+    pages.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(client.bp)
     return app
+
+
+babel = Babel()
+
+
+def _select_language() -> str:
+    """A client page follows its assignment's language; other pages the browser's preference."""
+    language = g.get("language")
+    if language:
+        return language
+    return request.accept_languages.best_match(current_app.config["LANGUAGES"]) or "en"
 
 
 def portal() -> Portal:

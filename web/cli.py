@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 from flask import current_app
 from flask.cli import FlaskGroup
 
@@ -63,10 +65,18 @@ def list_instruments(as_json: bool) -> None:
         click.echo(json.dumps({"instruments": rows, "errors": errors}, indent=2))
         return
     for row in rows:
-        wording = "" if row["sendable"] else "  [licensed wording not installed]"
+        wording = "" if row["sendable"] else f"  [licensed wording: {row['wording']}]"
         click.echo(f"{row['id']:<10} {row['version']:<8} {row['items']:>3} items  {row['title']}{wording}")
     for error in errors:
         click.echo(f"not loaded: {error}", err=True)
+
+
+def _wording_status(inst: Any) -> str:
+    if inst.licence.wording_bundled:
+        return "bundled"
+    if inst.wording_placeholder:
+        return "placeholder (demo links only)"
+    return "installed" if inst.wording_installed else "not installed"
 
 
 @instruments.command("show")
@@ -188,6 +198,199 @@ def score(instrument_id: str, input_file: Any, version: str | None) -> None:
         lines = "\n".join(f"  {e}" for e in exc.errors)
         fail(f"{where} do not fit {instrument_id}:\n{lines}")
     click.echo(json.dumps(result.to_json(), indent=2))
+
+
+@cli.command("demo")
+@click.option("--base-url", default="http://127.0.0.1:5000", show_default=True, help="Where the portal is served.")
+def demo(base_url: str) -> None:
+    """Create a demo client with a link for every instrument and print the links.
+
+    Licensed instruments without installed wording get clearly marked placeholder wording,
+    usable for demo links only: real clients can never be sent it.
+    """
+    from core.instruments import placeholder_wording
+    from core.models import Client
+    from core.responses import create_assignment
+    from web import portal
+
+    state = portal()
+    eng = state.engine
+    for inst in list(eng.instruments):
+        if not inst.wording_installed:
+            eng.install_wording(inst.id, placeholder_wording(inst))
+    with state.sessions.begin() as session:
+        code = f"DEMO-{secrets.token_hex(3).upper()}"
+        client = Client(code=code, display_name="Demo client")
+        session.add(client)
+        links = []
+        for inst in eng.instruments:
+            _assignment, token = create_assignment(session, eng, client, inst.id, allow_placeholder=True)
+            links.append((inst, f"{base_url.rstrip('/')}/a/{token}"))
+    click.echo(f"Demo client {code}. Open a link on a phone or in a browser:")
+    for inst, link in links:
+        note = "  (placeholder wording)" if inst.wording_placeholder else ""
+        click.echo(f"  {inst.short_title:<8} {link}{note}")
+
+
+@cli.command("serve", with_appcontext=False)
+@click.option("--host", default=None, help="Address to listen on (RAPPORTAL_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (RAPPORTAL_PORT, default 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (RAPPORTAL_WORKERS, default 4).")
+def serve_command(host: str | None, port: int | None, workers: int | None) -> None:
+    """Upgrade the database if needed, then serve the portal with gunicorn."""
+    from core.migrations import MigrationError, upgrade
+    from web.serve import serve
+
+    app = create_app()
+    host = host or app.config.get("HOST") or "127.0.0.1"
+    port = port or int(app.config.get("PORT") or 8000)
+    workers = workers or int(app.config.get("WORKERS") or 4)
+    db = app.extensions[EXTENSION_KEY].db
+    try:
+        revision = upgrade(db)
+    except (MigrationError, sa.exc.SQLAlchemyError) as exc:
+        fail(f"cannot bring the database {db.url!r} up to date: {exc}")
+    db.dispose()
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    click.echo(f"Database {db.url!r} at revision {revision}")
+    click.echo(f"Rapportal is serving on http://{shown}:{port}/ ({workers} workers; Ctrl+C stops it)", err=True)
+    serve(app, host, port, workers)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Upgrade, inspect and back up the database."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(revision: str) -> None:
+    """Create the tables in an empty database, or apply the revisions it lacks."""
+    from core.migrations import MigrationError, upgrade
+
+    try:
+        reached = upgrade(current_app.extensions[EXTENSION_KEY].db, revision)
+    except MigrationError as exc:
+        fail(str(exc))
+    click.echo(f"Database at revision {reached}")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Print the database's revision; exit status 1 when it is not the newest."""
+    from core.migrations import current_revision, head_revision
+
+    current, head = current_revision(current_app.extensions[EXTENSION_KEY].db), head_revision()
+    if current == head:
+        click.echo(f"{current} (head)")
+        return
+    click.echo(f"{current or 'empty'} (newest is {head}: run `rapportal db upgrade`)")
+    sys.exit(1)
+
+
+@db_group.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(file: Path) -> None:
+    """Write a consistent backup while the portal runs (SQLite copy, or pg_dump custom format)."""
+    from core.migrations.backup import BackupError, backup_database
+
+    db = current_app.extensions[EXTENSION_KEY].db
+    try:
+        written = backup_database(db.url.render_as_string(hide_password=False), file)
+    except BackupError as exc:
+        fail(str(exc))
+    click.echo(f"Backup of {db.url!r} written to {written}")
+
+
+def init_app(app: Any) -> None:
+    """Make the commands reachable from ``app.cli`` too (Flask's test runner and ``flask`` itself)."""
+    for name, command in cli.commands.items():
+        app.cli.commands.setdefault(name, command)
+
+
+@cli.command("export")
+@click.option("--format", "format_name", metavar="NAME", help="Export format (see --list).")
+@click.option("--list", "list_formats", is_flag=True, help="List the export formats and exit.")
+@click.option("--instrument", "instruments", multiple=True, metavar="ID", help="Only this instrument (repeatable).")
+@click.option("--since", metavar="DATE", help="Submitted on or after DATE (YYYY-MM-DD, UTC).")
+@click.option("--until", metavar="DATE", help="Submitted on or before DATE (YYYY-MM-DD, UTC, whole day).")
+@click.option("--clinician", "clinicians", multiple=True, metavar="USER", help="Only this clinician's clients.")
+@click.option("--client", "clients", multiple=True, metavar="CODE", help="Only this client (repeatable).")
+@click.option("--identifying", is_flag=True, help="Add client and clinician display names (default: pseudonymised).")
+@click.option("--output", "output", type=click.Path(path_type=Path, dir_okay=False), help="File to write.")
+def export(
+    format_name: str | None,
+    list_formats: bool,
+    instruments: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    clinicians: tuple[str, ...],
+    clients: tuple[str, ...],
+    identifying: bool,
+    output: Path | None,
+) -> None:
+    """Export scored responses (pseudonymised unless --identifying); the export is audited."""
+    import getpass
+    import os
+    import tempfile
+    from datetime import UTC, datetime, timedelta
+
+    from core import ExportSelection
+    from core.export import ExportError, list_exporters, prepare_export, run_export
+
+    state = current_app.extensions[EXTENSION_KEY]
+    if list_formats:
+        for exporter in list_exporters(state.engine):
+            click.echo(f"{exporter.name:<12} .{exporter.extension:<6} {exporter.title}")
+        return
+    if not format_name or output is None:
+        fail("give --format NAME and --output FILE (or --list to see the formats)")
+
+    def day(value: str | None, option: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            fail(f"{option} {value!r} is not a date in the form YYYY-MM-DD")
+        raise AssertionError  # unreachable: fail() exits
+
+    start, end = day(since, "--since"), day(until, "--until")
+    selection = ExportSelection(
+        instruments=instruments,
+        since=start,
+        until=end + timedelta(days=1) if end else None,
+        clinicians=clinicians,
+        clients=clients,
+        identifying=identifying,
+    )
+    if start and end and start > end:
+        fail("--since is after --until")
+    try:
+        plan = prepare_export(state.engine, format_name, selection)
+    except ExportError as exc:
+        fail(str(exc))
+    target = output.resolve()
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    temp = Path(handle.name)
+    try:
+        with handle:
+            count = run_export(
+                state.sessions, state.engine, format_name, selection, handle,
+                actor=f"cli:{getpass.getuser()}", plan=plan,
+            )
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except (OSError, ExportError) as exc:
+        temp.unlink(missing_ok=True)
+        fail(f"export to {output} failed: {exc}")
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    click.echo(f"Wrote {count} responses to {output} ({plan.exporter.title})")
 
 
 def main() -> None:

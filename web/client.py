@@ -1,0 +1,121 @@
+"""The client's side: answer a questionnaire through a link (``/a/<token>``).
+
+A wrong, expired or used link gets a plain page with the right status code and nothing
+about any client. Unknown-token requests are counted per address and throttled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, g, render_template, request
+
+from core import ResponseValidationError
+from core.models import Assignment
+from core.responses import LinkError, find_assignment, hash_token, is_expired, submit_by_token
+from core.throttle import attempts, count_attempt
+from web import db_session, portal
+from web.forms import answers_from, questionnaire_form, render_item, texts_for
+
+bp = Blueprint("client", __name__, url_prefix="/a")
+
+THROTTLE_WINDOW = 600  # seconds
+
+
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _check_throttle() -> None:
+    limit = current_app.config["LINK_GUESS_LIMIT"]
+    if attempts(db_session(), f"link:{_address()}", THROTTLE_WINDOW) >= limit:
+        abort(429)
+
+
+def _unknown_link() -> Any:
+    session = db_session()
+    count_attempt(session, f"link:{_address()}", THROTTLE_WINDOW)
+    session.commit()
+    abort(404)
+
+
+def _load(token: str) -> Assignment:
+    _check_throttle()
+    assignment = find_assignment(db_session(), token)
+    if assignment is None:
+        _unknown_link()
+    g.language = assignment.language
+    return assignment
+
+
+def _form_page(assignment: Assignment, token: str, form: Any, status: int = 200, summary: list[str] | None = None):
+    instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+    texts = texts_for(instrument, assignment.language)
+    numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
+    pages = sorted({section.page for section in instrument.sections})
+    return (
+        render_template(
+            "client/form.html",
+            instrument=instrument,
+            texts=texts,
+            form=form,
+            token=token,
+            pages=pages,
+            numbers=numbers,
+            render_item=lambda item: render_item(item, numbers[item.id], form, texts),
+            summary=summary or [],
+        ),
+        status,
+    )
+
+
+def _done_page(receipt: str, first_time: bool):
+    return render_template("client/done.html", receipt=receipt, first_time=first_time)
+
+
+@bp.get("/<token>")
+def answer(token: str):
+    assignment = _load(token)
+    if assignment.response is not None:
+        return _done_page(assignment.response.receipt, first_time=False)
+    if is_expired(assignment):
+        abort(410)
+    form = questionnaire_form(_instrument(assignment), None, assignment.token_hash)
+    return _form_page(assignment, token, form)
+
+
+@bp.post("/<token>")
+def submit(token: str):
+    assignment = _load(token)
+    if assignment.response is not None:  # a repeated or double-clicked submit
+        return _done_page(assignment.response.receipt, first_time=False)
+    if is_expired(assignment):
+        abort(410)
+    instrument = _instrument(assignment)
+    form = questionnaire_form(instrument, request.form, hash_token(token))
+    if not form.validate():
+        return _form_page(assignment, token, form, 422, _summary(form))
+    answers = answers_from(form, instrument)
+    db_session().close()  # the submission runs in its own transaction
+    try:
+        submission = submit_by_token(portal().sessions, portal().engine, token, answers, address=_address())
+    except ResponseValidationError as exc:
+        for item_id, reason in exc.by_item().items():
+            if item_id in form:
+                form[item_id].errors = [reason]
+        return _form_page(assignment, token, form, 422, _summary(form))
+    except LinkError as exc:
+        abort(410 if exc.reason == "expired" else 404)
+    return _done_page(submission.receipt, first_time=submission.created)
+
+
+def _instrument(assignment: Assignment):
+    return portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+
+
+def _summary(form: Any) -> list[str]:
+    problems = []
+    for field in form:
+        if field.errors:
+            problems.append(field.name)
+    return problems

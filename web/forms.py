@@ -1,0 +1,176 @@
+"""Questionnaire forms built from instrument definitions.
+
+WTForms does the processing (CSRF, turning form strings into answers, required checks);
+Jinja templates supplied by widget plugins produce the markup, compiled once per widget.
+The JSON Schema check in :func:`core.validate_answers` has the last word on every answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import wtforms
+from flask import current_app
+from flask_babel import gettext as _
+from markupsafe import Markup
+from wtforms.csrf.core import CSRF
+
+from core import Instrument, Widget, WidgetValueError
+from core.instruments import Item
+
+CSRF_FIELD = "csrf_token"
+
+
+class LinkCSRF(CSRF):
+    """A stateless CSRF token bound to one link: HMAC(secret, link hash, issued time).
+
+    No cookie is needed, so a client on a shared tablet or a phone that blocks cookies can
+    still answer; an expired token re-shows the form with the answers kept.
+    """
+
+    def setup_form(self, form: wtforms.Form) -> Any:
+        self.secret = form.meta.csrf_secret
+        self.context = form.meta.csrf_context
+        self.time_limit = form.meta.csrf_time_limit
+        return super().setup_form(form)
+
+    def _mac(self, issued: int) -> str:
+        message = f"{self.context}:{issued}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+    def generate_csrf_token(self, csrf_token_field: Any) -> str:
+        issued = int(time.time())
+        return f"{issued}.{self._mac(issued)}"
+
+    def validate_csrf_token(self, form: wtforms.Form, field: Any) -> None:
+        issued_text, _sep, mac = (field.data or "").partition(".")
+        if not issued_text.isdigit() or not hmac.compare_digest(mac, self._mac(int(issued_text))):
+            raise wtforms.ValidationError(
+                _("This form could not be verified. Please check your answers and send again.")
+            )
+        if time.time() - int(issued_text) > self.time_limit:
+            raise wtforms.ValidationError(
+                _("This page was open for a long time. Your answers are kept: please send again.")
+            )
+
+
+class ItemField(wtforms.Field):
+    """One item: the widget's ``parse`` turns the submitted strings into the answer."""
+
+    def __init__(self, *args: Any, item: Item, widget: Widget, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.item = item
+        self.widget_def = widget
+        self.raw: list[str] = []
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        self.raw = list(valuelist)
+        try:
+            self.data = self.widget_def.parse(self.item, self.raw)
+        except WidgetValueError as error:
+            self.data = None
+            raise ValueError(str(error)) from None
+
+    def pre_validate(self, form: wtforms.Form) -> None:
+        if self.data is None and not self.item.optional and not self.process_errors:
+            raise wtforms.validators.StopValidation(_("Please answer this question."))
+
+
+def form_class(instrument: Instrument, widgets: Mapping[str, Widget]) -> type[wtforms.Form]:
+    """Build (once per instrument version, see :func:`questionnaire_form`) the form class."""
+
+    class Meta:
+        csrf = True
+        csrf_class = LinkCSRF
+        csrf_field_name = CSRF_FIELD
+
+    attrs: dict[str, Any] = {"Meta": Meta}
+    for item in instrument.items:
+        widget = widgets.get(item.widget)
+        if widget is None:
+            raise LookupError(f"{instrument.id}: no widget {item.widget!r} is installed for item {item.id}")
+        attrs[item.id] = ItemField(item=item, widget=widget)
+    return type(f"{instrument.id}_form", (wtforms.Form,), attrs)
+
+
+def questionnaire_form(instrument: Instrument, formdata: Any, link_hash: str) -> wtforms.Form:
+    """The form for one link, bound to the submitted data (or empty)."""
+    from web import portal
+
+    cache = portal().form_classes
+    key = (instrument.id, instrument.version, instrument.wording_source)
+    cls = cache.get(key)
+    if cls is None:
+        cls = cache[key] = form_class(instrument, portal().engine.widgets)
+    return cls(
+        formdata=formdata,
+        meta={
+            "csrf_secret": current_app.config["SECRET_KEY"].encode(),
+            "csrf_context": link_hash,
+            "csrf_time_limit": current_app.config["CSRF_TIME_LIMIT"],
+        },
+    )
+
+
+def answers_from(form: wtforms.Form, instrument: Instrument) -> dict[str, Any]:
+    return {item.id: form[item.id].data for item in instrument.items}
+
+
+def texts_for(instrument: Instrument, language: str) -> dict[str, Any]:
+    """Title, stem, item texts and answer labels in ``language`` where the definition translates them."""
+    translation = instrument.document.get("x-translations", {}).get(language, {})
+    options = translation.get("options", {})
+    anchors = translation.get("anchors", {})
+    return {
+        "title": translation.get("title", instrument.title),
+        "stem": translation.get("stem", instrument.stem),
+        "items": {
+            item.id: translation.get("items", {}).get(item.id, item.text or item.topic) for item in instrument.items
+        },
+        "options": {
+            item.id: [(str(o.value), options.get(o.label, o.label)) for o in item.options] for item in instrument.items
+        },
+        "anchors": {item.id: tuple(anchors.get(item.id, item.anchors or ("", ""))) for item in instrument.items},
+    }
+
+
+def render_item(item: Item, number: int, form: wtforms.Form, texts: Mapping[str, Any]) -> Markup:
+    """The markup for one item, from its widget's template (compiled once per app)."""
+    from web import portal
+
+    state = portal()
+    template = state.widget_templates.get(item.widget)
+    if template is None:
+        template = state.widget_templates[item.widget] = current_app.jinja_env.from_string(
+            state.engine.widgets[item.widget].template
+        )
+    field = form[item.id]
+    errors = field.errors or field.process_errors
+    return Markup(
+        template.render(
+            item=item,
+            name=item.id,
+            number=number,
+            text=texts["items"][item.id],
+            options=texts["options"][item.id],
+            anchors=texts["anchors"][item.id],
+            values=field.raw,
+            error=errors[0] if errors else None,
+            required=not item.optional,
+            labels=_widget_labels(),
+        )
+    )
+
+
+def _widget_labels() -> dict[str, str]:
+    return {
+        "yes": _("Yes"),
+        "no": _("No"),
+        "vas_unset": _("Not marked yet"),
+        "vas_help": _("Tap or click the line where it fits best, or use the arrow keys."),
+        "vas_fallback": _("Your mark, from 0.0 (left end) to 10.0 (right end):"),
+    }

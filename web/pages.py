@@ -1,0 +1,57 @@
+"""Application-wide page behaviour: security headers, error pages, template helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, render_template, request
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+
+# No inline script or style anywhere, so the policy can stay this strict.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+ERROR_PAGES = {
+    400: (_l("Something was wrong with that request"), _l("Please go back and try again.")),
+    403: (_l("You cannot open this page"), _l("Your account does not have access to it.")),
+    404: (_l("This page or link is not valid"), _l("Please check the link, or ask your clinician for a new one.")),
+    405: (_l("This page cannot be used that way"), _l("Please go back and try again.")),
+    413: (_l("That was too much to send at once"), _l("Please shorten your answers and send again.")),
+    410: (_l("This link has expired"), _l("Please ask your clinician for a new link.")),
+    422: (_l("Some answers need your attention"), _l("Please go back and check them.")),
+    429: (_l("Too many attempts"), _l("Please wait a few minutes and try again.")),
+    500: (_l("Something went wrong on our side"), _l("Your answers were not saved. Please try again in a moment.")),
+    503: (_l("The service is not available just now"), _l("Please try again in a moment.")),
+}
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_security_headers)
+    app.context_processor(lambda: {"page_language": lambda: str(get_locale() or "en")})
+    for status in ERROR_PAGES:
+        if status not in app.error_handler_spec.get(None, {}):
+            app.register_error_handler(status, _error_page)
+
+
+def _security_headers(response: Any) -> Any:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if request.endpoint != "static":
+        # Pages may show answers or client details: never keep them in any cache.
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_page(error: Any) -> Any:
+    status = getattr(error, "code", 500) or 500
+    title, message = ERROR_PAGES.get(status, ERROR_PAGES[500])
+    if request.path.startswith("/api/"):
+        return {"error": {"status": status, "message": str(title)}}, status
+    return render_template("plain.html", title=str(title), message=str(message)), status
