@@ -1,0 +1,120 @@
+"""``rapportal serve``: the production WSGI server (gunicorn) with JSON logs that never carry tokens.
+
+Client links are ``/a/<token>``: the token is a password for one questionnaire, so every log
+line (access and error) has it replaced by ``[redacted]``; query strings are not logged at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+
+_LINK_TOKEN = re.compile(r"(/a/)[^/?#\s\"']+")
+# Defence in depth: any other URL-safe run long enough to be a token (ours are 32 characters).
+_TOKEN_LIKE = re.compile(
+    r"(?<![A-Za-z0-9_-])(?=[A-Za-z_-]*[0-9])(?=[0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}(?![A-Za-z0-9_-])"
+)
+
+
+def redact(text: str) -> str:
+    """Replace link tokens (and anything shaped like one) in a log message."""
+    return _TOKEN_LIKE.sub("[redacted]", _LINK_TOKEN.sub(r"\1[redacted]", text))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and structured ``fields`` if given."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class JsonLogger(GunicornLogger):
+    """Gunicorn's logger with JSON lines; the access entry carries method, redacted path, status, time."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
+            return
+        fields = {
+            "event": "request",
+            "method": environ.get("REQUEST_METHOD"),
+            "path": redact(environ.get("PATH_INFO", "")),
+            "status": resp.status_code,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 1),
+            "remote": environ.get("REMOTE_ADDR"),
+        }
+        self.access_log.info("request", extra={"fields": fields})
+
+
+def configure_app_logging() -> None:
+    """Send the app's own log records (Flask's ``app.logger``, warnings) to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class PortalServer(BaseApplication):
+    """Gunicorn running one already-built Flask app, forked into ``workers`` processes."""
+
+    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        self.application = app
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.application
+
+
+def _after_fork(_server: Any, worker: Any) -> None:
+    # Connections opened by the parent (the start-up upgrade) must never be shared with a child.
+    worker.app.application.extensions["rapportal"].db.dispose(close=False)
+
+
+def serve(app: Flask, host: str, port: int, workers: int, timeout: int = 30) -> None:
+    """Run gunicorn in this process until it is stopped (SIGTERM/SIGINT: graceful)."""
+    configure_app_logging()
+    PortalServer(
+        app,
+        {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": workers,
+            "worker_class": "sync",
+            "timeout": timeout,
+            "graceful_timeout": timeout,
+            "preload_app": True,
+            "accesslog": "-",
+            "errorlog": "-",
+            "logger_class": JsonLogger,
+            "post_fork": _after_fork,
+            "proc_name": "rapportal",
+        },
+    ).run()
