@@ -335,6 +335,8 @@ def export(
     import tempfile
     from datetime import UTC, datetime, timedelta
 
+    import sqlalchemy as sa
+
     from core import ExportSelection
     from core.export import ExportError, list_exporters, prepare_export, run_export
 
@@ -372,21 +374,31 @@ def export(
         fail(str(exc))
     target = output.resolve()
     try:
-        handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed into place on success
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
+        )
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
     temp = Path(handle.name)
     try:
         with handle:
             count = run_export(
-                state.sessions, state.engine, format_name, selection, handle,
-                actor=f"cli:{getpass.getuser()}", plan=plan,
+                state.sessions,
+                state.engine,
+                format_name,
+                selection,
+                handle,
+                actor=f"cli:{getpass.getuser()}",
+                plan=plan,
             )
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except (OSError, ExportError) as exc:
         temp.unlink(missing_ok=True)
         fail(f"export to {output} failed: {exc}")
+    except sa.exc.SQLAlchemyError as exc:
+        temp.unlink(missing_ok=True)
+        fail(f"export to {output} failed: database error: {getattr(exc, 'orig', None) or exc}")
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

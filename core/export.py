@@ -1,0 +1,626 @@
+"""Running an export: select responses, stream them through an exporter, audit the export.
+
+No Flask here. The CLI calls :func:`run_export` with a file; the web download calls
+:func:`iter_export`, which yields the same bytes for a streaming response. Rows come from the
+database in batches (a server-side cursor on PostgreSQL), so memory does not grow with the
+number of rows; exporters write each row as it arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cached_property
+from typing import IO, Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from core.engine import Engine
+from core.exporters import Exporter, ExportRow, ExportSelection
+from core.instruments import Instrument, Item
+from core.models import Assignment, AuditEntry, CareSession, Client, Response, Score, User
+
+BATCH_SIZE = 2000
+CHUNK_SIZE = 64 * 1024
+
+
+class ExportError(Exception):
+    """An export that cannot run as asked: unknown format, or a selection the exporter refuses."""
+
+
+# ---------------------------------------------------------------------------
+# Spreadsheet safety
+# ---------------------------------------------------------------------------
+
+# A cell whose first meaningful character is one of these is read as a formula (or DDE call)
+# by Excel, LibreOffice and Google Sheets.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+_SKIPPED_LEADERS = " \"'"
+
+
+def neutralise_cell(text: str) -> str:
+    """Make a text cell inert for spreadsheets: prefix ``'`` when it could start a formula.
+
+    A formula can hide behind leading spaces or quotes (`` =1+1``, ``"=1+1``), so those are
+    looked past. Numbers are never passed here: numeric columns are written as numbers.
+    """
+    if not text:
+        return text
+    if text[0] in _FORMULA_STARTS:
+        return "'" + text
+    stripped = text.lstrip(_SKIPPED_LEADERS)
+    if stripped is not text and stripped and stripped[0] in _FORMULA_STARTS:
+        return "'" + text
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Columns: the wide layout that CSV, Excel, SPSS and the codebook share
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One variable of the wide layout (one row per response).
+
+    ``kind`` is ``meta``, ``item``, ``score``, ``band`` or ``flags``; ``type`` is ``text``,
+    ``integer``, ``number`` or ``datetime``; ``key`` is the item id or score name.
+    """
+
+    name: str
+    label: str
+    kind: str
+    type: str
+    key: str = ""
+    options: tuple[tuple[Any, str], ...] = ()
+    allowed: str = ""
+    code: str | None = None
+    instruments: tuple[str, ...] = ()
+
+
+META_COLUMNS = (
+    Column("response_id", "Response number", "meta", "integer", "response_id"),
+    Column("client", "Client code (pseudonym)", "meta", "text", "client"),
+    Column("client_name", "Client display name (identifying)", "meta", "text", "client_name"),
+    Column("clinician", "Clinician username", "meta", "text", "clinician"),
+    Column("clinician_name", "Clinician display name (identifying)", "meta", "text", "clinician_name"),
+    Column("session", "Session number within the episode", "meta", "integer", "session"),
+    Column("instrument", "Instrument id", "meta", "text", "instrument"),
+    Column("version", "Instrument version", "meta", "text", "version"),
+    Column("submitted_at", "Submitted at (UTC)", "meta", "datetime", "submitted_at"),
+)
+IDENTIFYING_COLUMNS = frozenset({"client_name", "clinician_name"})
+
+
+def _item_type(item: Item) -> str:
+    types = item.schema.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if item.options and all(isinstance(o.value, int) and not isinstance(o.value, bool) for o in item.options):
+        return "integer"
+    if "boolean" in types:
+        return "integer"  # 1 yes, 0 no: numbers in every target
+    if "integer" in types:
+        return "integer"
+    if "number" in types:
+        return "number"
+    return "text"
+
+
+def _allowed(item: Item) -> str:
+    if item.options:
+        return "; ".join(f"{o.value} = {o.label}" for o in item.options)
+    if item.minimum is not None or item.maximum is not None:
+        step = f" in steps of {item.step}" if item.step is not None else ""
+        return f"{item.minimum} to {item.maximum}{step}"
+    if _item_type(item) == "text":
+        return "free text"
+    return ""
+
+
+def item_label(instrument: Instrument, item: Item) -> str:
+    """The label exports use: the bundled wording, or the topic for licensed wording (never exported)."""
+    if instrument.licence.wording_bundled and item.text:
+        return item.text
+    return item.topic
+
+
+def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[Column, ...]:
+    """Meta columns, then every item and named score of ``instruments`` (first seen first), band, flags."""
+    columns = [c for c in META_COLUMNS if identifying or c.name not in IDENTIFYING_COLUMNS]
+    items: dict[str, Column] = {}
+    scores: dict[str, Column] = {}
+    for instrument in instruments:
+        for item in instrument.items:
+            if item.id in items:
+                previous = items[item.id]
+                if instrument.id not in previous.instruments:
+                    items[item.id] = _add_instrument(previous, instrument.id)
+                continue
+            boolean = "boolean" in str(item.schema.get("type", ""))
+            items[item.id] = Column(
+                name=item.id,
+                label=item_label(instrument, item),
+                kind="item",
+                type=_item_type(item),
+                key=item.id,
+                options=((1, "Yes"), (0, "No")) if boolean else tuple((o.value, o.label) for o in item.options),
+                allowed="1 = Yes; 0 = No" if boolean else _allowed(item),
+                code=item.code,
+                instruments=(instrument.id,),
+            )
+        for spec in instrument.scoring.scores:
+            name = f"score_{spec.name}"
+            if name in scores:
+                previous = scores[name]
+                if instrument.id not in previous.instruments:
+                    scores[name] = _add_instrument(previous, instrument.id)
+                continue
+            scores[name] = Column(
+                name=name,
+                label=spec.label,
+                kind="score",
+                type="number",
+                key=spec.name,
+                allowed=f"computed by rule {spec.rule.name}",
+                code=(instrument.codes.get("scores") or {}).get(spec.name),
+                instruments=(instrument.id,),
+            )
+    columns.extend(items.values())
+    columns.extend(scores.values())
+    columns.append(Column("band", "Severity band (id)", "band", "text", "band"))
+    columns.append(Column("flags", "Flags raised, separated by ';'", "flags", "text", "flags"))
+    return tuple(columns)
+
+
+def _add_instrument(column: Column, instrument_id: str) -> Column:
+    return Column(**{**asdict(column), "instruments": (*column.instruments, instrument_id)})
+
+
+def wide_values(row: ExportRow, columns: Sequence[Column]) -> list[Any]:
+    """The values of one response in column order: text, ints, Decimals, datetimes or None."""
+    values: list[Any] = []
+    append = values.append
+    for column in columns:
+        kind = column.kind
+        if kind == "item":
+            value = row.answers.get(column.key)
+            if isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, list):
+                value = ";".join(str(v) for v in value)
+            append(value)
+        elif kind == "score":
+            append(row.scores.get(column.key))
+        elif kind == "meta":
+            append(_meta_value(row, column.key))
+        elif kind == "band":
+            append(row.band)
+        else:
+            append(";".join(row.flags))
+    return values
+
+
+def _meta_value(row: ExportRow, key: str) -> Any:
+    if key == "session":
+        return None if row.session is None else int(row.session)
+    if key in IDENTIFYING_COLUMNS:
+        return row.extra.get(key)
+    return getattr(row, key)
+
+
+def utc(value: datetime) -> datetime:
+    """Datetimes come back naive from SQLite; every stored datetime is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------
+# The context exporters receive
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ExportContext:
+    """What an exporter knows besides the rows: the engine, the selection and its instruments."""
+
+    engine: Engine
+    selection: ExportSelection
+    instruments: tuple[Instrument, ...]
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @cached_property
+    def columns(self) -> tuple[Column, ...]:
+        """The wide layout over every instrument in the selection."""
+        return wide_columns(self.instruments, self.selection.identifying)
+
+    def columns_for(self, instrument_id: str) -> tuple[Column, ...]:
+        """The wide layout of one instrument (all its versions in the selection)."""
+        cache = self.__dict__.setdefault("_per_instrument", {})
+        if instrument_id not in cache:
+            versions = [i for i in self.instruments if i.id == instrument_id]
+            cache[instrument_id] = wide_columns(versions, self.selection.identifying)
+        return cache[instrument_id]
+
+    def instrument(self, instrument_id: str, version: str) -> Instrument | None:
+        """The definition a row was answered on, or None when that version is no longer installed."""
+        try:
+            return self.engine.instruments.get(instrument_id, version)
+        except KeyError:
+            return None
+
+
+def instruments_in(engine: Engine, selection: ExportSelection) -> tuple[Instrument, ...]:
+    """Every installed version of the selected instruments (all instruments when none is named)."""
+    wanted = set(selection.instruments)
+    found = [i for i in engine.instruments.all_versions() if not wanted or i.id in wanted]
+    return tuple(sorted(found, key=lambda i: (i.id, i.version)))
+
+
+# ---------------------------------------------------------------------------
+# Reading rows from the database
+# ---------------------------------------------------------------------------
+
+
+def export_query(selection: ExportSelection) -> sa.Select[Any]:
+    """The SELECT behind an export: responses with client, clinician, session and scores."""
+    columns: list[Any] = [
+        Response.id,
+        Client.code,
+        User.username,
+        CareSession.number,
+        Response.instrument_id,
+        Response.instrument_version,
+        Response.submitted_at,
+        Response.answers,
+        Score.values,
+        Score.band,
+        Score.flags,
+    ]
+    if selection.identifying:
+        columns += [Client.display_name, User.display_name]
+    query = (
+        sa.select(*columns)
+        .join(Client, Client.id == Response.client_id)
+        .outerjoin(User, User.id == Client.clinician_id)
+        .outerjoin(Assignment, Assignment.id == Response.assignment_id)
+        .outerjoin(CareSession, CareSession.id == Assignment.session_id)
+        .outerjoin(Score, Score.response_id == Response.id)
+    )
+    if selection.instruments:
+        query = query.where(Response.instrument_id.in_(selection.instruments))
+    if selection.since is not None:
+        query = query.where(Response.submitted_at >= utc(selection.since))
+    if selection.until is not None:
+        query = query.where(Response.submitted_at < utc(selection.until))
+    if selection.clinicians:
+        query = query.where(User.username.in_(selection.clinicians))
+    if selection.clients:
+        query = query.where(Client.code.in_(selection.clients))
+    return query.order_by(Response.id)
+
+
+def _decimal_scores(values: Mapping[str, Any] | None) -> dict[str, Decimal | None]:
+    if not values:
+        return {}
+    return {name: None if value is None else Decimal(value) for name, value in values.items()}
+
+
+def _reading_bind(bind: sa.Engine) -> tuple[sa.Engine, bool]:
+    """The engine to read an export with, and whether it was made here (and must be disposed).
+
+    Rapportal's SQLite connections open every transaction with ``BEGIN IMMEDIATE``, which takes
+    the write lock: a long export would hold it and stall submissions. Exports read through a
+    plain connection instead; under WAL a SELECT reads one consistent snapshot without a lock.
+    """
+    if bind.dialect.name != "sqlite":
+        return bind, False
+    reader = sa.create_engine(bind.url, poolclass=sa.pool.NullPool, connect_args={"timeout": 30})
+    return reader, True
+
+
+def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = BATCH_SIZE) -> Iterator[ExportRow]:
+    """Yield the selected responses oldest id first, ``batch_size`` rows per database round trip."""
+    reader, owned = _reading_bind(bind)
+    try:
+        with reader.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(export_query(selection))
+            identifying = selection.identifying
+            for partition in result.partitions():
+                for row in partition:
+                    extra = {"client_name": row[11], "clinician_name": row[12]} if identifying else {}
+                    yield ExportRow(
+                        response_id=row[0],
+                        client=row[1],
+                        clinician=row[2],
+                        session=None if row[3] is None else str(row[3]),
+                        instrument=row[4],
+                        version=row[5],
+                        submitted_at=utc(row[6]),
+                        answers=row[7] or {},
+                        scores=_decimal_scores(row[8]),
+                        band=row[9],
+                        flags=tuple(row[10] or ()),
+                        extra=extra,
+                    )
+    finally:
+        if owned:
+            reader.dispose()
+
+
+# ---------------------------------------------------------------------------
+# Running an export
+# ---------------------------------------------------------------------------
+
+
+def list_exporters(engine: Engine) -> list[Exporter]:
+    """Every registered exporter, built-in or third-party, by name."""
+    return sorted(engine.exporters.values(), key=lambda exporter: exporter.name)
+
+
+def selection_json(selection: ExportSelection) -> dict[str, Any]:
+    """The selection as the audit log and the codebook record it."""
+    return {
+        "instruments": list(selection.instruments),
+        "since": selection.since.isoformat() if selection.since else None,
+        "until": selection.until.isoformat() if selection.until else None,
+        "clinicians": list(selection.clinicians),
+        "clients": list(selection.clients),
+        "identifying": selection.identifying,
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class ExportPlan:
+    """A checked export: the exporter and the context it will write with."""
+
+    exporter: Exporter
+    context: ExportContext
+
+    @property
+    def filename(self) -> str:
+        stamp = self.context.generated_at.strftime("%Y%m%dT%H%M%SZ")
+        return f"rapportal-{self.exporter.name}-{stamp}.{self.exporter.extension}"
+
+
+def prepare_export(engine: Engine, exporter_name: str, selection: ExportSelection) -> ExportPlan:
+    """Find the exporter and check it accepts the selection; raise :class:`ExportError` if not."""
+    exporter = engine.exporters.get(exporter_name)
+    if exporter is None:
+        known = ", ".join(e.name for e in list_exporters(engine)) or "none"
+        raise ExportError(f"unknown export format {exporter_name!r} (known: {known})")
+    unknown = [i for i in selection.instruments if i not in engine.instruments]
+    if unknown:
+        raise ExportError(f"no instrument {', '.join(map(repr, unknown))} is installed")
+    if not exporter.can_export(selection):
+        raise ExportError(f"the {exporter.name} exporter cannot export this selection")
+    return ExportPlan(exporter, ExportContext(engine, selection, instruments_in(engine, selection)))
+
+
+class _Counted:
+    """Count the rows an exporter actually consumed."""
+
+    def __init__(self, rows: Iterable[ExportRow]) -> None:
+        self._rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[ExportRow]:
+        for row in self._rows:
+            self.count += 1
+            yield row
+
+
+def _bind_of(session_factory: so.sessionmaker[so.Session]) -> sa.Engine:
+    bind = session_factory.kw.get("bind")
+    if not isinstance(bind, sa.Engine):
+        raise ExportError("the session factory is not bound to a database engine")
+    return bind
+
+
+def run_export(
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    exporter_name: str,
+    selection: ExportSelection,
+    stream: IO[bytes],
+    *,
+    actor: str,
+    address: str | None = None,
+    plan: ExportPlan | None = None,
+) -> int:
+    """Write the selected responses to ``stream`` in the named format; return the rows written.
+
+    The export is audited afterwards in its own transaction (action ``export``, with the
+    selection and the row count), also when it fails half-way (``completed`` false).
+    Raises :class:`ExportError` before writing anything when the format or selection is refused.
+    """
+    plan = plan or prepare_export(engine, exporter_name, selection)
+    rows = _Counted(stream_rows(_bind_of(session_factory), selection))
+    try:
+        plan.exporter.write(rows, stream, plan.context)
+        stream.flush()
+    except BaseException:
+        # Record the attempt (some rows may have left already), but never hide why it failed.
+        with contextlib.suppress(Exception):
+            _audit(session_factory, plan, rows.count, False, actor, address)
+        raise
+    _audit(session_factory, plan, rows.count, True, actor, address)
+    return rows.count
+
+
+def _audit(
+    session_factory: so.sessionmaker[so.Session],
+    plan: ExportPlan,
+    count: int,
+    completed: bool,
+    actor: str,
+    address: str | None,
+) -> None:
+    with session_factory() as session, session.begin():
+        session.add(
+            AuditEntry(
+                actor=actor,
+                action="export",
+                target=f"export:{plan.exporter.name}",
+                address=address,
+                detail={
+                    "format": plan.exporter.name,
+                    "selection": selection_json(plan.context.selection),
+                    "rows": count,
+                    "completed": completed,
+                },
+            )
+        )
+
+
+class _QueueStream(io.RawIOBase):
+    """A write-only stream that hands fixed-size chunks to a bounded queue (constant memory)."""
+
+    def __init__(self, chunks: queue.Queue[Any], cancelled: threading.Event) -> None:
+        self._chunks = chunks
+        self._cancelled = cancelled
+        self._buffer = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._cancelled.is_set():
+            raise BrokenPipeError("the download was closed")
+        self._buffer += data
+        if len(self._buffer) >= CHUNK_SIZE:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _put(self, chunk: bytes) -> None:
+        while not self._cancelled.is_set():
+            try:
+                self._chunks.put(chunk, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise BrokenPipeError("the download was closed")
+
+
+_DONE = object()
+
+
+def iter_export(
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    exporter_name: str,
+    selection: ExportSelection,
+    *,
+    actor: str,
+    address: str | None = None,
+) -> tuple[ExportPlan, Iterator[bytes]]:
+    """Check the export now (raising :class:`ExportError`), then return its plan and a byte iterator.
+
+    For a streaming HTTP response: ``plan.filename`` and ``plan.exporter.media_type`` give the
+    headers; the iterator runs the export in a worker thread and yields chunks as they are
+    written. Closing the iterator early (the client went away) stops the export, which is
+    audited as not completed.
+    """
+    plan = prepare_export(engine, exporter_name, selection)
+    return plan, _chunks(session_factory, engine, exporter_name, selection, plan, actor, address)
+
+
+def _chunks(
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    exporter_name: str,
+    selection: ExportSelection,
+    plan: ExportPlan,
+    actor: str,
+    address: str | None,
+) -> Iterator[bytes]:
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=16)
+    cancelled = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        stream = _QueueStream(chunks, cancelled)
+        try:
+            run_export(
+                session_factory, engine, exporter_name, selection, stream, actor=actor, address=address, plan=plan
+            )
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            while not cancelled.is_set():
+                try:
+                    chunks.put(_DONE, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    worker = threading.Thread(target=work, name=f"export-{exporter_name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            chunk = chunks.get()
+            if chunk is _DONE:
+                break
+            yield chunk
+    finally:
+        cancelled.set()
+        worker.join()
+    if failure:
+        raise failure[0]
+
+
+def write_text_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
+    """Encode and write text lines in batches (exporters that produce text use this)."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= 512:
+            stream.write("".join(batch).encode("utf-8"))
+            batch.clear()
+    if batch:
+        stream.write("".join(batch).encode("utf-8"))
+
+
+def json_number(value: Decimal | None) -> int | float | None:
+    """An exact score as a JSON number: ``12`` stays ``12``, ``24.5`` stays ``24.5``."""
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback for Decimals and datetimes in export rows."""
+    if isinstance(value, Decimal):
+        return json_number(value)
+    if isinstance(value, datetime):
+        return utc(value).isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+Writer = Callable[[Iterable[ExportRow], IO[bytes], ExportContext], None]
+
+__all__ = [
+    "Column",
+    "ExportContext",
+    "ExportError",
+    "ExportPlan",
+    "iter_export",
+    "list_exporters",
+    "neutralise_cell",
+    "prepare_export",
+    "run_export",
+    "stream_rows",
+    "wide_columns",
+    "wide_values",
+]
