@@ -17,6 +17,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.alert_rules",
     "plugins.export_csv",
     "plugins.export_jsonl",
+    "plugins.export_xlsx",
     "plugins.widgets",
 )
 
