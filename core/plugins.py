@@ -18,6 +18,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.export_csv",
     "plugins.export_jsonl",
     "plugins.export_xlsx",
+    "plugins.export_fhir",
     "plugins.widgets",
 )
 
