@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, render_template, request
+from flask_babel import gettext as _
 
 from core import ResponseValidationError
 from core.models import Assignment
 from core.responses import LinkError, find_assignment, hash_token, is_expired, submit_by_token
 from core.throttle import attempts, count_attempt
 from web import db_session, portal
-from web.forms import answers_from, questionnaire_form, render_item, texts_for
+from web.forms import CSRF_FIELD, answers_from, questionnaire_form, render_item, texts_for
 
 bp = Blueprint("client", __name__, url_prefix="/a")
 
@@ -48,7 +49,14 @@ def _load(token: str) -> Assignment:
     return assignment
 
 
-def _form_page(assignment: Assignment, token: str, form: Any, status: int = 200, summary: list[str] | None = None):
+def _form_page(
+    assignment: Assignment,
+    token: str,
+    form: Any,
+    status: int = 200,
+    summary: list[str] | None = None,
+    unknown: bool = False,
+):
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     texts = texts_for(instrument, assignment.language)
     numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
@@ -64,6 +72,7 @@ def _form_page(assignment: Assignment, token: str, form: Any, status: int = 200,
             numbers=numbers,
             render_item=lambda item: render_item(item, numbers[item.id], form, texts),
             summary=summary or [],
+            unknown=unknown,
         ),
         status,
     )
@@ -93,16 +102,18 @@ def submit(token: str):
         abort(410)
     instrument = _instrument(assignment)
     form = questionnaire_form(instrument, request.form, hash_token(token))
-    if not form.validate():
-        return _form_page(assignment, token, form, 422, _summary(form))
+    valid = form.validate()
+    if not valid or _unknown_fields(instrument):
+        return _form_page(assignment, token, form, 422, _summary(form), unknown=valid)
     answers = answers_from(form, instrument)
     db_session().close()  # the submission runs in its own transaction
     try:
         submission = submit_by_token(portal().sessions, portal().engine, token, answers, address=_address())
     except ResponseValidationError as exc:
-        for item_id, reason in exc.by_item().items():
+        # The engine's reasons are technical English; the client gets a plain, translated one.
+        for item_id in exc.by_item():
             if item_id in form:
-                form[item_id].errors = [reason]
+                form[item_id].errors = [_("Please check this answer: it is not one this question allows.")]
         return _form_page(assignment, token, form, 422, _summary(form))
     except LinkError as exc:
         abort(410 if exc.reason == "expired" else 404)
@@ -111,6 +122,12 @@ def submit(token: str):
 
 def _instrument(assignment: Assignment):
     return portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+
+
+def _unknown_fields(instrument: Any) -> bool:
+    """Whether the post carries answers to items this instrument does not have (nothing is stored then)."""
+    known = {item.id for item in instrument.items} | {CSRF_FIELD}
+    return any(name not in known for name in request.form)
 
 
 def _summary(form: Any) -> list[str]:

@@ -73,7 +73,9 @@ class ItemField(wtforms.Field):
             self.data = self.widget_def.parse(self.item, self.raw)
         except WidgetValueError as error:
             self.data = None
-            raise ValueError(str(error)) from None
+            # Built-in widgets keep the untranslated message and its parameters for the catalogs.
+            message, params = getattr(error, "translatable", (str(error), {}))
+            raise ValueError(_(message, **params)) from None
 
     def pre_validate(self, form: wtforms.Form) -> None:
         if self.data is None and not self.item.optional and not self.process_errors:

@@ -17,7 +17,21 @@ from core.instruments import Item
 _HERE = Path(__file__).parent
 
 
+def N_(message: str) -> str:
+    """Mark a message for the portal's translation catalogs; the web form translates it when shown."""
+    return message
+
+
+def _invalid(message: str, **params: Any) -> WidgetValueError:
+    """A WidgetValueError whose English text is ``message % params``; ``translatable`` keeps both for gettext."""
+    error = WidgetValueError(message % params if params else message)
+    error.translatable = (message, params)  # type: ignore[attr-defined]
+    return error
+
+
 def _first(values: list[str]) -> str:
+    if len(values) > 1:  # a forged or broken form: one item, several answers
+        raise _invalid(N_("Please give only one answer to this question."))
     return values[0].strip() if values else ""
 
 
@@ -28,7 +42,7 @@ def _parse_choice(item: Item, values: list[str]) -> Any:
     for option in item.options:
         if str(option.value) == raw:
             return option.value
-    raise WidgetValueError("Please choose one of the answers shown.")
+    raise _invalid(N_("Please choose one of the answers shown."))
 
 
 def _parse_vas(item: Item, values: list[str]) -> Any:
@@ -38,13 +52,13 @@ def _parse_vas(item: Item, values: list[str]) -> Any:
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise WidgetValueError("Please mark the line, or type a number such as 7.3.") from None
+        raise _invalid(N_("Please mark the line, or type a number such as 7.3.")) from None
     if not value.is_finite():
-        raise WidgetValueError("Please mark the line, or type a number such as 7.3.")
+        raise _invalid(N_("Please mark the line, or type a number such as 7.3."))
     if value.as_tuple().exponent < -1:
-        raise WidgetValueError("Use at most one decimal place, such as 7.3.")
+        raise _invalid(N_("Use at most one decimal place, such as 7.3."))
     if (item.minimum is not None and value < item.minimum) or (item.maximum is not None and value > item.maximum):
-        raise WidgetValueError(f"Mark a point from {item.minimum} to {item.maximum}.")
+        raise _invalid(N_("Mark a point from %(minimum)s to %(maximum)s."), minimum=item.minimum, maximum=item.maximum)
     return float(value)
 
 
@@ -61,11 +75,14 @@ def _parse_number(item: Item, values: list[str]) -> Any:
             raise ValueError(raw)
         return float(value)
     except (ValueError, InvalidOperation):
-        kind = "a whole number" if "integer" in types and "number" not in types else "a number"
-        raise WidgetValueError(f"Please enter {kind}.") from None
+        if "integer" in types and "number" not in types:
+            raise _invalid(N_("Please enter a whole number.")) from None
+        raise _invalid(N_("Please enter a number.")) from None
 
 
 def _parse_text(item: Item, values: list[str]) -> Any:
+    if len(values) > 1:
+        raise _invalid(N_("Please give only one answer to this question."))
     raw = values[0] if values else ""
     return raw if raw.strip() else None
 
@@ -76,7 +93,7 @@ def _parse_yesno(item: Item, values: list[str]) -> Any:
         return None
     if raw in ("yes", "no"):
         return raw == "yes"
-    raise WidgetValueError("Please answer yes or no.")
+    raise _invalid(N_("Please answer yes or no."))
 
 
 def _parse_multiselect(item: Item, values: list[str]) -> Any:
@@ -84,7 +101,9 @@ def _parse_multiselect(item: Item, values: list[str]) -> Any:
     chosen = []
     for raw in values:
         if raw not in allowed:
-            raise WidgetValueError("Please choose from the answers shown.")
+            raise _invalid(N_("Please choose from the answers shown."))
+        if allowed[raw] in chosen:
+            raise _invalid(N_("Please choose each answer only once."))
         chosen.append(allowed[raw])
     return chosen or None
 
