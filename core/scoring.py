@@ -136,7 +136,7 @@ def score_response(
     earlier = [_item_scores(instrument, numeric_answers(instrument, entry)) for entry in history]
     ctx = ScoringContext(instrument, numeric_answers(instrument, answers), history=earlier)
     for spec in instrument.scoring.scores:
-        ctx.scores[spec.name] = spec.rule.compute(spec.params, ctx)
+        ctx.scores[spec.name] = _compute_score(spec, ctx)
     not_scorable = any(
         ctx.scores[spec.name] is None for spec in instrument.scoring.scores if not spec.rule.uses_history
     )
@@ -162,5 +162,10 @@ def _item_scores(instrument: Instrument, answers: Mapping[str, Number | None]) -
     ctx = ScoringContext(instrument, answers)
     for spec in instrument.scoring.scores:
         if not spec.rule.uses_history:
-            ctx.scores[spec.name] = spec.rule.compute(spec.params, ctx)
+            ctx.scores[spec.name] = _compute_score(spec, ctx)
     return ctx.scores
+
+
+def _compute_score(spec: Any, ctx: ScoringContext) -> Number | None:
+    """Run a score rule; plugin rules may return ints or floats, which become exact Decimals."""
+    return to_decimal(spec.rule.compute(spec.params, ctx))
