@@ -6,6 +6,7 @@ Build one per application (or script) with :func:`build_engine`; nothing here is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,11 @@ class Engine:
 
     def __init__(self, pm: pluggy.PluginManager, wording_dir: Path | None = None) -> None:
         self.plugin_manager = pm
-        self.wording_dir = wording_dir
         self.scoring_rules: dict[str, ScoringRule] = collect(pm, "register_scoring_rules", ScoringRule, _name)
         self.exporters: dict[str, Exporter] = collect(pm, "register_exporters", Exporter, _name)
         self.alert_rules: dict[str, AlertRule] = collect(pm, "register_alert_rules", AlertRule, _name)
         self.widgets: dict[str, Widget] = collect(pm, "register_widgets", Widget, _name)
-        self.instruments = InstrumentRegistry()
+        self.instruments = InstrumentRegistry(wording_dir)
         for plugin, paths in call_each(pm, "register_instruments"):
             for path in paths:
                 if not isinstance(path, Path):
@@ -46,8 +46,6 @@ class Engine:
                         f"plugin {plugin!r} returned {type(path).__name__} from register_instruments; expected Path"
                     )
                 self.load_definition(path, plugin)
-        if wording_dir is not None:
-            self.load_installed_wording()
 
     def load_definition(self, path: Path, plugin: str) -> Instrument | None:
         """Load one definition; a broken file is recorded in ``instruments.errors`` and skipped."""
@@ -61,41 +59,26 @@ class Engine:
 
     # -- licensed wording ----------------------------------------------------
 
-    def wording_path(self, instrument_id: str) -> Path | None:
-        return self.wording_dir / f"{instrument_id}.json" if self.wording_dir else None
-
-    def load_installed_wording(self) -> None:
-        """Apply wording files the clinic installed; a file that no longer fits is reported, not applied."""
-        for instrument in self.instruments.all_versions():
-            path = self.wording_path(instrument.id)
-            if instrument.licence.wording_bundled or path is None or not path.is_file():
-                continue
-            try:
-                wording = json.loads(path.read_text(encoding="utf-8"))
-                self.instruments.replace(instrument.with_wording(wording, str(path)))
-            except (json.JSONDecodeError, WordingError) as error:
-                self.instruments.errors.append(
-                    InstrumentDefinitionError(str(path), "/", f"wording not applied: {error}")
-                )
-
     def install_wording(self, instrument_id: str, wording: Any) -> Path:
-        """Check a licensed-wording document against every version of the instrument and keep it."""
-        if self.wording_dir is None:
+        """Check a licensed-wording document against every version of the instrument and keep it.
+
+        The file is written atomically to the instance folder, where every process picks it up.
+        """
+        path = self.instruments.wording_path(instrument_id)
+        if path is None:
             raise WordingError("no wording folder is configured")
         versions = [i for i in self.instruments.all_versions() if i.id == instrument_id]
         if not versions:
             raise WordingError(f"no instrument {instrument_id!r} is installed")
         if versions[0].licence.wording_bundled:
             raise WordingError(f"{instrument_id} ships its own wording; nothing to install")
-        updated = [instrument.with_wording(wording, "") for instrument in versions]
-        path = self.wording_path(instrument_id)
-        assert path is not None
+        for instrument in versions:
+            instrument.with_wording(wording, str(path))  # raises WordingError when it does not fit
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(wording, ensure_ascii=False, indent=2), encoding="utf-8")
         tmp.replace(path)
-        for instrument in updated:
-            self.instruments.replace(instrument.with_wording(wording, str(path)))
+        self.instruments.refresh_wording(instrument_id)
         return path
 
     # -- scoring ---------------------------------------------------------------

@@ -613,10 +613,41 @@ def _version_key(version: str) -> tuple[Any, ...]:
 class InstrumentRegistry:
     """Every loaded instrument version, plus the definition files that failed to load."""
 
-    def __init__(self) -> None:
+    def __init__(self, wording_dir: Path | None = None) -> None:
         self._versions: dict[str, dict[str, Instrument]] = {}
         self._owners: dict[tuple[str, str], str] = {}
         self.errors: list[InstrumentDefinitionError] = []
+        self.wording_dir = wording_dir
+        self._wording_seen: dict[str, int | None] = {}
+
+    def wording_path(self, instrument_id: str) -> Path | None:
+        return self.wording_dir / f"{instrument_id}.json" if self.wording_dir else None
+
+    def refresh_wording(self, instrument_id: str) -> None:
+        """Apply the instrument's wording file if it changed since this process last looked.
+
+        Any process (the CLI, another worker, another host sharing the instance folder) may
+        install wording; a ``stat`` per lookup keeps every process current.
+        """
+        versions = self._versions.get(instrument_id)
+        path = self.wording_path(instrument_id)
+        if not versions or path is None or next(iter(versions.values())).licence.wording_bundled:
+            return
+        try:
+            stamp: int | None = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if instrument_id in self._wording_seen and self._wording_seen[instrument_id] == stamp:
+            return
+        self._wording_seen[instrument_id] = stamp
+        if stamp is None:
+            return
+        try:
+            wording = json.loads(path.read_text(encoding="utf-8"))
+            for version, instrument in list(versions.items()):
+                versions[version] = instrument.with_wording(wording, str(path))
+        except (OSError, json.JSONDecodeError, WordingError) as error:
+            self.errors.append(InstrumentDefinitionError(str(path), "/", f"wording not applied: {error}"))
 
     def add(self, instrument: Instrument, plugin: str) -> None:
         from core.registries import DuplicateRegistrationError
@@ -630,15 +661,12 @@ class InstrumentRegistry:
         self._owners[instrument.key] = plugin
         self._versions.setdefault(instrument.id, {})[instrument.version] = instrument
 
-    def replace(self, instrument: Instrument) -> None:
-        """Swap in a changed copy of a registered version (used when wording is installed)."""
-        self._versions[instrument.id][instrument.version] = instrument
-
     def plugin_for(self, instrument: Instrument) -> str:
         return self._owners[instrument.key]
 
     def get(self, instrument_id: str, version: str | None = None) -> Instrument:
         """The named version, or the newest when ``version`` is None; raise ``KeyError`` if unknown."""
+        self.refresh_wording(instrument_id)
         versions = self._versions.get(instrument_id)
         if not versions:
             raise KeyError(instrument_id)
@@ -658,4 +686,6 @@ class InstrumentRegistry:
         return len(self._versions)
 
     def all_versions(self) -> list[Instrument]:
+        for instrument_id in self._versions:
+            self.refresh_wording(instrument_id)
         return [i for versions in self._versions.values() for i in versions.values()]

@@ -266,3 +266,19 @@ def test_wording_that_does_not_fit_the_item_ids_is_refused(tmp_path, change, mes
     with pytest.raises(WordingError, match=re.escape(message)):
         engine.install_wording("srs", wording)
     assert not (tmp_path / "srs.json").exists()
+
+
+def test_wording_installed_by_another_process_is_picked_up(tmp_path):
+    worker = build_engine(load_entrypoints=False, wording_dir=tmp_path)
+    assert not worker.instruments.get("srs").wording_installed
+    admin = build_engine(load_entrypoints=False, wording_dir=tmp_path)
+    admin.install_wording("srs", placeholder_wording(admin.instruments.get("srs")))
+    assert worker.instruments.get("srs").wording_installed
+    assert worker.instruments.get("srs").item("srs_1").anchors == ("[PLACEHOLDER low end]", "[PLACEHOLDER high end]")
+
+
+def test_a_wording_file_that_no_longer_fits_is_reported_not_applied(tmp_path):
+    (tmp_path / "ors.json").write_text('{"instrument": "ors", "items": {}}')
+    engine = build_engine(load_entrypoints=False, wording_dir=tmp_path)
+    assert not engine.instruments.get("ors").wording_installed
+    assert any("wording not applied: no wording for item(s)" in str(e) for e in engine.instruments.errors)

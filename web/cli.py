@@ -201,8 +201,8 @@ def score(instrument_id: str, input_file: Any, version: str | None) -> None:
 
 
 @cli.command("demo")
-@click.option("--base-url", default="http://127.0.0.1:5000", show_default=True, help="Where the portal is served.")
-def demo(base_url: str) -> None:
+@click.option("--base-url", default=None, help="Where the portal is served (default: the serve command's address).")
+def demo(base_url: str | None) -> None:
     """Create a demo client with a link for every instrument and print the links.
 
     Licensed instruments without installed wording get clearly marked placeholder wording,
@@ -215,6 +215,9 @@ def demo(base_url: str) -> None:
 
     state = portal()
     eng = state.engine
+    if base_url is None:
+        config = current_app.config
+        base_url = f"http://{config.get('HOST') or '127.0.0.1'}:{config.get('PORT') or 8000}"
     for inst in list(eng.instruments):
         if not inst.wording_installed:
             eng.install_wording(inst.id, placeholder_wording(inst))

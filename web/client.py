@@ -121,7 +121,10 @@ def submit(token: str):
 
 
 def _instrument(assignment: Assignment):
-    return portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+    instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+    if not instrument.wording_installed:  # licensed wording removed after the link was made
+        abort(503)
+    return instrument
 
 
 def _unknown_fields(instrument: Any) -> bool:
