@@ -13,9 +13,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def hook_functions():
     return [
-        (name, fn)
-        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-        if hasattr(fn, "rapportal_spec")
+        (name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "rapportal_spec")
     ]
 
 
@@ -44,3 +42,24 @@ def test_every_hook_has_a_docstring_with_params_and_version():
         assert ".. versionadded::" in doc, name
         for param in inspect.signature(fn).parameters:
             assert f":param {param}:" in doc, f"{name} does not document {param}"
+
+
+def test_the_readme_plugin_example_runs(tmp_path):
+    """The "Writing a plugin" example is real code: load it as a module and use its rule."""
+    import types
+
+    from core import build_engine
+
+    readme = README.read_text(encoding="utf-8")
+    source = re.search(r"```python\n(# acme_measures/__init__.py\n.*?)```", readme, re.S).group(1)
+    module = types.ModuleType("acme_measures")
+    module.__file__ = str(tmp_path / "__init__.py")
+    exec(compile(source, "README.md", "exec"), module.__dict__)
+    module.register_instruments = lambda: []  # the example's acme.json is not shipped here
+    engine = build_engine(load_entrypoints=False, extra_plugins=[module])
+    rule = engine.scoring_rules["count_at_least"]
+
+    class Ctx:
+        answers = {"a": 3, "b": 1, "c": None}
+
+    assert rule.compute({"items": ["a", "b", "c"], "value": 2}, Ctx()) == 1
