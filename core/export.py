@@ -180,7 +180,9 @@ def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[
 
 
 def _add_instrument(column: Column, instrument_id: str) -> Column:
-    return Column(**{**asdict(column), "instruments": (*column.instruments, instrument_id)})
+    """A column that several instruments share: its label can no longer be one instrument's."""
+    label = f"{column.key} {'score' if column.kind == 'score' else 'item'} of the response's instrument"
+    return Column(**{**asdict(column), "label": label, "instruments": (*column.instruments, instrument_id)})
 
 
 def wide_values(row: ExportRow, columns: Sequence[Column]) -> list[Any]:

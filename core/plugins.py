@@ -19,6 +19,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.export_jsonl",
     "plugins.export_xlsx",
     "plugins.export_fhir",
+    "plugins.export_sav",
     "plugins.widgets",
 )
 
