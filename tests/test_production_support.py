@@ -112,8 +112,8 @@ class Server:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        # A SIGKILLed process runs no more code; its workers may linger as zombies until reaped.
         self.process.wait(timeout=30)
-        self._wait_until_group_gone()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -164,13 +164,25 @@ def phq9_answers(token: str) -> dict[str, str]:
 
 
 def form_token(base: str, token: str) -> str:
+    """The form's CSRF token; raises :class:`AlreadyAnswered` when the link shows a receipt instead."""
     status, page = request("GET", base, f"/a/{token}")
     if status != 200:
         raise RuntimeError(f"GET form answered {status}")
     found = CSRF.search(page)
     if not found:
+        receipt = RECEIPT.search(page)
+        if receipt:
+            raise AlreadyAnswered(receipt.group(1))
         raise RuntimeError("no csrf_token on the form")
     return found.group(1)
+
+
+class AlreadyAnswered(Exception):
+    """The link was answered before (by a request whose reply the client never got)."""
+
+    def __init__(self, receipt: str) -> None:
+        super().__init__(receipt)
+        self.receipt = receipt
 
 
 def post_answers(base: str, token: str, csrf: str) -> tuple[int, str | None]:
@@ -196,6 +208,8 @@ def submit_links(base: str, tokens: list[str], stop_on_connection_error: bool = 
         try:
             status, receipt = post_answers(base, token, form_token(base, token))
             outcomes.append(Outcome(token, status, receipt if status == 200 else None))
+        except AlreadyAnswered as answered:
+            outcomes.append(Outcome(token, 200, answered.receipt))
         except (OSError, http.client.HTTPException, RuntimeError) as exc:
             outcomes.append(Outcome(token, None, None, f"{type(exc).__name__}: {exc}"))
             if stop_on_connection_error:

@@ -23,6 +23,12 @@ MIGRATIONS_DIR = Path(__file__).parent
 # The schema that ``create_all`` produced before migrations existed; such a database is stamped
 # with this revision, then upgraded.
 BASELINE_REVISION = "0001"
+BASELINE_TABLES = frozenset(
+    {
+        "users", "clients", "episodes", "care_sessions", "assignments", "responses", "scores", "alerts",
+        "audit_entries", "throttle_counters",
+    }
+)  # fmt: skip
 # Any constant: PostgreSQL sessions that upgrade take this advisory lock one at a time.
 _UPGRADE_LOCK_ID = 0x52415050
 
@@ -59,13 +65,18 @@ def current_revision(db: sa.Engine) -> str | None:
 def upgrade(db: sa.Engine, revision: str = "head") -> str | None:
     """Bring the database to ``revision`` (creating every table in an empty one); return the new revision."""
     with db.connect() as connection:
-        tables = set(sa.inspect(connection).get_table_names())
+        tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
         stamped = MigrationContext.configure(connection).get_current_revision()
         connection.rollback()
-        if stamped is None and "responses" in tables:
+        if stamped is None and tables == BASELINE_TABLES:
             # Created by create_all before migrations existed: identical to the baseline revision.
             command.stamp(alembic_config(connection), BASELINE_REVISION)
             connection.commit()
+        elif stamped is None and tables:
+            raise MigrationError(
+                f"the database has tables ({', '.join(sorted(tables))}) but no migration history; "
+                "point RAPPORTAL_DATABASE_URL at an empty database or at one Rapportal created"
+            )
         command.upgrade(alembic_config(connection), revision)
         connection.commit()
     return current_revision(db)
