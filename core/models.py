@@ -64,6 +64,10 @@ class Episode(Base):
     title: so.Mapped[str | None] = so.mapped_column(sa.String(128))
     started_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     ended_at: so.Mapped[datetime | None]
+    # The measurement plan this episode follows (see core/plans.py): its name and its rules,
+    # copied here so that a later change to a built-in plan never changes a running episode.
+    plan_name: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    plan: so.Mapped[list[Any] | None]
 
     client: so.Mapped[Client] = so.relationship(back_populates="episodes")
     sessions: so.Mapped[list[CareSession]] = so.relationship(back_populates="episode", order_by="CareSession.number")
@@ -180,6 +184,62 @@ class AuditEntry(Base):
     target: so.Mapped[str | None] = so.mapped_column(sa.String(128))
     address: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     detail: so.Mapped[dict[str, Any]] = so.mapped_column(default=dict)
+
+
+@sa.event.listens_for(AuditEntry, "before_update")
+@sa.event.listens_for(AuditEntry, "before_delete")
+def _audit_is_append_only(_mapper: Any, _connection: Any, target: AuditEntry) -> None:
+    raise PermissionError(f"audit entry {target.id} cannot be changed or deleted: the audit trail is append-only")
+
+
+@sa.event.listens_for(so.Session, "do_orm_execute")
+def _no_bulk_audit_changes(state: so.ORMExecuteState) -> None:
+    if (state.is_update or state.is_delete) and any(
+        getattr(m, "class_", None) is AuditEntry for m in state.all_mappers
+    ):
+        raise PermissionError("the audit trail is append-only: no UPDATE or DELETE of audit_entries")
+
+
+class ClientClinician(Base):
+    """A further clinician assigned to a client (``Client.clinician_id`` is the main one)."""
+
+    __tablename__ = "client_clinicians"
+
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), primary_key=True, index=True)
+    added_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class UserSession(Base):
+    """A signed-in session: the cookie holds a random id, only its SHA-256 is stored here."""
+
+    __tablename__ = "user_sessions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    last_seen_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    address: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    ended_at: so.Mapped[datetime | None]
+    end_reason: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+
+    user: so.Mapped[User] = so.relationship()
+
+
+class KioskSession(Base):
+    """A device unlocked for one client's pending assignments; the kiosk cookie holds its token."""
+
+    __tablename__ = "kiosk_sessions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), index=True)
+    created_by: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"))
+    assignment_ids: so.Mapped[list[Any]]
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    expires_at: so.Mapped[datetime]
+    ended_at: so.Mapped[datetime | None]
 
 
 class ThrottleCounter(Base):

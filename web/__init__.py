@@ -74,13 +74,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         create_schema(db)
     app.extensions[EXTENSION_KEY] = Portal(engine=engine, db=db, sessions=make_session_factory(db))
     app.teardown_appcontext(_close_db_session)
-    from web import cli, client, health, pages
+    from web import cli, client, health, pages, staff
 
     babel.init_app(app, locale_selector=_select_language)
     cli.init_app(app)
     pages.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(client.bp)
+    staff.init_app(app)  # accounts, caseload, admin, audit, kiosk (web/staff.py)
     return app
 
 

@@ -256,8 +256,50 @@ def serve_command(host: str | None, port: int | None, workers: int | None) -> No
     db.dispose()
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     click.echo(f"Database {db.url!r} at revision {revision}")
+    _print_setup_link(app, f"http://{shown}:{port}")
     click.echo(f"Rapportal is serving on http://{shown}:{port}/ ({workers} workers; Ctrl+C stops it)", err=True)
     serve(app, host, port, workers)
+
+
+def _print_setup_link(app: Any, base_url: str) -> bool:
+    """Print the one-time first-administrator link while no account exists; return whether it did."""
+    from core.accounts import any_user_exists, setup_token
+
+    with app.extensions[EXTENSION_KEY].sessions() as session:
+        if any_user_exists(session):
+            return False
+    link = f"{base_url.rstrip('/')}/setup/{setup_token(app.config['SECRET_KEY'])}"
+    click.echo(f"No accounts yet: create the first administrator at {link}")
+    return True
+
+
+@cli.command("setup-link")
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True, help="Where the portal is served.")
+def setup_link(base_url: str) -> None:
+    """Print the one-time address that creates the first administrator (only while no account exists)."""
+    if not _print_setup_link(current_app, base_url):
+        fail("accounts exist already: the setup link works only before the first account is created")
+
+
+@cli.command("create-user")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "clinician", "auditor"]), default="clinician", show_default=True)
+@click.option("--name", "display_name", default="", help="Display name (default: the username).")
+@click.password_option("--password", envvar="RAPPORTAL_NEW_PASSWORD", help="Asked for when not given.")
+def create_user_command(username: str, role: str, display_name: str, password: str) -> None:
+    """Create an account (for example the first administrator) from the server's command line."""
+    import getpass
+
+    from core.accounts import AccountError, create_user
+
+    with current_app.extensions[EXTENSION_KEY].sessions.begin() as session:
+        try:
+            user = create_user(
+                session, username, display_name, role, password, actor=f"cli:{getpass.getuser()}", address=None
+            )
+        except AccountError as exc:
+            fail(f"{exc.field}: {exc.message}")
+        click.echo(f"Created {role} {user.username}")
 
 
 @cli.group("db")

@@ -1,0 +1,275 @@
+"""Who may open which page: the access table, the signed-in user, cookies and staff forms.
+
+Every view of the staff blueprints is decorated with :func:`allow`; a staff view without a
+rule is refused (403). Endpoints of other blueprints are listed in :data:`OTHER_ENDPOINTS`.
+``tests/test_access.py`` walks the whole URL map and fails for an endpoint that has no rule.
+
+Roles: ``admin``, ``clinician``, ``auditor`` (signed-in accounts); ``public`` (anyone);
+``link`` (whoever holds a questionnaire link); ``kiosk`` (a device unlocked for one client).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import wtforms
+from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
+from werkzeug.datastructures import CombinedMultiDict
+
+from core.accounts import SessionPolicy, hash_token, load_session
+from core.models import Client, ClientClinician, User, UserSession
+from web import db_session
+from web.forms import CSRF_FIELD, LinkCSRF
+
+SESSION_COOKIE = "rapportal_session"
+PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
+KIOSK_COOKIE = "rapportal_kiosk"
+STAFF_ROLES = ("admin", "clinician", "auditor")
+STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk")
+
+# Endpoints that other modules own, with the rule that applies to them.
+OTHER_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "static": ("public",),
+    "health.healthz": ("public",),
+    "client.answer": ("link",),
+    "client.submit": ("link",),
+}
+
+DEFAULTS = {
+    "SESSION_IDLE_MINUTES": 30,
+    "SESSION_ABSOLUTE_HOURS": 12,
+    "COOKIE_SECURE": "auto",  # auto: Secure when the request came over HTTPS; or true / false
+    "LOGIN_LIMIT_PER_ACCOUNT": 5,  # failed sign-ins per account per LOGIN_WINDOW_SECONDS
+    "LOGIN_LIMIT_PER_ADDRESS": 20,  # failed sign-ins per address per LOGIN_WINDOW_SECONDS
+    "LOGIN_WINDOW_SECONDS": 900,
+    "KIOSK_HOURS": 4,
+}
+
+
+def allow(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Record which roles may open a view (checked before every request)."""
+    for role in roles:
+        if role not in (*STAFF_ROLES, "public", "link", "kiosk"):
+            raise ValueError(f"unknown role {role!r}")
+
+    def mark(view: Callable[..., Any]) -> Callable[..., Any]:
+        view.access_roles = tuple(roles)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def access_rule(app: Flask, endpoint: str) -> tuple[str, ...] | None:
+    """The roles allowed on ``endpoint``, or None when it has no rule."""
+    view = app.view_functions.get(endpoint)
+    roles = getattr(view, "access_roles", None)
+    return roles if roles is not None else OTHER_ENDPOINTS.get(endpoint)
+
+
+def init_app(app: Flask) -> None:
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    app.before_request(_enforce_access)
+    app.after_request(_set_cookies)
+    app.context_processor(_template_context)
+    app.register_error_handler(401, _unauthorised)
+
+
+def address() -> str:
+    return (request.remote_addr or "unknown")[:64]
+
+
+def policy() -> SessionPolicy:
+    config = current_app.config
+    return SessionPolicy(
+        idle=timedelta(minutes=int(config["SESSION_IDLE_MINUTES"])),
+        absolute=timedelta(hours=int(config["SESSION_ABSOLUTE_HOURS"])),
+    )
+
+
+def current_session() -> UserSession | None:
+    """The request's live sign-in session (loaded once per request)."""
+    if "user_session" not in g:
+        g.user_session = None
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            session = db_session()
+            g.user_session = load_session(session, token, policy())
+            if session.dirty:
+                session.commit()
+            if g.user_session is None:
+                g.clear_session_cookie = True
+    return g.user_session
+
+
+def current_user() -> User | None:
+    found = current_session()
+    return found.user if found is not None else None
+
+
+def _enforce_access() -> Any:
+    endpoint = request.endpoint
+    if endpoint is None:
+        return None  # 404/405: the error handler answers
+    blueprint = endpoint.split(".", 1)[0] if "." in endpoint else None
+    roles = access_rule(current_app, endpoint)
+    if blueprint not in STAFF_BLUEPRINTS:
+        return None
+    if roles is None:
+        abort(403)  # a staff view without an access rule is never served
+    if "public" in roles or "kiosk" in roles:
+        return None
+    user = current_user()
+    if user is None:
+        if request.method == "GET":
+            return redirect(url_for("auth.login", next=request.path))
+        abort(401)
+    if user.role not in roles:
+        abort(403)
+    return None
+
+
+def cookie_secure() -> bool:
+    setting = str(current_app.config["COOKIE_SECURE"]).lower()
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    return request.is_secure
+
+
+def set_cookie(response: Any, name: str, value: str) -> None:
+    response.set_cookie(name, value, httponly=True, samesite="Lax", secure=cookie_secure(), path="/")
+
+
+def clear_cookie(response: Any, name: str) -> None:
+    response.delete_cookie(name, path="/", httponly=True, samesite="Lax", secure=cookie_secure())
+
+
+def _set_cookies(response: Any) -> Any:
+    if g.get("new_session_token"):
+        set_cookie(response, SESSION_COOKIE, g.new_session_token)
+    elif g.get("clear_session_cookie"):
+        clear_cookie(response, SESSION_COOKIE)
+    if g.get("new_pre_token"):
+        set_cookie(response, PRE_COOKIE, g.new_pre_token)
+    if g.get("new_kiosk_token"):
+        set_cookie(response, KIOSK_COOKIE, g.new_kiosk_token)
+    elif g.get("clear_kiosk_cookie"):
+        clear_cookie(response, KIOSK_COOKIE)
+    return response
+
+
+# -- forms ---------------------------------------------------------------------
+
+
+class StaffForm(wtforms.Form):
+    """A form with a CSRF token bound to the sign-in session (or, before sign-in, to this browser)."""
+
+    class Meta:
+        csrf = True
+        csrf_class = LinkCSRF
+        csrf_field_name = CSRF_FIELD
+
+
+def csrf_context() -> str:
+    found = current_session()
+    if found is not None:
+        return f"user:{found.token_hash}"
+    if g.get("kiosk_context"):
+        return g.kiosk_context
+    pre = request.cookies.get(PRE_COOKIE) or g.get("new_pre_token")
+    if not pre:
+        pre = g.new_pre_token = secrets.token_urlsafe(24)
+    return f"pre:{hash_token(pre)}"
+
+
+def make_form(form_class: type[StaffForm], **kwargs: Any) -> Any:
+    """Bind a staff form to the request's data (POST) or leave it empty (GET)."""
+    formdata = None
+    if request.method == "POST":
+        formdata = CombinedMultiDict([request.files, request.form]) if request.files else request.form
+    return form_class(
+        formdata=formdata,
+        meta={
+            "csrf_secret": current_app.config["SECRET_KEY"].encode(),
+            "csrf_context": csrf_context(),
+            "csrf_time_limit": current_app.config["CSRF_TIME_LIMIT"],
+        },
+        **kwargs,
+    )
+
+
+def form_status(form: Any) -> int:
+    """The status for a refused form: 400 for a failed CSRF check, 422 for wrong input."""
+    return 400 if form.csrf_token.errors else 422
+
+
+def form_problem(form: Any) -> Any:
+    """A page listing a refused form's errors by field, for forms posted from another page."""
+    problems = [
+        (field.label.text if field.name != CSRF_FIELD else "Form check", field.name, error)
+        for field in form
+        for error in field.errors
+    ]
+    return render_template("auth/problem.html", problems=problems), form_status(form)
+
+
+# -- caseload access ------------------------------------------------------------
+
+
+def clinician_client_ids(session: Any, user: User) -> sa.Select[Any]:
+    """The ids of the clients ``user`` is assigned to (main or further clinician)."""
+    further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id == user.id)
+    return sa.select(Client.id).where(sa.or_(Client.clinician_id == user.id, Client.id.in_(further)))
+
+
+def may_see_client(user: User, client: Client) -> bool:
+    if user.role != "clinician":
+        return False
+    if client.clinician_id == user.id:
+        return True
+    return (
+        db_session().scalar(
+            sa.select(ClientClinician.user_id).where(
+                ClientClinician.client_id == client.id, ClientClinician.user_id == user.id
+            )
+        )
+        is not None
+    )
+
+
+def own_client(client_id: int) -> Client:
+    """The client if the signed-in clinician is assigned to them; 404 otherwise (nothing revealed)."""
+    client = db_session().get(Client, client_id)
+    user = current_user()
+    if client is None or user is None or not may_see_client(user, client):
+        abort(404)
+    return client
+
+
+def actor() -> str:
+    user = current_user()
+    return f"user:{user.username}" if user else "anonymous"
+
+
+def _template_context() -> dict[str, Any]:
+    def logout_token() -> str:
+        from web.auth import LogoutForm
+
+        return make_form(LogoutForm).csrf_token.current_token
+
+    return {"current_user": current_user, "logout_token": logout_token}
+
+
+def _unauthorised(_error: Any) -> Any:
+    return (
+        render_template(
+            "plain.html", title="Please sign in", message="Sign in again, then repeat what you were doing."
+        ),
+        401,
+    )

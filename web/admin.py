@@ -1,0 +1,428 @@
+"""The administrator's pages (users, clients, plugins and wording, exports) and the audit trail.
+
+Administrators manage accounts and who treats whom, but see no answers or scores: clinical
+data is shown only to a client's assigned clinicians (and leaves the portal only through
+audited exports). Auditors see the audit trail and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import wtforms
+from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from wtforms import validators as v
+
+from core import ExportSelection, WordingError
+from core.accounts import ROLE_TITLES, ROLES, AccountError, create_user, end_all_sessions, set_password
+from core.audit import record
+from core.export import ExportError, iter_export, list_exporters
+from core.models import Alert, AuditEntry, Client, ClientClinician, User
+from core.plugins import describe_plugins
+from web import db_session, portal
+from web.access import StaffForm, actor, address, allow, form_status, make_form
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+AUDIT_PAGE_SIZE = 100
+
+
+def _clinician_choices(blank: bool = True) -> list[tuple[str, str]]:
+    users = db_session().scalars(
+        sa.select(User).where(User.role == "clinician", User.active.is_(True)).order_by(User.display_name)
+    )
+    choices = [(str(u.id), f"{u.display_name} ({u.username})") for u in users]
+    return ([("", "(none)")] if blank else []) + choices
+
+
+# -- users -----------------------------------------------------------------------
+
+
+class UserForm(StaffForm):
+    username = wtforms.StringField("Username", [v.InputRequired("Enter a username.")])
+    display_name = wtforms.StringField("Name", [v.Optional(), v.Length(max=128)])
+    role = wtforms.SelectField("Role", choices=[(r, ROLE_TITLES[r]) for r in ROLES], default="clinician")
+    password = wtforms.PasswordField("Initial password", [v.InputRequired("Choose an initial password.")])
+
+
+class EditUserForm(StaffForm):
+    display_name = wtforms.StringField("Name", [v.InputRequired("Enter a name."), v.Length(max=128)])
+    role = wtforms.SelectField("Role", choices=[(r, ROLE_TITLES[r]) for r in ROLES])
+    active = wtforms.BooleanField("Account active (can sign in)")
+    password = wtforms.PasswordField("New password (leave empty to keep)", [v.Optional()])
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@allow("admin")
+def users() -> Any:
+    session = db_session()
+    form = make_form(UserForm)
+    status = 200
+    if request.method == "POST":
+        if form.validate():
+            try:
+                user = create_user(
+                    session,
+                    form.username.data,
+                    form.display_name.data or "",
+                    form.role.data,
+                    form.password.data,
+                    actor=actor(),
+                    address=address(),
+                )
+            except AccountError as exc:
+                form[exc.field].errors = [exc.message]
+            else:
+                session.commit()
+                return redirect(url_for("admin.users", created=user.username))
+        status = form_status(form)
+    listing = session.scalars(sa.select(User).order_by(User.role, User.username)).all()
+    return render_template(
+        "admin/users.html", form=form, users=listing, created=request.args.get("created"), roles=ROLE_TITLES
+    ), status
+
+
+def _active_admins(session: Any) -> int:
+    return session.scalar(sa.select(sa.func.count()).where(User.role == "admin", User.active.is_(True)))
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@allow("admin")
+def user(user_id: int) -> Any:
+    session = db_session()
+    target = session.get(User, user_id)
+    if target is None:
+        abort(404)
+    form = make_form(EditUserForm, obj=target if request.method == "GET" else None)
+    status = 200
+    if request.method == "POST":
+        if form.validate():
+            losing_admin = target.role == "admin" and (form.role.data != "admin" or not form.active.data)
+            if losing_admin and target.active and _active_admins(session) <= 1:
+                form.role.errors = ["This is the last active administrator: add another one first."]
+            else:
+                changes: dict[str, Any] = {}
+                for name in ("display_name", "role", "active"):
+                    if getattr(target, name) != form[name].data:
+                        changes[name] = form[name].data
+                        setattr(target, name, form[name].data)
+                ok = True
+                if form.password.data:
+                    try:
+                        set_password(session, target, form.password.data)
+                        changes["password"] = "reset"
+                    except AccountError as exc:
+                        form.password.errors = [exc.message]
+                        ok = False
+                if ok:
+                    if "role" in changes or changes.get("active") is False:
+                        end_all_sessions(session, target.id, "account_changed")
+                    record(session, actor(), "user.update", f"user:{target.id}", address(), changes=changes)
+                    session.commit()
+                    return redirect(url_for("admin.users", updated=target.username))
+                session.rollback()
+        status = form_status(form)
+    return render_template("admin/user.html", form=form, target=target), status
+
+
+# -- clients ---------------------------------------------------------------------
+
+
+class ClientForm(StaffForm):
+    code = wtforms.StringField(
+        "Client code (pseudonym)",
+        [
+            v.InputRequired("Enter a code."),
+            v.Length(max=64),
+            v.Regexp(r"^[A-Za-z0-9._-]+$", message="Use letters, digits and . _ - only."),
+        ],
+    )
+    display_name = wtforms.StringField("Display name (optional, identifying)", [v.Optional(), v.Length(max=128)])
+    clinician = wtforms.SelectField("Main clinician", choices=[], validate_choice=True)
+    further = wtforms.SelectMultipleField("Further clinicians", choices=[], validate_choice=True)
+
+
+class EditClientForm(StaffForm):
+    display_name = wtforms.StringField("Display name (optional, identifying)", [v.Optional(), v.Length(max=128)])
+    clinician = wtforms.SelectField("Main clinician", choices=[], validate_choice=True)
+    further = wtforms.SelectMultipleField("Further clinicians", choices=[], validate_choice=True)
+
+
+def _set_clinicians(session: Any, client: Client, main: str, further: list[str]) -> None:
+    client.clinician_id = int(main) if main else None
+    wanted = {int(i) for i in further} - {client.clinician_id}
+    existing = {
+        row.user_id: row
+        for row in session.scalars(sa.select(ClientClinician).where(ClientClinician.client_id == client.id))
+    }
+    for user_id, row in existing.items():
+        if user_id not in wanted:
+            session.delete(row)
+    for user_id in wanted - set(existing):
+        session.add(ClientClinician(client_id=client.id, user_id=user_id))
+
+
+@bp.route("/clients", methods=["GET", "POST"])
+@allow("admin")
+def clients() -> Any:
+    session = db_session()
+    form = make_form(ClientForm)
+    form.clinician.choices = _clinician_choices()
+    form.further.choices = _clinician_choices(blank=False)
+    status = 200
+    if request.method == "POST":
+        if form.validate():
+            code = form.code.data.strip()
+            if session.scalar(sa.select(Client.id).where(Client.code == code)) is not None:
+                form.code.errors = ["A client with this code exists already."]
+            else:
+                client = Client(code=code, display_name=(form.display_name.data or "").strip() or None)
+                session.add(client)
+                session.flush()
+                _set_clinicians(session, client, form.clinician.data, form.further.data or [])
+                record(
+                    session,
+                    actor(),
+                    "client.create",
+                    f"client:{client.id}",
+                    address(),
+                    clinician=client.clinician_id,
+                    further=sorted(form.further.data or []),
+                )
+                session.commit()
+                return redirect(url_for("admin.clients", created=code))
+        status = form_status(form)
+    rows = session.execute(
+        sa.select(Client, User).outerjoin(User, User.id == Client.clinician_id).order_by(Client.code)
+    ).all()
+    further = {}
+    for client_id, name in session.execute(
+        sa.select(ClientClinician.client_id, User.display_name).join(User, User.id == ClientClinician.user_id)
+    ):
+        further.setdefault(client_id, []).append(name)
+    return render_template(
+        "admin/clients.html", form=form, rows=rows, further=further, created=request.args.get("created")
+    ), status
+
+
+@bp.route("/clients/<int:client_id>", methods=["GET", "POST"])
+@allow("admin")
+def client(client_id: int) -> Any:
+    session = db_session()
+    found = session.get(Client, client_id)
+    if found is None:
+        abort(404)
+    current_further = [
+        str(i) for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
+    ]
+    form = make_form(EditClientForm)
+    form.clinician.choices = _clinician_choices()
+    form.further.choices = _clinician_choices(blank=False)
+    if request.method == "GET":
+        form.display_name.data = found.display_name
+        form.clinician.data = str(found.clinician_id or "")
+        form.further.data = current_further
+        return render_template("admin/client.html", form=form, client=found)
+    if not form.validate():
+        return render_template("admin/client.html", form=form, client=found), form_status(form)
+    found.display_name = (form.display_name.data or "").strip() or None
+    _set_clinicians(session, found, form.clinician.data, form.further.data or [])
+    record(
+        session,
+        actor(),
+        "client.update",
+        f"client:{found.id}",
+        address(),
+        clinician=found.clinician_id,
+        further=sorted(form.further.data or []),
+    )
+    session.commit()
+    return redirect(url_for("admin.clients", updated=found.code))
+
+
+# -- plugins and licensed wording ---------------------------------------------------
+
+
+class WordingForm(StaffForm):
+    instrument = wtforms.SelectField("Instrument", choices=[], validate_choice=True)
+    wording = wtforms.FileField("Wording file (JSON)")
+
+
+def _licensed_choices() -> list[tuple[str, str]]:
+    return [(i.id, f"{i.short_title} ({i.id})") for i in portal().engine.instruments if not i.licence.wording_bundled]
+
+
+def _plugins_page(form: Any, status: int = 200, installed: str | None = None) -> Any:
+    engine = portal().engine
+    instruments = sorted(engine.instruments, key=lambda i: i.id)
+    return render_template(
+        "admin/plugins.html",
+        plugins=describe_plugins(engine.plugin_manager),
+        instruments=instruments,
+        errors=[str(e) for e in engine.instruments.errors],
+        form=form,
+        installed=installed,
+    ), status
+
+
+@bp.get("/plugins")
+@allow("admin")
+def plugins() -> Any:
+    form = make_form(WordingForm)
+    form.instrument.choices = _licensed_choices()
+    return _plugins_page(form, installed=request.args.get("installed"))
+
+
+@bp.post("/plugins/wording")
+@allow("admin")
+def install_wording() -> Any:
+    form = make_form(WordingForm)
+    form.instrument.choices = _licensed_choices()
+    if not form.validate():
+        return _plugins_page(form, form_status(form))
+    upload = request.files.get("wording")
+    if upload is None or not upload.filename:
+        form.wording.errors = ["Choose the wording file to upload."]
+        return _plugins_page(form, 422)
+    raw = upload.read()
+    try:
+        wording = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        form.wording.errors = ["The file is not UTF-8 text."]
+        return _plugins_page(form, 422)
+    except json.JSONDecodeError as exc:
+        form.wording.errors = [f"The file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."]
+        return _plugins_page(form, 422)
+    instrument_id = form.instrument.data
+    try:
+        portal().engine.install_wording(instrument_id, wording)
+    except WordingError as exc:
+        form.wording.errors = [f"The wording does not fit {instrument_id}: {exc}"]
+        return _plugins_page(form, 422)
+    session = db_session()
+    placeholder = bool(isinstance(wording, dict) and wording.get("placeholder"))
+    record(session, actor(), "wording.install", f"instrument:{instrument_id}", address(), placeholder=placeholder)
+    session.commit()
+    return redirect(url_for("admin.plugins", installed=instrument_id))
+
+
+# -- exports -----------------------------------------------------------------------
+
+
+class ExportForm(StaffForm):
+    format = wtforms.SelectField("Format", choices=[], validate_choice=True)
+    instruments = wtforms.SelectMultipleField("Instruments (none chosen: all)", choices=[], validate_choice=True)
+    since = wtforms.DateField("Submitted on or after", [v.Optional()], format="%Y-%m-%d")
+    until = wtforms.DateField("Submitted on or before", [v.Optional()], format="%Y-%m-%d")
+    identifying = wtforms.BooleanField("Include display names (identifying)")
+
+
+def _export_form() -> Any:
+    engine = portal().engine
+    form = make_form(ExportForm)
+    form.format.choices = [(e.name, f"{e.title} (.{e.extension})") for e in list_exporters(engine)]
+    form.instruments.choices = [(i.id, i.short_title) for i in sorted(engine.instruments, key=lambda i: i.id)]
+    return form
+
+
+@bp.get("/exports")
+@allow("admin")
+def exports() -> Any:
+    return render_template("admin/exports.html", form=_export_form())
+
+
+@bp.post("/exports")
+@allow("admin")
+def download_export() -> Any:
+    form = _export_form()
+    if not form.validate():
+        return render_template("admin/exports.html", form=form), form_status(form)
+    since, until = form.since.data, form.until.data
+    if since and until and since > until:
+        form.until.errors = ["This date is before the 'on or after' date."]
+        return render_template("admin/exports.html", form=form), 422
+    selection = ExportSelection(
+        instruments=tuple(form.instruments.data or ()),
+        since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
+        until=datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1) if until else None,
+        identifying=bool(form.identifying.data),
+    )
+    state = portal()
+    try:
+        plan, chunks = iter_export(
+            state.sessions, state.engine, form.format.data, selection, actor=actor(), address=address()
+        )
+    except ExportError as exc:
+        form.format.errors = [str(exc)]
+        return render_template("admin/exports.html", form=form), 422
+    return Response(
+        stream_with_context(chunks),
+        mimetype=plan.exporter.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{plan.filename}"'},
+    )
+
+
+# -- audit trail -------------------------------------------------------------------
+
+
+@bp.get("/audit")
+@allow("admin", "auditor")
+def audit() -> Any:
+    session = db_session()
+    args = request.args
+    query = sa.select(AuditEntry)
+    filters: dict[str, str] = {}
+    for name, column in (("actor", AuditEntry.actor), ("action", AuditEntry.action), ("target", AuditEntry.target)):
+        value = args.get(name, "").strip()[:128]
+        if value:
+            filters[name] = value
+            query = query.where(column.contains(value, autoescape=True))
+    problems = []
+    for name in ("since", "until"):
+        value = args.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            problems.append(f"{name}: '{value}' is not a date in the form YYYY-MM-DD.")
+            continue
+        filters[name] = value
+        query = (
+            query.where(AuditEntry.at >= day)
+            if name == "since"
+            else query.where(AuditEntry.at < day + timedelta(days=1))
+        )
+    try:
+        page = max(1, int(args.get("page", "1")))
+    except ValueError:
+        problems.append("page: must be a whole number.")
+        page = 1
+    if problems:
+        return render_template(
+            "admin/audit.html", entries=[], filters=filters, problems=problems, page=1, more=False
+        ), 422
+    rows = session.scalars(
+        query.order_by(AuditEntry.id.desc()).offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE + 1)
+    ).all()
+    record(session, actor(), "audit.view", None, address(), filters=filters, page=page)
+    session.commit()
+    return render_template(
+        "admin/audit.html",
+        entries=rows[:AUDIT_PAGE_SIZE],
+        more=len(rows) > AUDIT_PAGE_SIZE,
+        filters=filters,
+        problems=[],
+        page=page,
+    )
+
+
+def open_alert_counts(session: Any) -> dict[int, int]:
+    return dict(
+        session.execute(
+            sa.select(Alert.client_id, sa.func.count()).where(Alert.acknowledged_at.is_(None)).group_by(Alert.client_id)
+        ).all()
+    )

@@ -1,0 +1,210 @@
+"""Signing in and out, the one-time setup of the first administrator, and password changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import wtforms
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from wtforms import validators as v
+
+from core.accounts import (
+    AccountError,
+    any_user_exists,
+    check_setup_token,
+    create_user,
+    end_session,
+    normalise_username,
+    set_password,
+    start_session,
+    verify_password,
+)
+from core.audit import record
+from core.models import User
+from core.throttle import attempts, count_attempt
+from web import db_session
+from web.access import StaffForm, actor, address, allow, current_session, current_user, form_status, make_form
+
+bp = Blueprint("auth", __name__)
+
+SAME_ANSWER = "The username or password is not right."
+
+
+class LoginForm(StaffForm):
+    username = wtforms.StringField("Username", [v.InputRequired("Enter your username."), v.Length(max=64)])
+    password = wtforms.PasswordField("Password", [v.InputRequired("Enter your password."), v.Length(max=1024)])
+
+
+class LogoutForm(StaffForm):
+    pass
+
+
+def new_password_field() -> Any:
+    return wtforms.PasswordField("New password", [v.InputRequired("Choose a password.")])
+
+
+def confirm_field() -> Any:
+    return wtforms.PasswordField(
+        "New password again",
+        [v.InputRequired("Type the password again."), v.EqualTo("password", "The two passwords differ.")],
+    )
+
+
+class SetupForm(StaffForm):
+    username = wtforms.StringField("Username", [v.InputRequired("Choose a username.")])
+    display_name = wtforms.StringField("Your name", [v.Optional(), v.Length(max=128)])
+    password = new_password_field()
+    confirm = confirm_field()
+
+
+class PasswordForm(StaffForm):
+    current = wtforms.PasswordField("Current password", [v.InputRequired("Enter your current password.")])
+    password = new_password_field()
+    confirm = confirm_field()
+
+
+def home_for(user: User) -> str:
+    if user.role == "clinician":
+        return url_for("clinician.caseload")
+    if user.role == "admin":
+        return url_for("admin.users")
+    return url_for("admin.audit")
+
+
+def _safe_next(target: str | None) -> str | None:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@bp.get("/")
+@allow("public")
+def home() -> Any:
+    user = current_user()
+    if user is not None:
+        return redirect(home_for(user))
+    if not any_user_exists(db_session()):
+        return redirect(url_for("auth.setup_info"))
+    return redirect(url_for("auth.login"))
+
+
+@bp.get("/setup")
+@allow("public")
+def setup_info() -> Any:
+    if any_user_exists(db_session()):
+        abort(404)
+    return render_template("auth/setup_info.html")
+
+
+@bp.route("/setup/<token>", methods=["GET", "POST"])
+@allow("public")
+def setup(token: str) -> Any:
+    session = db_session()
+    if any_user_exists(session) or not check_setup_token(current_app.config["SECRET_KEY"], token):
+        abort(404)
+    form = make_form(SetupForm)
+    if request.method == "POST":
+        if form.validate():
+            try:
+                user = create_user(
+                    session,
+                    form.username.data,
+                    form.display_name.data or "",
+                    "admin",
+                    form.password.data,
+                    actor="setup",
+                    address=address(),
+                )
+            except AccountError as exc:
+                form[exc.field].errors = [exc.message]
+            else:
+                g.new_session_token = start_session(session, user, address())
+                record(session, f"user:{user.username}", "setup.first_admin", f"user:{user.id}", address())
+                session.commit()
+                return redirect(url_for("admin.users"))
+        return render_template("auth/setup.html", form=form, token=token), form_status(form)
+    return render_template("auth/setup.html", form=form, token=token)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@allow("public")
+def login() -> Any:
+    form = make_form(LoginForm)
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(home_for(current_user()))
+        return render_template("auth/login.html", form=form, problem=None)
+    if not form.validate():
+        return render_template("auth/login.html", form=form, problem=None), form_status(form)
+    config = current_app.config
+    session = db_session()
+    window = int(config["LOGIN_WINDOW_SECONDS"])
+    username = normalise_username(form.username.data)[:64]
+    account_key, address_key = f"login-account:{username}", f"login-address:{address()}"
+    if attempts(session, account_key, window) >= int(config["LOGIN_LIMIT_PER_ACCOUNT"]) or attempts(
+        session, address_key, window
+    ) >= int(config["LOGIN_LIMIT_PER_ADDRESS"]):
+        record(session, "anonymous", "login.throttled", None, address(), username=username)
+        session.commit()
+        problem = "Too many attempts. Please wait a few minutes and try again."
+        return render_template("auth/login.html", form=form, problem=problem), 429
+    user = session.scalar(sa.select(User).where(User.username == username))
+    if not verify_password(session, user, form.password.data):
+        count_attempt(session, account_key, window)
+        count_attempt(session, address_key, window)
+        record(session, "anonymous", "login.failure", None, address(), username=username)
+        session.commit()
+        return render_template("auth/login.html", form=form, problem=SAME_ANSWER), 401
+    assert user is not None
+    previous = current_session()
+    if previous is not None:
+        end_session(previous, "replaced")
+    g.new_session_token = start_session(session, user, address())
+    record(session, f"user:{user.username}", "login.success", f"user:{user.id}", address())
+    session.commit()
+    return redirect(_safe_next(request.args.get("next")) or home_for(user))
+
+
+@bp.post("/logout")
+@allow("admin", "clinician", "auditor")
+def logout() -> Any:
+    form = make_form(LogoutForm)
+    found = current_session()
+    if not form.validate():
+        return render_template(
+            "auth/problem.html", problems=[("Form check", "csrf_token", form.csrf_token.errors[0])]
+        ), 400
+    session = db_session()
+    assert found is not None
+    end_session(found, "logout")
+    record(session, actor(), "logout", f"user:{found.user_id}", address())
+    session.commit()
+    g.clear_session_cookie = True
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@allow("admin", "clinician", "auditor")
+def password() -> Any:
+    user = current_user()
+    assert user is not None
+    form = make_form(PasswordForm)
+    if request.method == "POST":
+        session = db_session()
+        if form.validate():
+            if not verify_password(session, user, form.current.data):
+                form.current.errors = ["This is not your current password."]
+            else:
+                try:
+                    set_password(session, user, form.password.data)
+                except AccountError as exc:
+                    form[exc.field].errors = [exc.message]
+                else:
+                    record(session, actor(), "password.change", f"user:{user.id}", address())
+                    # Every session ended with the change; this browser gets a new one.
+                    g.new_session_token = start_session(session, user, address())
+                    session.commit()
+                    return redirect(url_for("auth.password", changed=1))
+        return render_template("auth/password.html", form=form, changed=False), form_status(form)
+    return render_template("auth/password.html", form=form, changed=request.args.get("changed") == "1")
