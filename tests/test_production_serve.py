@@ -1,0 +1,117 @@
+"""Serving: `rapportal serve` on a fresh instance, /healthz, JSON logs without tokens or answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import database_url
+from test_production_support import RAPPORTAL, Server, form_token, phq9_answers, post_answers, prepare_database, request
+
+from core.db import make_db_engine
+from core.migrations import current_revision, head_revision
+from web import create_app
+from web.serve import JsonFormatter, redact
+
+
+def test_serve_with_nothing_configured_upgrades_the_instance_database_and_prints_the_url(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORTAL_")}
+    env["RAPPORTAL_INSTANCE_PATH"] = str(tmp_path / "instance")  # stands in for the checkout's instance folder
+    server = Server("", tmp_path / "instance")
+    process = subprocess.Popen(
+        [str(RAPPORTAL), "serve", "--port", str(server.port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    server.process = process
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "is serving on" in line:
+                break
+        assert f"http://127.0.0.1:{server.port}/" in "".join(lines)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = request("GET", server.base, "/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start listening"
+                time.sleep(0.05)
+        assert (status, json.loads(body)["ok"]) == (200, True)
+    finally:
+        server.stop()
+    db = make_db_engine(f"sqlite:///{tmp_path / 'instance' / 'rapportal.db'}")
+    assert current_revision(db) == head_revision()
+    db.dispose()
+
+
+def test_serve_upgrades_an_empty_database_on_the_configured_backend(tmp_path: Path) -> None:
+    url = database_url(tmp_path)
+    with Server(url, tmp_path / "instance", workers=2):
+        pass
+    db = make_db_engine(url)
+    assert current_revision(db) == head_revision()
+    db.dispose()
+
+
+def test_healthz_answers_ok_when_the_database_answers(client) -> None:
+    reply = client.get("/healthz")
+    assert (reply.status_code, reply.get_json()) == (200, {"ok": True, "database": "ok"})
+
+
+def test_healthz_answers_503_when_the_database_is_unreachable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
+    for url in (f"sqlite:///{tmp_path / 'missing' / 'folder' / 'x.db'}", "postgresql://nobody@127.0.0.1:1/none"):
+        app = create_app({"DATABASE_URL": url, "LOAD_ENTRYPOINTS": False, "SECRET_KEY": "x"})
+        reply = app.test_client().get("/healthz")
+        assert (reply.status_code, reply.get_json()["ok"]) == (503, False)
+        app.extensions["rapportal"].db.dispose()
+
+
+def test_server_logs_are_json_lines_without_link_tokens_or_answers(tmp_path: Path) -> None:
+    url = database_url(tmp_path)
+    [token] = prepare_database(url, 1)
+    with Server(url, tmp_path / "instance", workers=1) as server:
+        status, receipt = post_answers(server.base, token, form_token(server.base, token))
+        assert status == 200 and receipt
+        assert request("GET", server.base, f"/a/{token}?x={token}")[0] == 200
+        request("GET", server.base, "/a/not-a-real-token-at-all-0123456789")
+    log = server.log.read_text()
+    assert token not in log
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    requests = [entry for entry in entries if entry.get("event") == "request"]
+    assert {(e["method"], e["path"], e["status"]) for e in requests} >= {
+        ("GET", "/a/[redacted]", 200),
+        ("POST", "/a/[redacted]", 200),
+        ("GET", "/a/[redacted]", 404),
+    }
+    assert all("x=" not in entry["path"] for entry in requests)
+    assert json.dumps(phq9_answers(token)) not in log
+    assert receipt not in log
+    after_banner = log.split("Rapportal is serving on", 1)[1].splitlines()[1:]
+    assert [line for line in after_banner if not line.startswith("{")] == []
+
+
+def test_error_log_records_have_tokens_redacted_even_in_tracebacks() -> None:
+    token = "Zq3x_9-abcDEFghiJKLmnoPQRstuVWxyz012"
+    try:
+        raise RuntimeError(f"failed on /a/{token}/done")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "app", logging.ERROR, __file__, 1, "Exception on /a/%s [POST]", (token,), sys.exc_info()
+        )
+    entry = json.loads(JsonFormatter().format(record))
+    assert token not in json.dumps(entry)
+    assert entry["message"] == "Exception on /a/[redacted] [POST]"
+    assert redact(f"kiosk cookie {token}") == "kiosk cookie [redacted]"
+    assert redact("ResponseValidationError in phq9_1") == "ResponseValidationError in phq9_1"
