@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import operator
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -83,6 +84,7 @@ class Column:
     allowed: str = ""
     code: str | None = None
     instruments: tuple[str, ...] = ()
+    flatten: bool = False  # booleans become 1/0, lists become "a;b"
 
 
 META_COLUMNS = (
@@ -154,6 +156,7 @@ def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[
                 allowed="1 = Yes; 0 = No" if boolean else _allowed(item),
                 code=item.code,
                 instruments=(instrument.id,),
+                flatten=boolean or "array" in str(item.schema.get("type", "")),
             )
         for spec in instrument.scoring.scores:
             name = f"score_{spec.name}"
@@ -185,36 +188,95 @@ def _add_instrument(column: Column, instrument_id: str) -> Column:
     return Column(**{**asdict(column), "label": label, "instruments": (*column.instruments, instrument_id)})
 
 
-def wide_values(row: ExportRow, columns: Sequence[Column]) -> list[Any]:
-    """The values of one response in column order: text, ints, Decimals, datetimes or None."""
-    values: list[Any] = []
-    append = values.append
-    for column in columns:
-        kind = column.kind
-        if kind == "item":
-            value = row.answers.get(column.key)
-            if isinstance(value, bool):
-                value = int(value)
-            elif isinstance(value, list):
-                value = ";".join(str(v) for v in value)
-            append(value)
-        elif kind == "score":
-            append(row.scores.get(column.key))
-        elif kind == "meta":
-            append(_meta_value(row, column.key))
-        elif kind == "band":
-            append(row.band)
-        else:
-            append(";".join(row.flags))
-    return values
+def wide_values(row: ExportRow, columns: Sequence[Column], clean: Callable[[str], str] | None = None) -> list[Any]:
+    """The values of one response in column order: text, ints, Decimals, datetimes or None.
+
+    ``clean``, when given, is applied to every text value (CSV and Excel pass ``neutralise_cell``).
+    """
+    layout = _LAYOUTS.get(id(columns))
+    if layout is None or layout.columns is not columns:
+        if len(_LAYOUTS) > 64:  # one per export's column set; keep a long-running server's cache small
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[id(columns)] = _Layout(columns)
+    return layout.values(row, clean)
 
 
-def _meta_value(row: ExportRow, key: str) -> Any:
-    if key == "session":
-        return None if row.session is None else int(row.session)
-    if key in IDENTIFYING_COLUMNS:
-        return row.extra.get(key)
-    return getattr(row, key)
+def _flat(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value
+
+
+def _session(row: ExportRow) -> int | None:
+    return None if row.session is None else int(row.session)
+
+
+def _flags(row: ExportRow) -> str:
+    return ";".join(row.flags)
+
+
+_META_GETTERS: dict[str, Callable[[ExportRow], Any]] = {
+    "session": _session,
+    "client_name": lambda row: row.extra.get("client_name"),
+    "clinician_name": lambda row: row.extra.get("clinician_name"),
+}
+
+
+class _Layout:
+    """``wide_values`` compiled for one column sequence.
+
+    This is the hot loop of every wide export. A row answers one instrument, so it fills its
+    few answers and scores into a row of blanks instead of looking up every column.
+    """
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = columns
+        self.width = len(columns)
+        self.singles: list[tuple[int, Callable[[ExportRow], Any]]] = []
+        self.items: dict[str, int] = {}
+        self.scores: dict[str, int] = {}
+        for index, column in enumerate(columns):
+            if column.kind == "item":
+                self.items.setdefault(column.key, index)
+            elif column.kind == "score":
+                self.scores.setdefault(column.key, index)
+            elif column.kind == "band":
+                self.singles.append((index, operator.attrgetter("band")))
+            elif column.kind == "flags":
+                self.singles.append((index, _flags))
+            else:
+                self.singles.append((index, _META_GETTERS.get(column.key) or operator.attrgetter(column.key)))
+
+    def values(self, row: ExportRow, clean: Callable[[str], str] | None) -> list[Any]:
+        out: list[Any] = [None] * self.width
+        for index, getter in self.singles:
+            value = getter(row)
+            if clean is not None and value.__class__ is str:
+                value = clean(value)
+            out[index] = value
+        positions = self.items
+        for key, value in row.answers.items():
+            index = positions.get(key)
+            if index is None:
+                continue
+            cls = value.__class__
+            if cls is bool or cls is list:
+                value = _flat(value)
+                cls = value.__class__
+            if clean is not None and cls is str:
+                value = clean(value)
+            out[index] = value
+        positions = self.scores
+        for key, value in row.scores.items():
+            index = positions.get(key)
+            if index is not None:
+                out[index] = value
+        return out
+
+
+_LAYOUTS: dict[int, _Layout] = {}
 
 
 def utc(value: datetime) -> datetime:
@@ -333,10 +395,13 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
         with reader.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(export_query(selection))
             identifying = selection.identifying
+            new_row = ExportRow.__new__
             for partition in result.partitions():
                 for row in partition:
-                    extra = {"client_name": row[11], "clinician_name": row[12]} if identifying else {}
-                    yield ExportRow(
+                    # Filling __dict__ directly skips the frozen dataclass's per-field object.__setattr__,
+                    # which is a third of the cost of a row in a large export; the result is identical.
+                    export_row = new_row(ExportRow)
+                    export_row.__dict__.update(
                         response_id=row[0],
                         client=row[1],
                         clinician=row[2],
@@ -348,8 +413,9 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
                         scores=_decimal_scores(row[8]),
                         band=row[9],
                         flags=tuple(row[10] or ()),
-                        extra=extra,
+                        extra={"client_name": row[11], "clinician_name": row[12]} if identifying else {},
                     )
+                    yield export_row
     finally:
         if owned:
             reader.dispose()

@@ -42,12 +42,22 @@ def _finish(text: io.TextIOWrapper) -> None:
 
 def write_wide(rows: Iterable[ExportRow], stream: IO[bytes], context: ExportContext) -> None:
     columns = context.columns
-    text = _text_stream(stream)
-    writer = csv.writer(text, lineterminator="\r\n")
+    # csv writes None as "" and numbers (Decimals too) with str(): only text and dates need work.
+    # wide_values neutralises every str, whatever its column claims to hold.
+    dates = [i for i, column in enumerate(columns) if column.type == "datetime"]
+    neutralise = neutralise_cell
+    out = _text_stream(stream)
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([column.name for column in columns])
+    writerow = writer.writerow
     for row in rows:
-        writer.writerow([_cell(value) for value in wide_values(row, columns)])
-    _finish(text)
+        values = wide_values(row, columns, neutralise)
+        for index in dates:
+            value = values[index]
+            if value is not None:
+                values[index] = value.isoformat()
+        writerow(values)
+    _finish(out)
 
 
 LONG_HEADER = ("response_id", "client", "clinician", "session", "instrument", "version", "submitted_at")
