@@ -20,6 +20,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.export_xlsx",
     "plugins.export_fhir",
     "plugins.export_sav",
+    "plugins.export_codebook",
     "plugins.widgets",
 )
 
