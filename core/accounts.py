@@ -173,12 +173,12 @@ def load_session(
     reason = None
     if not user.active:
         reason = "deactivated"
-    elif _aware(user.password_changed_at) > _aware(found.created_at):
-        reason = "password_changed"
     elif now - _aware(found.created_at) > policy.absolute:
         reason = "absolute_timeout"
     elif now - _aware(found.last_seen_at) > policy.idle:
         reason = "idle_timeout"
+    elif _aware(user.password_changed_at) > _aware(found.created_at):
+        reason = "password_changed"
     if reason:
         found.ended_at = now
         found.end_reason = reason

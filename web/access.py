@@ -166,6 +166,16 @@ def _set_cookies(response: Any) -> Any:
 
 # -- forms ---------------------------------------------------------------------
 
+try:  # WTForms 3.3 deprecates (value, label) tuples in favour of SelectChoice
+    from wtforms.fields.choices import SelectChoice
+except ImportError:  # pragma: no cover - older WTForms
+    SelectChoice = None
+
+
+def choices(pairs: Any) -> list[Any]:
+    """Select options from (value, label) pairs, in the form this WTForms version prefers."""
+    return [SelectChoice(value, label) if SelectChoice else (value, label) for value, label in pairs]
+
 
 class StaffForm(wtforms.Form):
     """A form with a CSRF token bound to the sign-in session (or, before sign-in, to this browser)."""

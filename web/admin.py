@@ -23,7 +23,7 @@ from core.export import ExportError, iter_export, list_exporters
 from core.models import Alert, AuditEntry, Client, ClientClinician, User
 from core.plugins import describe_plugins
 from web import db_session, portal
-from web.access import StaffForm, actor, address, allow, form_status, make_form
+from web.access import StaffForm, actor, address, allow, choices, form_status, make_form
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -34,8 +34,8 @@ def _clinician_choices(blank: bool = True) -> list[tuple[str, str]]:
     users = db_session().scalars(
         sa.select(User).where(User.role == "clinician", User.active.is_(True)).order_by(User.display_name)
     )
-    choices = [(str(u.id), f"{u.display_name} ({u.username})") for u in users]
-    return ([("", "(none)")] if blank else []) + choices
+    options = [(str(u.id), f"{u.display_name} ({u.username})") for u in users]
+    return choices(([("", "(none)")] if blank else []) + options)
 
 
 # -- users -----------------------------------------------------------------------
@@ -44,13 +44,13 @@ def _clinician_choices(blank: bool = True) -> list[tuple[str, str]]:
 class UserForm(StaffForm):
     username = wtforms.StringField("Username", [v.InputRequired("Enter a username.")])
     display_name = wtforms.StringField("Name", [v.Optional(), v.Length(max=128)])
-    role = wtforms.SelectField("Role", choices=[(r, ROLE_TITLES[r]) for r in ROLES], default="clinician")
+    role = wtforms.SelectField("Role", choices=choices((r, ROLE_TITLES[r]) for r in ROLES), default="clinician")
     password = wtforms.PasswordField("Initial password", [v.InputRequired("Choose an initial password.")])
 
 
 class EditUserForm(StaffForm):
     display_name = wtforms.StringField("Name", [v.InputRequired("Enter a name."), v.Length(max=128)])
-    role = wtforms.SelectField("Role", choices=[(r, ROLE_TITLES[r]) for r in ROLES])
+    role = wtforms.SelectField("Role", choices=choices((r, ROLE_TITLES[r]) for r in ROLES))
     active = wtforms.BooleanField("Account active (can sign in)")
     password = wtforms.PasswordField("New password (leave empty to keep)", [v.Optional()])
 
@@ -252,7 +252,9 @@ class WordingForm(StaffForm):
 
 
 def _licensed_choices() -> list[tuple[str, str]]:
-    return [(i.id, f"{i.short_title} ({i.id})") for i in portal().engine.instruments if not i.licence.wording_bundled]
+    return choices(
+        (i.id, f"{i.short_title} ({i.id})") for i in portal().engine.instruments if not i.licence.wording_bundled
+    )
 
 
 def _plugins_page(form: Any, status: int = 200, installed: str | None = None) -> Any:
@@ -323,8 +325,8 @@ class ExportForm(StaffForm):
 def _export_form() -> Any:
     engine = portal().engine
     form = make_form(ExportForm)
-    form.format.choices = [(e.name, f"{e.title} (.{e.extension})") for e in list_exporters(engine)]
-    form.instruments.choices = [(i.id, i.short_title) for i in sorted(engine.instruments, key=lambda i: i.id)]
+    form.format.choices = choices((e.name, f"{e.title} (.{e.extension})") for e in list_exporters(engine))
+    form.instruments.choices = choices((i.id, i.short_title) for i in sorted(engine.instruments, key=lambda i: i.id))
     return form
 
 

@@ -30,6 +30,7 @@ from web.access import (
     actor,
     address,
     allow,
+    choices,
     clinician_client_ids,
     current_session,
     current_user,
@@ -56,7 +57,9 @@ class EpisodeForm(StaffForm):
     title = wtforms.StringField("Title (optional)", [v.Optional(), v.Length(max=128)])
     plan = wtforms.SelectField(
         "Measurement plan",
-        choices=[(key, title) for key, (title, _rules) in BUILTIN_PLANS.items()] + [("custom", "Custom (below)")],
+        choices=choices(
+            [(key, title) for key, (title, _rules) in BUILTIN_PLANS.items()] + [("custom", "Custom (below)")]
+        ),
         default=DEFAULT_PLAN,
     )
     custom = wtforms.TextAreaField("Custom plan", [v.Optional(), v.Length(max=2000)])

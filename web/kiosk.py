@@ -59,7 +59,7 @@ def _next_assignment(kiosk: KioskSession) -> Assignment | None:
     return None
 
 
-def _lock(kiosk: KioskSession, reason: str) -> Any:
+def _lock(kiosk: KioskSession, reason: str) -> None:
     session = db_session()
     kiosk.ended_at = datetime.now(UTC)
     from core.audit import record
@@ -67,7 +67,6 @@ def _lock(kiosk: KioskSession, reason: str) -> Any:
     record(session, f"kiosk:{kiosk.id}", "kiosk.lock", f"kiosk:{kiosk.id}", address(), reason=reason)
     session.commit()
     g.clear_kiosk_cookie = True
-    return redirect(url_for("kiosk.kiosk"))
 
 
 def _locked() -> Any:
@@ -109,7 +108,8 @@ def kiosk() -> Any:
         return _locked()
     assignment = _next_assignment(found)
     if assignment is None:
-        return _lock(found, "finished")
+        _lock(found, "finished")
+        return _locked()
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     return _form_page(found, assignment, questionnaire_form(instrument, None, _context(found, assignment)))
 
@@ -154,8 +154,9 @@ def submit() -> Any:
 def lock() -> Any:
     found = _kiosk()
     if found is None:
-        return redirect(url_for("kiosk.kiosk"))
+        return _locked(), 403
     form = make_form(LockForm)
     if not form.validate():
         return _locked(), 400
-    return _lock(found, "locked")
+    _lock(found, "locked")
+    return redirect(url_for("kiosk.kiosk"))

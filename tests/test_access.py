@@ -1,0 +1,166 @@
+"""Every route in the URL map, walked as every kind of visitor.
+
+Each endpoint must carry an access rule (``web.access.allow`` or ``OTHER_ENDPOINTS``); the
+walk then checks that no role reaches a route its rule does not grant, and that the roles
+it does grant get through. A clinician reaches another clinician's client only as a 404.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from staff_support import SRS_LOW, make_world, sign_in
+
+from core.accounts import hash_token
+from core.models import Alert, CareSession, KioskSession
+from core.responses import create_assignment, submit_response
+from web.access import KIOSK_COOKIE, access_rule
+
+ROLES = ("anonymous", "link", "clinician", "other_clinician", "auditor", "admin", "kiosk")
+SIGNED_IN = {"clinician": "ann", "other_clinician": "bob", "auditor": "audrey", "admin": "admin"}
+# Arguments that name something belonging to one client: only that client's clinicians reach it.
+CLIENT_SCOPED = {"client_id", "episode_id", "session_id", "assignment_id", "alert_id", "response_id"}
+# Public pages that exist only before the first account (tests/test_accounts.py covers them).
+CLOSED_AFTER_SETUP = {"auth.setup", "auth.setup_info"}
+
+
+def missing_rules(app: Any) -> list[str]:
+    return sorted({rule.endpoint for rule in app.url_map.iter_rules() if access_rule(app, rule.endpoint) is None})
+
+
+@pytest.fixture
+def world(app, licensed_wording):
+    world = make_world(app)
+    state = app.extensions["rapportal"]
+    with state.sessions.begin() as session:
+        from core.models import Client
+
+        client = session.get(Client, world.client_id)
+        care = CareSession(episode_id=world.episode_id, number=1)
+        session.add(care)
+        session.flush()
+        ors, link_token = create_assignment(
+            session, state.engine, client, "ors", episode_id=world.episode_id, care_session_id=care.id
+        )
+        srs, _token = create_assignment(
+            session, state.engine, client, "srs", episode_id=world.episode_id, care_session_id=care.id
+        )
+        answers = {key: float(value) for key, value in SRS_LOW.items()}
+        submission = submit_response(session, state.engine, srs, answers)
+        kiosk_token = "kiosk-token-for-the-access-test"
+        session.add(
+            KioskSession(
+                token_hash=hash_token(kiosk_token),
+                client_id=client.id,
+                created_by=world.users["ann"],
+                assignment_ids=[ors.id],
+                expires_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+        )
+        session.flush()
+        alert_id = session.scalar(sa.select(Alert.id).where(Alert.response_id == submission.response_id))
+        world.args = {
+            "client_id": client.id,
+            "episode_id": world.episode_id,
+            "session_id": care.id,
+            "assignment_id": ors.id,
+            "alert_id": alert_id,
+            "response_id": submission.response_id,
+            "user_id": world.users["ann"],
+            "filename": "rapportal.css",
+        }
+        world.link_token = link_token
+        world.kiosk_token = kiosk_token
+    return world
+
+
+def visitor(app: Any, role: str, world: Any) -> Any:
+    client = app.test_client()
+    if role in SIGNED_IN:
+        assert sign_in(client, SIGNED_IN[role]).status_code == 302
+    if role == "kiosk":
+        client.set_cookie(KIOSK_COOKIE, world.kiosk_token)
+    return client
+
+
+def granted(rule_roles: tuple[str, ...], role: str, arguments: set[str]) -> bool:
+    """Whether ``role`` should get through an endpoint with ``rule_roles`` and these URL arguments."""
+    if "public" in rule_roles:
+        return True
+    if "kiosk" in rule_roles:
+        return role == "kiosk"
+    if role == "link":
+        return "link" in rule_roles
+    if role == "other_clinician":
+        return "clinician" in rule_roles and not arguments & CLIENT_SCOPED
+    return role in rule_roles
+
+
+def reached(response: Any, endpoint: str, method: str) -> bool:
+    if response.status_code in (401, 403, 404, 405):
+        return False
+    if endpoint.startswith("kiosk.") and method == "GET":
+        # Without the kiosk cookie the page is the neutral locked page: reaching it shows nothing.
+        return b'name="assignment"' in response.data
+    if endpoint == "auth.home":
+        return True  # its job is to send each visitor to their start page (the sign-in page, for some)
+    return not (response.status_code in (301, 302, 303) and "/login" in (response.location or ""))
+
+
+def test_every_route_has_an_access_rule(app):
+    assert missing_rules(app) == [], "give these endpoints a rule: web.access.allow(...) or OTHER_ENDPOINTS"
+
+
+def test_a_route_without_a_rule_is_caught_and_refused(app, world):
+    app.add_url_rule("/admin/sneaky", endpoint="admin.sneaky", view_func=lambda: "secret")
+    assert missing_rules(app) == ["admin.sneaky"]
+    admin = visitor(app, "admin", world)
+    assert admin.get("/admin/sneaky").status_code == 403
+
+
+def test_each_role_reaches_exactly_what_its_rule_grants(app, world):
+    visitors = {role: visitor(app, role, world) for role in ROLES}
+    problems = []
+    walked = 0
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        roles = access_rule(app, rule.endpoint)
+        assert roles is not None, rule.endpoint
+        arguments = set(rule.arguments)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for role in ROLES:
+                values = dict(world.args)
+                values["token"] = world.link_token if role == "link" else "not-a-real-token-at-all"
+                path = rule.build(values, append_unknown=False)[1]
+                client = visitors[role]
+                response = client.open(path, method=method, data={} if method == "POST" else None)
+                walked += 1
+                expected = granted(roles, role, arguments)
+                if rule.endpoint in CLOSED_AFTER_SETUP:
+                    expected = False
+                if rule.endpoint.startswith("client.") and role != "link":
+                    expected = False  # a wrong token opens nothing
+                if reached(response, rule.endpoint, method) != expected:
+                    problems.append(f"{method} {path} ({rule.endpoint}) as {role}: {response.status_code}")
+                if rule.endpoint.startswith("kiosk.") and role != "kiosk":
+                    assert b'name="assignment"' not in response.data, f"{rule.endpoint} showed a form to {role}"
+    assert walked > 100
+    assert problems == [], "\n".join(problems)
+
+
+def test_auditor_sees_the_audit_trail_and_nothing_clinical(app, world):
+    auditor = visitor(app, "auditor", world)
+    assert auditor.get("/admin/audit").status_code == 200
+    for path in ("/caseload", f"/clients/{world.client_id}", f"/responses/{world.args['response_id']}"):
+        assert auditor.get(path).status_code == 403
+    for path in ("/admin/users", "/admin/clients", "/admin/plugins", "/admin/exports"):
+        assert auditor.get(path).status_code == 403
+
+
+def test_administrator_sees_no_answers(app, world):
+    admin = visitor(app, "admin", world)
+    assert admin.get(f"/clients/{world.client_id}").status_code == 403
+    assert admin.get(f"/responses/{world.args['response_id']}").status_code == 403
+    assert "Client One" in admin.get("/admin/clients").text  # but manages the client list

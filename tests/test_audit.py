@@ -1,0 +1,88 @@
+"""The audit trail: what is recorded, who can browse it, and that it is append-only."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from staff_support import ORS_ANSWERS, answer, audit_actions, links_on, make_world, page_token, sign_in, start_session
+
+from core.audit import record
+from core.models import AuditEntry
+
+
+@pytest.fixture
+def world(app, licensed_wording):
+    return make_world(app)
+
+
+def test_logins_views_changes_and_admin_actions_are_recorded(app, world):
+    app.test_client().post("/login")  # no CSRF: not even counted as an attempt
+    sign_in(app.test_client(), "ann", "wrong password here")
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    answer(app, links["ors"], ORS_ANSWERS)
+    ann.get(f"/clients/{world.client_id}")
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    token = page_token(admin, "/admin/users")
+    admin.post("/admin/users", data={"csrf_token": token, "username": "cleo", "role": "auditor", "password": "x" * 12})
+    actions = audit_actions(app)
+    names = [action for _actor, action, _target in actions]
+    for expected in (
+        "login.failure",
+        "login.success",
+        "session.create",
+        "response.submit",
+        "client.view",
+        "user.create",
+    ):
+        assert expected in names, expected
+    assert ("user:ann", "client.view", f"client:{world.client_id}") in actions
+    with app.extensions["rapportal"].sessions() as session:
+        entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "login.success"))
+    assert entry.address == "127.0.0.1" and entry.at is not None
+
+
+def test_audit_entries_cannot_be_changed_or_deleted(app, world):
+    sessions = app.extensions["rapportal"].sessions
+    with sessions.begin() as session:
+        record(session, "test", "something")
+    with sessions() as session:
+        entry = session.scalar(sa.select(AuditEntry).order_by(AuditEntry.id.desc()))
+        entry.action = "rewritten"
+        with pytest.raises(PermissionError):
+            session.flush()
+        session.rollback()
+        with pytest.raises(PermissionError):
+            session.delete(session.get(AuditEntry, entry.id))
+            session.flush()
+        session.rollback()
+        with pytest.raises(PermissionError):
+            session.execute(sa.delete(AuditEntry))
+        with pytest.raises(PermissionError):
+            session.execute(sa.update(AuditEntry).values(actor="someone else"))
+
+
+def test_administrators_and_auditors_browse_and_filter(app, world):
+    sign_in(app.test_client(), "ann")
+    sign_in(app.test_client(), "bob")
+    for name in ("admin", "audrey"):
+        viewer = app.test_client()
+        sign_in(viewer, name)
+        page = viewer.get("/admin/audit?actor=ann&action=login").text
+        assert "user:ann" in page and "user:bob" not in page
+
+
+def test_a_bad_filter_date_is_named(app, world):
+    viewer = app.test_client()
+    sign_in(viewer, "audrey")
+    response = viewer.get("/admin/audit?since=yesterday")
+    assert response.status_code == 422 and "since: &#39;yesterday&#39; is not a date" in response.text
+
+
+def test_audit_filter_values_are_escaped(app, world):
+    viewer = app.test_client()
+    sign_in(viewer, "admin")
+    page = viewer.get('/admin/audit?actor="><script>x</script>').text
+    assert "<script>x</script>" not in page

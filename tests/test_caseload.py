@@ -1,0 +1,272 @@
+"""Caseload, clients, episodes with measurement plans, sessions and their links, charts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+from staff_support import ORS_ANSWERS, SRS_LOW, answer, csrf, links_on, make_world, page_token, sign_in, start_session
+
+from core.models import Assignment, Client, ClientClinician, Episode
+from core.plans import BUILTIN_PLANS, PlanError, due_in_session, parse_plan
+
+
+@pytest.fixture
+def world(app, licensed_wording):
+    return make_world(app)
+
+
+@pytest.fixture
+def ann(app, world):
+    client = app.test_client()
+    sign_in(client, "ann")
+    return client
+
+
+# -- plans -------------------------------------------------------------------------
+
+
+def test_pcoms_plan_sends_ors_first_and_srs_last_every_session():
+    rules = BUILTIN_PLANS["pcoms"][1]
+    for number in (1, 2, 7):
+        assert [r["instrument"] for r in due_in_session(rules, number)] == ["ors", "srs"]
+
+
+def test_phq9_every_fourth_session_starts_with_the_first():
+    rules = BUILTIN_PLANS["pcoms-phq9"][1]
+    with_phq9 = [n for n in range(1, 13) if "phq9" in [r["instrument"] for r in due_in_session(rules, n)]]
+    assert with_phq9 == [1, 5, 9]
+    assert [r["instrument"] for r in due_in_session(rules, 5)] == ["ors", "phq9", "srs"]
+
+
+def test_custom_plan_text_is_parsed():
+    rules = parse_plan("ors start every 1\nsrs end every 1; wai-sr end every 3 from 3", {"ors", "srs", "wai-sr"})
+    assert [r["instrument"] for r in due_in_session(rules, 3)] == ["ors", "srs", "wai-sr"]
+    assert [r["instrument"] for r in due_in_session(rules, 4)] == ["ors", "srs"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no rules"),
+        ("xyz start every 1", "no instrument 'xyz'"),
+        ("ors middle every 1", "'start' or 'end'"),
+        ("ors start every two", "whole numbers"),
+        ("ors start every 0", "1 to 52"),
+        ("ors start often", "write it as"),
+    ],
+)
+def test_a_bad_plan_is_refused_naming_the_rule(text, message):
+    with pytest.raises(PlanError, match=message):
+        parse_plan(text, {"ors"})
+
+
+# -- caseload ------------------------------------------------------------------------
+
+
+def test_caseload_lists_only_the_clinicians_own_clients(ann):
+    page = ann.get("/caseload").text
+    assert "C-1" in page and "C-2" not in page
+
+
+def test_a_further_clinician_sees_the_client_too(app, world):
+    with app.extensions["rapportal"].sessions.begin() as session:
+        session.add(ClientClinician(client_id=world.client_id, user_id=world.users["bob"]))
+    bob = app.test_client()
+    sign_in(bob, "bob")
+    assert "C-1" in bob.get("/caseload").text
+    assert bob.get(f"/clients/{world.client_id}").status_code == 200
+
+
+def test_another_clinicians_client_is_not_found(ann, world):
+    assert ann.get(f"/clients/{world.other_client_id}").status_code == 404
+    assert ann.get("/clients/99999").status_code == 404
+
+
+def test_admin_adds_a_client_with_clinicians(app, world):
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    token = page_token(admin, "/admin/clients")
+    response = admin.post(
+        "/admin/clients",
+        data={
+            "csrf_token": token,
+            "code": "C-9",
+            "display_name": "<b>Nine</b>",
+            "clinician": str(world.users["ann"]),
+            "further": [str(world.users["bob"])],
+        },
+    )
+    assert response.status_code == 302
+    listing = admin.get("/admin/clients").text
+    assert "&lt;b&gt;Nine&lt;/b&gt;" in listing and "<b>Nine</b>" not in listing
+    with app.extensions["rapportal"].sessions() as session:
+        client = session.scalar(sa.select(Client).where(Client.code == "C-9"))
+        assert client.clinician_id == world.users["ann"]
+        assert (
+            session.scalar(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == client.id))
+            == (world.users["bob"])
+        )
+    again = admin.post("/admin/clients", data={"csrf_token": token, "code": "C-9", "clinician": ""})
+    assert again.status_code == 422 and "exists already" in again.text
+    bad = admin.post("/admin/clients", data={"csrf_token": token, "code": "has space", "clinician": ""})
+    assert bad.status_code == 422 and "Use letters, digits" in bad.text
+
+
+def test_admin_reassigns_a_client(app, world):
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    path = f"/admin/clients/{world.client_id}"
+    token = page_token(admin, path)
+    assert admin.post(path, data={"csrf_token": token, "clinician": str(world.users["bob"])}).status_code == 302
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    assert ann.get(f"/clients/{world.client_id}").status_code == 404
+
+
+# -- episodes, sessions and links -------------------------------------------------------
+
+
+def test_new_episode_keeps_a_copy_of_its_plan_and_ends_the_previous(app, ann, world):
+    token = page_token(ann, f"/clients/{world.client_id}")
+    response = ann.post(
+        f"/clients/{world.client_id}/episodes",
+        data={"csrf_token": token, "plan": "custom", "custom": "phq9 start every 2", "title": "Second"},
+    )
+    assert response.status_code == 302
+    with app.extensions["rapportal"].sessions() as session:
+        episodes = session.scalars(sa.select(Episode).where(Episode.client_id == world.client_id)).all()
+    assert episodes[0].ended_at is not None and episodes[1].ended_at is None
+    assert episodes[1].plan == [{"instrument": "phq9", "moment": "start", "every": 2, "first": 1}]
+
+
+def test_a_bad_custom_plan_is_refused_with_a_message(ann, world):
+    token = page_token(ann, f"/clients/{world.client_id}")
+    response = ann.post(
+        f"/clients/{world.client_id}/episodes", data={"csrf_token": token, "plan": "custom", "custom": "abc start"}
+    )
+    assert response.status_code == 422 and "no instrument &#39;abc&#39;" in response.text
+
+
+def test_starting_a_session_creates_its_assignments_and_shows_links_once(app, ann, world):
+    response = start_session(ann, world.episode_id, world.client_id)
+    assert response.status_code == 201
+    links = links_on(response.text)
+    assert set(links) == {"ors", "srs"}
+    assert response.text.count("data:image/svg+xml") == 2  # a QR code for each, drawn locally
+    assert response.headers["Cache-Control"] == "no-store"
+    with app.extensions["rapportal"].sessions() as session:
+        stored = session.scalars(sa.select(Assignment)).all()
+    assert {a.instrument_id for a in stored} == {"ors", "srs"}
+    for path in links.values():
+        token = path.rsplit("/", 1)[1]
+        assert all(token not in (a.token_hash or "") for a in stored)
+    session_page = ann.get("/sessions/1").text
+    assert not any(path in session_page for path in links.values())  # shown once only
+
+
+def test_a_session_skips_instruments_without_licensed_wording(app):
+    world = make_world(app)  # no licensed_wording fixture: ORS and SRS cannot be sent
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    response = start_session(ann, world.episode_id, world.client_id)
+    assert links_on(response.text) == {}
+    assert "licensed wording is not installed" in response.text
+
+
+def test_a_custom_plan_session_sends_its_instruments(app, world):
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    token = page_token(ann, f"/clients/{world.client_id}")
+    ann.post(
+        f"/clients/{world.client_id}/episodes",
+        data={"csrf_token": token, "plan": "custom", "custom": "phq9 start every 1; gad7 start every 1"},
+    )
+    with app.extensions["rapportal"].sessions() as session:
+        episode_id = session.scalar(sa.select(sa.func.max(Episode.id)))
+    response = start_session(ann, episode_id, world.client_id)
+    assert set(links_on(response.text)) == {"phq9", "gad7"}
+
+
+def test_reissuing_a_link_replaces_the_old_one(app, ann, world):
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    with app.extensions["rapportal"].sessions() as session:
+        ors_id = session.scalar(sa.select(Assignment.id).where(Assignment.instrument_id == "ors"))
+    token = page_token(ann, "/sessions/1")
+    response = ann.post(f"/assignments/{ors_id}/reissue", data={"csrf_token": token})
+    assert response.status_code == 201
+    new = links_on(response.text)["ors"]
+    anonymous = app.test_client()
+    assert anonymous.get(links["ors"]).status_code == 404
+    assert anonymous.get(new).status_code == 200
+
+
+def test_an_answered_link_cannot_be_reissued(app, ann, world):
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    answer(app, links["ors"], ORS_ANSWERS)
+    with app.extensions["rapportal"].sessions() as session:
+        ors_id = session.scalar(sa.select(Assignment.id).where(Assignment.instrument_id == "ors"))
+    token = page_token(ann, "/sessions/1")
+    assert ann.post(f"/assignments/{ors_id}/reissue", data={"csrf_token": token}).status_code == 409
+
+
+def test_forms_refuse_a_forged_csrf_token(ann, world):
+    response = ann.post(f"/episodes/{world.episode_id}/sessions", data={"csrf_token": "1.forged"})
+    assert response.status_code == 400 and "csrf_token" in response.text
+
+
+# -- the client page -------------------------------------------------------------------
+
+
+def test_client_page_charts_ors_and_srs_with_cutoffs_band_and_links(app, ann, world):
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    answer(app, links["ors"], ORS_ANSWERS)
+    answer(app, links["srs"], SRS_LOW)
+    page = ann.get(f"/clients/{world.client_id}").text
+    chart = page[page.index('id="chart-ors-srs"') : page.index("</svg>", page.index('id="chart-ors-srs"'))]
+    points = re.findall(r'<a href="(/responses/\d+)" aria-label="([^"]+)"', chart)
+    assert [label for _href, label in points] == ["ORS 18.5 (S1)", "SRS 32.0 (S1)"]
+    assert "ORS cutoff 25" in chart and "SRS cutoff 36" in chart
+    assert "intake ORS 18.5 ± 5" in chart
+    table = page[page.index('id="chart-ors-srs-data"') :]
+    assert "18.5" in table and "32.0" in table  # the text alternative
+    for href, _label in points:
+        assert ann.get(href).status_code == 200
+
+
+def test_symptom_chart_shades_the_bands_from_the_definition(app, ann, world, engine):
+    token = page_token(ann, f"/clients/{world.client_id}")
+    ann.post(
+        f"/clients/{world.client_id}/episodes",
+        data={"csrf_token": token, "plan": "custom", "custom": "phq9 start every 1"},
+    )
+    with app.extensions["rapportal"].sessions() as session:
+        episode_id = session.scalar(sa.select(sa.func.max(Episode.id)))
+    links = links_on(start_session(ann, episode_id, world.client_id).text)
+    answer(app, links["phq9"], {f"phq9_{i}": "1" for i in range(1, 10)})
+    page = ann.get(f"/clients/{world.client_id}?episode={episode_id}").text
+    assert 'id="chart-phq9"' in page
+    for band in engine.instruments.get("phq9").scoring.bands:
+        assert f"{band.label}: {band.minimum} to {band.maximum}" in page
+    assert "PHQ-9 9 (S1)" in page
+
+
+def test_client_page_escapes_markup_in_answers_and_names(app, ann, world):
+    with app.extensions["rapportal"].sessions.begin() as session:
+        session.get(Client, world.client_id).display_name = "<script>x()</script>"
+    page = ann.get(f"/clients/{world.client_id}").text
+    assert "<script>x()</script>" not in page and "&lt;script&gt;" in page
+
+
+def test_item_level_detail_is_on_the_client_page(app, ann, world):
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    answer(app, links["ors"], ORS_ANSWERS)
+    page = ann.get(f"/clients/{world.client_id}").text
+    assert "Item-level answers" in page and "ors_3" in page and "4.5" in page
+
+
+def test_session_page_csrf_token_matches(ann, world):
+    start_session(ann, world.episode_id, world.client_id)
+    page = ann.get("/sessions/1")
+    assert page.status_code == 200 and csrf(page.text)
