@@ -7,7 +7,8 @@
 
   function enhanceVas(box) {
     var min = parseFloat(box.dataset.min), max = parseFloat(box.dataset.max);
-    var track = box.querySelector(".vas-track"), mark = box.querySelector(".vas-mark");
+    var track = box.querySelector(".vas-track"), line = box.querySelector(".vas-line");
+    var mark = box.querySelector(".vas-mark");
     var input = box.querySelector(".vas-input");
     var unset = box.dataset.unset;
     function show(value) {
@@ -29,7 +30,8 @@
     }
     function current() { return input.value === "" ? null : parseFloat(input.value); }
     function fromPointer(event) {
-      var rect = track.getBoundingClientRect();
+      // Measured on the drawn line; a touch past either end counts as that end.
+      var rect = line.getBoundingClientRect();
       set(min + (event.clientX - rect.left) / rect.width * (max - min));
     }
     box.classList.add("enhanced");
