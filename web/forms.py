@@ -123,11 +123,17 @@ def answers_from(form: wtforms.Form, instrument: Instrument) -> dict[str, Any]:
 
 
 def texts_for(instrument: Instrument, language: str) -> dict[str, Any]:
-    """Title, stem, item texts and answer labels in ``language`` where the definition translates them."""
-    translation = instrument.document.get("x-translations", {}).get(language, {})
+    """Title, stem, item texts and answer labels in ``language`` where the definition translates them.
+
+    ``language`` in the result is the language of the wording shown: the definition's own one when
+    it carries no translation into ``language``, so the page can mark it (WCAG 3.1.2).
+    """
+    translations = instrument.document.get("x-translations", {})
+    translation = translations.get(language, {})
     options = translation.get("options", {})
     anchors = translation.get("anchors", {})
     return {
+        "language": language if language in translations else instrument.language,
         "title": translation.get("title", instrument.title),
         "stem": translation.get("stem", instrument.stem),
         "items": {

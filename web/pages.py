@@ -30,10 +30,15 @@ ERROR_PAGES = {
 
 def init_app(app: Flask) -> None:
     app.after_request(_security_headers)
-    app.context_processor(lambda: {"page_language": lambda: str(get_locale() or "en")})
+    app.context_processor(lambda: {"page_language": _page_language})
     for status in ERROR_PAGES:
         if status not in app.error_handler_spec.get(None, {}):
             app.register_error_handler(status, _error_page)
+
+
+def _page_language() -> str:
+    """The page's language as a BCP 47 tag for ``<html lang>`` (Babel spells pt-BR as pt_BR)."""
+    return str(get_locale() or "en").replace("_", "-")
 
 
 def _security_headers(response: Any) -> Any:

@@ -1,0 +1,250 @@
+"""Languages: the portal's catalogs are complete and compiled, and forms follow the assignment's language."""
+
+from __future__ import annotations
+
+import gettext
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+from core import hookimpl
+from core.models import Client, Response
+from core.responses import create_assignment
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSLATIONS = ROOT / "web" / "translations"
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "lazy_gettext": None, "N_": None}
+LANGUAGES = ["de", "es"]
+
+
+def extracted_catalog() -> Catalog:
+    """Every marked message in the code and templates, extracted as ``pybabel extract -F babel.cfg`` does."""
+    with open(ROOT / "babel.cfg", encoding="utf-8") as handle:
+        method_map, options_map = parse_mapping_cfg(handle)
+    catalog = Catalog()
+    for filename, lineno, message, comments, context in extract_from_dir(
+        str(ROOT), method_map, options_map, keywords=KEYWORDS
+    ):
+        catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    return catalog
+
+
+def msgids(catalog: Catalog) -> set[Any]:
+    return {message.id for message in catalog if message.id}
+
+
+@pytest.fixture(scope="module")
+def extracted() -> Catalog:
+    return extracted_catalog()
+
+
+def po_catalog(language: str) -> Catalog:
+    with open(TRANSLATIONS / language / "LC_MESSAGES" / "messages.po", "rb") as handle:
+        return read_po(handle, locale=language)
+
+
+def test_message_template_is_up_to_date(extracted):
+    with open(TRANSLATIONS / "messages.pot", "rb") as handle:
+        template = read_po(handle)
+    assert msgids(extracted) - msgids(template) == set(), "run the pybabel extract command in babel.cfg"
+    assert msgids(template) - msgids(extracted) == set(), "messages.pot holds messages no longer in the code"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_marked_message_is_translated_in_each_catalog(extracted, language):
+    catalog = po_catalog(language)
+    missing = msgids(extracted) - msgids(catalog)
+    assert not missing, f"{language}: not in the catalog (pybabel update, then translate): {sorted(map(str, missing))}"
+    untranslated = [m.id for m in catalog if m.id and (m.fuzzy or not all(m.string if m.pluralizable else [m.string]))]
+    assert not untranslated, f"{language}: untranslated or fuzzy: {untranslated}"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_translations_keep_the_placeholders_of_their_message(language):
+    problems = []
+    for message in po_catalog(language):
+        if not message.id:
+            continue
+        ids = message.id if message.pluralizable else (message.id,)
+        strings = message.string if message.pluralizable else (message.string,)
+        wanted = set(re.findall(r"%\(\w+\)[sd]", ids[-1]))
+        for string in strings:
+            if set(re.findall(r"%\(\w+\)[sd]", string)) != wanted:
+                problems.append((ids[0], string))
+    assert not problems
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_compiled_catalog_matches_its_po_file(language):
+    """The committed .mo must be what compiling the .po gives now (run ``pybabel compile -d web/translations``)."""
+    fresh = io.BytesIO()
+    write_mo(fresh, po_catalog(language))
+    fresh.seek(0)
+    committed = TRANSLATIONS / language / "LC_MESSAGES" / "messages.mo"
+    with open(committed, "rb") as handle:
+        assert gettext.GNUTranslations(handle)._catalog == gettext.GNUTranslations(fresh)._catalog
+
+
+def test_every_configured_language_has_a_catalog(app):
+    for language in app.config["LANGUAGES"]:
+        if language != "en":
+            assert (TRANSLATIONS / language / "LC_MESSAGES" / "messages.mo").is_file(), language
+
+
+# --- pages in the assignment's language ----------------------------------------------------------------------------
+
+TRANSLATED = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Translation test",
+    "type": "object",
+    "required": ["tt_often", "tt_line"],
+    "additionalProperties": False,
+    "properties": {
+        "tt_often": {
+            "type": ["integer", "null"],
+            "enum": [0, 1, None],
+            "x-options": [{"value": 0, "label": "Rarely"}, {"value": 1, "label": "Frequently"}],
+            "x-text": "English item text",
+        },
+        "tt_line": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 10,
+            "multipleOf": 0.1,
+            "x-widget": "vas",
+            "x-text": "English line text",
+            "x-anchors": ["English left", "English right"],
+        },
+    },
+    "x-instrument": {
+        "id": "ttest",
+        "version": "1.0.0",
+        "language": "en",
+        "stem": "English stem",
+        "citation": "Written for Rapportal's tests; the translated strings are placeholders, not instrument wording.",
+        "licence": {"name": "test only", "notice": "test only", "wording_bundled": True},
+    },
+    "x-translations": {
+        "de": {
+            "title": "DE-TITLE",
+            "stem": "DE-STEM",
+            "items": {"tt_often": "DE-ITEM-1", "tt_line": "DE-ITEM-2"},
+            "options": {"Rarely": "DE-OPTION-0", "Frequently": "DE-OPTION-1"},
+            "anchors": {"tt_line": ["DE-LEFT", "DE-RIGHT"]},
+        }
+    },
+}
+
+
+class TranslatedInstrument:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @hookimpl
+    def register_instruments(self) -> list[Path]:
+        return [self.path]
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / "ttest.json"
+    path.write_text(json.dumps(TRANSLATED), encoding="utf-8")
+    return {**app_config, "EXTRA_PLUGINS": [TranslatedInstrument(path)]}
+
+
+def make_link(app: Any, instrument_id: str, language: str) -> str:
+    state = app.extensions["rapportal"]
+    with state.sessions.begin() as session:
+        client = Client(code=f"LANG-{language}-{instrument_id}")
+        session.add(client)
+        _assignment, token = create_assignment(session, state.engine, client, instrument_id, language=language)
+    return token
+
+
+def html_lang(html: str) -> str:
+    return re.search(r'<html lang="([^"]+)"', html).group(1)
+
+
+def test_form_follows_the_assignment_language_for_instrument_and_portal_text(app, client):
+    html = client.get(f"/a/{make_link(app, 'ttest', 'de')}").get_data(as_text=True)
+    assert html_lang(html) == "de"
+    for text in ("DE-TITLE", "DE-STEM", "DE-ITEM-1", "DE-ITEM-2", "DE-OPTION-0", "DE-OPTION-1", "DE-LEFT", "DE-RIGHT"):
+        assert text in html
+    for text in ("English item text", "English stem", "Rarely", "English left", "Translation test"):
+        assert text not in html
+    assert "Meine Antworten senden" in html and "Send my answers" not in html
+    assert "Noch nicht markiert" in html  # the VAS's own text comes from the portal catalog
+    assert ' lang="en"' not in html  # everything on the page is German
+
+
+def test_the_browser_language_does_not_override_the_assignment_language(app, client):
+    token = make_link(app, "ttest", "de")
+    html = client.get(f"/a/{token}", headers={"Accept-Language": "es"}).get_data(as_text=True)
+    assert html_lang(html) == "de"
+    assert "DE-TITLE" in html
+
+
+def test_english_assignment_shows_the_definition_wording(app, client):
+    html = client.get(f"/a/{make_link(app, 'ttest', 'en')}").get_data(as_text=True)
+    assert html_lang(html) == "en"
+    assert "English item text" in html and "Rarely" in html and "DE-ITEM-1" not in html
+    assert "Send my answers" in html
+
+
+def test_untranslated_instrument_wording_is_marked_with_its_own_language(app, client):
+    """Portal text in Spanish; PHQ-9 has no Spanish translation here, so its wording is marked lang="en"."""
+    html = client.get(f"/a/{make_link(app, 'phq9', 'es')}").get_data(as_text=True)
+    assert html_lang(html) == "es"
+    assert "Enviar mis respuestas" in html
+    assert re.search(r'<h1 lang="en">', html)
+    assert re.search(r'<section class="section" lang="en"', html)
+
+
+def test_errors_and_receipt_are_in_the_assignment_language(app, client):
+    token = make_link(app, "ttest", "de")
+    page = client.get(f"/a/{token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    bad = client.post(f"/a/{token}", data={"csrf_token": csrf, "tt_often": "1", "tt_line": "11"})
+    html = bad.get_data(as_text=True)
+    assert bad.status_code == 422
+    assert "Markieren Sie einen Punkt von 0 bis 10." in html
+    assert "1 Frage braucht Ihre Aufmerksamkeit:" in html
+    assert "checked" in html  # the chosen option is kept
+    done = client.post(f"/a/{token}", data={"csrf_token": csrf, "tt_often": "1", "tt_line": "7,3"})
+    assert done.status_code == 200
+    assert "Danke: Ihre Antworten sind gespeichert" in done.get_data(as_text=True)
+    with app.extensions["rapportal"].sessions() as session:
+        [response] = session.scalars(sa.select(Response)).all()
+    assert response.answers == {"tt_often": 1, "tt_line": 7.3}
+    assert response.language == "de"
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("de", "Dieser Link ist abgelaufen"), ("es", "Este enlace ha caducado")],
+)
+def test_plain_pages_are_translated(app, client, language, expected):
+    token = make_link(app, "phq9", language)
+    with app.extensions["rapportal"].sessions.begin() as session:
+        from core.models import Assignment
+
+        assignment = session.scalar(sa.select(Assignment))
+        assignment.expires_at = assignment.created_at.replace(year=2000)
+    html = client.get(f"/a/{token}").get_data(as_text=True)
+    assert expected in html and html_lang(html) == language
+
+
+def test_unknown_link_page_follows_the_browser_language(client):
+    html = client.get("/a/unknown", headers={"Accept-Language": "es-ES,es;q=0.9"}).get_data(as_text=True)
+    assert html_lang(html) == "es"
+    assert "Esta página o enlace no es válido" in html
