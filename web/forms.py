@@ -180,5 +180,6 @@ def _widget_labels() -> dict[str, str]:
         "no": _("No"),
         "vas_unset": _("Not marked yet"),
         "vas_help": _("Tap or click the line where it fits best, or use the arrow keys."),
-        "vas_fallback": _("Your mark, from 0.0 (left end) to 10.0 (right end):"),
+        # formatted by the VAS template with the item's own range
+        "vas_fallback": _("Your mark, from %(minimum)s (left end) to %(maximum)s (right end):"),
     }
