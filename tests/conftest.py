@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from core import Engine, build_engine
-from core.instruments import placeholder_wording
 from core.db import make_db_engine
+from core.instruments import placeholder_wording
 from web import create_app
+
 
 def database_url(tmp_path: Path) -> str:
     """SQLite in the test's folder, or a fresh schema on the server named by RAPPORTAL_TEST_DATABASE_URL.
@@ -31,6 +32,12 @@ def database_url(tmp_path: Path) -> str:
     _test_schemas.append(schema)
     url = sa.make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
     return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A fresh, empty database for this test on the pass's backend (see :func:`database_url`)."""
+    return database_url(tmp_path)
 
 
 _TEST_SCHEMA_PREFIX = "rt_test_"

@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
-from conftest import database_url
 
 from core.db import create_schema, make_db_engine
 from core.migrations import (
@@ -27,8 +26,8 @@ from core.migrations import (
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    engine = make_db_engine(database_url(tmp_path))
+def db(db_url: str):
+    engine = make_db_engine(db_url)
     yield engine
     engine.dispose()
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import database_url
 from test_production_support import (
     RAPPORTAL,
     Server,
@@ -94,9 +93,9 @@ def rows_by_key(url: str) -> dict[str, dict[Any, tuple]]:
 
 
 def test_backup_under_load_restores_to_a_consistent_snapshot_and_a_quiet_one_to_identical_data(
-    tmp_path: Path, restore: Any
+    tmp_path: Path, db_url: str, restore: Any
 ) -> None:
-    url = database_url(tmp_path)
+    url = db_url
     tokens = prepare_database(url, LINKS)
     instance = tmp_path / "instance"
     with Server(url, instance, workers=4) as server:

@@ -6,7 +6,6 @@ import random
 import time
 from pathlib import Path
 
-from conftest import database_url
 from test_production_support import (
     Server,
     assert_database_intact,
@@ -22,8 +21,10 @@ PER_CYCLE = 120  # more than the server gets through before the kill, so it alwa
 CLIENT_PROCESSES = 8
 
 
-def test_sigkill_under_load_loses_no_acknowledged_submission_and_leaves_the_database_intact(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
+def test_sigkill_under_load_loses_no_acknowledged_submission_and_leaves_the_database_intact(
+    tmp_path: Path, db_url: str
+) -> None:
+    url = db_url
     rng = random.Random(20)
     fresh = prepare_database(url, CYCLES * PER_CYCLE // 2)
     tokens = list(fresh)

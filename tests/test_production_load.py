@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import database_url
 from test_production_support import (
     Outcome,
     Server,
@@ -29,8 +28,8 @@ SERVER_WORKERS = 4
 PAIRS = 500
 
 
-def test_every_acknowledged_submission_is_stored_exactly_once_under_load(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
+def test_every_acknowledged_submission_is_stored_exactly_once_under_load(tmp_path: Path, db_url: str) -> None:
+    url = db_url
     tokens = prepare_database(url, SUBMISSIONS)
     with Server(url, tmp_path / "instance", workers=SERVER_WORKERS) as server:
         started = time.monotonic()
@@ -69,8 +68,8 @@ def _pairs_chunk(args: tuple[str, list[str]]):
     return _submit_pairs(*args)
 
 
-def test_concurrent_identical_submissions_store_one_response_with_one_receipt(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
+def test_concurrent_identical_submissions_store_one_response_with_one_receipt(tmp_path: Path, db_url: str) -> None:
+    url = db_url
     tokens = prepare_database(url, PAIRS)
     with Server(url, tmp_path / "instance", workers=SERVER_WORKERS) as server:
         chunks = [(server.base, tokens[index::CLIENT_PROCESSES]) for index in range(CLIENT_PROCESSES)]

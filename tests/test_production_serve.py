@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import database_url
 from test_production_support import RAPPORTAL, Server, form_token, phq9_answers, post_answers, prepare_database, request
 
 from core.db import make_db_engine
@@ -55,8 +54,8 @@ def test_serve_with_nothing_configured_upgrades_the_instance_database_and_prints
     db.dispose()
 
 
-def test_serve_upgrades_an_empty_database_on_the_configured_backend(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
+def test_serve_upgrades_an_empty_database_on_the_configured_backend(tmp_path: Path, db_url: str) -> None:
+    url = db_url
     with Server(url, tmp_path / "instance", workers=2):
         pass
     db = make_db_engine(url)
@@ -78,8 +77,8 @@ def test_healthz_answers_503_when_the_database_is_unreachable(tmp_path: Path, mo
         app.extensions["rapportal"].db.dispose()
 
 
-def test_server_logs_are_json_lines_without_link_tokens_or_answers(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
+def test_server_logs_are_json_lines_without_link_tokens_or_answers(tmp_path: Path, db_url: str) -> None:
+    url = db_url
     [token] = prepare_database(url, 1)
     with Server(url, tmp_path / "instance", workers=1) as server:
         status, receipt = post_answers(server.base, token, form_token(server.base, token))
