@@ -26,7 +26,7 @@ import sqlalchemy.orm as so
 from core.engine import Engine
 from core.exporters import Exporter, ExportRow, ExportSelection
 from core.instruments import Instrument, Item
-from core.models import Assignment, AuditEntry, CareSession, Client, Response, Score, User
+from core.models import Assignment, AuditEntry, CareSession, Client, ClientClinician, Response, Score, User
 
 BATCH_SIZE = 2000
 CHUNK_SIZE = 64 * 1024
@@ -363,7 +363,10 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
     if selection.until is not None:
         query = query.where(Response.submitted_at < utc(selection.until))
     if selection.clinicians:
-        query = query.where(User.username.in_(selection.clinicians))
+        # the client's main clinician or any further clinician assigned to the client
+        selected = sa.select(User.id).where(User.username.in_(selection.clinicians))
+        further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id.in_(selected))
+        query = query.where(sa.or_(Client.clinician_id.in_(selected), Client.id.in_(further)))
     if selection.clients:
         query = query.where(Client.code.in_(selection.clients))
     return query.order_by(Response.id)

@@ -32,7 +32,7 @@ from core.export import (
     run_export,
     stream_rows,
 )
-from core.models import AuditEntry
+from core.models import AuditEntry, Client, ClientClinician, User
 
 
 @pytest.fixture
@@ -104,6 +104,15 @@ def test_selection_filters_by_instrument_clinician_client_and_dates(app: Any, se
     assert ids(instruments=("phq9",)) == {seeded.ids["phq9_full"], seeded.ids["phq9_prorated"]}
     assert ids(clinicians=("alice",)) == {seeded.ids[k] for k in ("phq9_full", "phq9_prorated", "srs")}
     assert ids(clients=("=D-002",)) == {seeded.ids["gad7"]} | {v for k, v in seeded.ids.items() if "notes" in k}
+    portal = app.extensions["rapportal"]
+    with portal.sessions.begin() as session:  # alice also becomes a further clinician of bob's client
+        alice = session.scalar(sa.select(User).where(User.username == "alice"))
+        dan = session.scalar(sa.select(Client).where(Client.code == "=D-002"))
+        session.add(ClientClinician(client_id=dan.id, user_id=alice.id))
+    assert ids(clinicians=("alice",)) == {seeded.ids[k] for k in ("phq9_full", "phq9_prorated", "srs")} | ids(
+        clients=("=D-002",)
+    )
+    assert ids(clinicians=("bob",)) == ids(clients=("=D-002",))
     set_submitted(app, seeded.ids["gad7"], datetime(2024, 3, 10, 12, tzinfo=UTC))
     march = ids(since=datetime(2024, 3, 1, tzinfo=UTC), until=datetime(2024, 4, 1, tzinfo=UTC))
     assert march == {seeded.ids["gad7"]}
