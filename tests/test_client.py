@@ -433,3 +433,16 @@ def test_submission_is_audited_with_the_address(app, client):
     with app.extensions["rapportal"].sessions() as session:
         [entry] = session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "response.submit")).all()
     assert entry.address == "127.0.0.1"
+
+
+def test_an_abort_with_a_description_shows_it_escaped(app):
+    from flask import abort
+
+    @app.get("/_test_abort")
+    def _test_abort():
+        abort(422, description="episode: <b>must</b> be a number")
+
+    response = app.test_client().get("/_test_abort")
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert "episode: &lt;b&gt;must&lt;/b&gt; be a number" in body

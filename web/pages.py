@@ -57,6 +57,10 @@ def _security_headers(response: Any) -> Any:
 def _error_page(error: Any) -> Any:
     status = getattr(error, "code", 500) or 500
     title, message = ERROR_PAGES.get(status, ERROR_PAGES[500])
+    # abort(422, description="...") names the field and the reason: show it instead of the generic text
+    custom = getattr(error, "description", None)
+    if custom and custom != getattr(type(error), "description", None):
+        message = custom
     if request.path.startswith("/api/"):
-        return {"error": {"status": status, "message": str(title)}}, status
+        return {"error": {"status": status, "message": str(title), "detail": str(message)}}, status
     return render_template("plain.html", title=str(title), message=str(message)), status
