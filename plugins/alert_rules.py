@@ -43,6 +43,14 @@ BUILTIN_ALERTS = (
         "The Session Rating Scale total dropped by at least 1 point since the previous session.",
     ),
     flag_alert(
+        "wai_sr_alliance_drop",
+        "wai-sr",
+        "alliance_drop",
+        "warning",
+        "WAI-SR dropped",
+        "The WAI-SR total dropped by at least 6 points (half a scale point per item) since the previous WAI-SR.",
+    ),
+    flag_alert(
         "ors_reliable_deterioration",
         "ors",
         "reliable_deterioration",

@@ -65,7 +65,7 @@ def test_scores_bands_and_flags_match_the_instrument_facts(engine):
         "wai-sr": (
             ["total", "goal", "task", "bond", "total_mean", "goal_mean", "task_mean", "bond_mean"],
             [],
-            ["not_scorable"],
+            ["alliance_drop", "not_scorable"],
         ),
         "srs": (["total"], [], ["alliance_concern", "alliance_drop", "not_scorable"]),
         "ors": (
