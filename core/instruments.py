@@ -188,6 +188,11 @@ class Instrument:
         return (self.id, self.version)
 
     @property
+    def languages(self) -> tuple[str, ...]:
+        """The definition's own language first, then every language it carries a translation for."""
+        return (self.language, *sorted(set(self.document.get("x-translations", {})) - {self.language}))
+
+    @property
     def sendable(self) -> bool:
         """Whether clients may be sent this instrument: its wording is bundled or truly installed."""
         return self.wording_installed and not self.wording_placeholder

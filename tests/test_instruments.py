@@ -282,3 +282,20 @@ def test_a_wording_file_that_no_longer_fits_is_reported_not_applied(tmp_path):
     engine = build_engine(load_entrypoints=False, wording_dir=tmp_path)
     assert not engine.instruments.get("ors").wording_installed
     assert any("wording not applied: no wording for item(s)" in str(e) for e in engine.instruments.errors)
+
+
+def test_languages_are_the_definitions_own_and_its_translations(tmp_path):
+    document = phq9_document()
+    document["x-instrument"]["version"] = "1.0.1"
+    document["x-translations"] = {"es": {"title": "Cuestionario"}, "de": {"title": "Fragebogen"}}
+    path = tmp_path / "phq9.json"
+    path.write_text(json.dumps(document))
+
+    class Translated:
+        @hookimpl
+        def register_instruments(self):
+            return [path]
+
+    engine = build_engine(load_entrypoints=False, extra_plugins=[Translated()])
+    assert engine.instruments.get("phq9", "1.0.1").languages == ("en", "de", "es")
+    assert engine.instruments.get("phq9", "1.0.0").languages == ("en",)
