@@ -94,3 +94,11 @@ def test_without_the_kiosk_cookie_nothing_is_shown(app, tablet):
     page = stranger.get("/kiosk").text
     assert "This device is locked" in page and 'name="ors_1"' not in page
     assert stranger.post("/kiosk", data=ORS_ANSWERS).status_code == 403
+
+
+def test_kiosk_refuses_answers_to_items_the_questionnaire_lacks(app, tablet):
+    response = _send(tablet, {**ORS_ANSWERS, "ors_9": "5.0"})
+    assert response.status_code == 422
+    assert "not part of this questionnaire" in response.text
+    with app.extensions["rapportal"].sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Response)) == 0

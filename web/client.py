@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, render_template, request
+from flask import Blueprint, abort, current_app, g, render_template, request, url_for
 from flask_babel import gettext as _
 
 from core import ResponseValidationError
@@ -16,7 +16,7 @@ from core.models import Assignment
 from core.responses import LinkError, find_assignment, hash_token, is_expired, submit_by_token
 from core.throttle import attempts, count_attempt
 from web import db_session, portal
-from web.forms import CSRF_FIELD, answers_from, questionnaire_form, render_item, texts_for
+from web.forms import answers_from, has_unknown_fields, questionnaire_form, render_questionnaire
 
 bp = Blueprint("client", __name__, url_prefix="/a")
 
@@ -58,24 +58,16 @@ def _form_page(
     unknown: bool = False,
 ):
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
-    texts = texts_for(instrument, assignment.language)
-    numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
-    pages = sorted({section.page for section in instrument.sections})
-    return (
-        render_template(
-            "client/form.html",
-            instrument=instrument,
-            texts=texts,
-            form=form,
-            token=token,
-            pages=pages,
-            numbers=numbers,
-            render_item=lambda item: render_item(item, numbers[item.id], form, texts),
-            summary=summary or [],
-            unknown=unknown,
-        ),
-        status,
+    page = render_questionnaire(
+        "client/form.html",
+        instrument,
+        assignment.language,
+        form,
+        action=url_for("client.submit", token=token),
+        summary=summary or [],
+        unknown=unknown,
     )
+    return page, status
 
 
 def _done_page(receipt: str, first_time: bool):
@@ -103,7 +95,7 @@ def submit(token: str):
     instrument = _instrument(assignment)
     form = questionnaire_form(instrument, request.form, hash_token(token))
     valid = form.validate()
-    if not valid or _unknown_fields(instrument):
+    if not valid or has_unknown_fields(instrument, request.form):
         return _form_page(assignment, token, form, 422, _summary(form), unknown=valid)
     answers = answers_from(form, instrument)
     db_session().close()  # the submission runs in its own transaction
@@ -125,12 +117,6 @@ def _instrument(assignment: Assignment):
     if not instrument.wording_installed:  # licensed wording removed after the link was made
         abort(503)
     return instrument
-
-
-def _unknown_fields(instrument: Any) -> bool:
-    """Whether the post carries answers to items this instrument does not have (nothing is stored then)."""
-    known = {item.id for item in instrument.items} | {CSRF_FIELD}
-    return any(name not in known for name in request.form)
 
 
 def _summary(form: Any) -> list[str]:

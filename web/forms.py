@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import wtforms
-from flask import current_app
+from flask import current_app, render_template
 from flask_babel import gettext as _
 from markupsafe import Markup
 from wtforms.csrf.core import CSRF
@@ -183,3 +183,28 @@ def _widget_labels() -> dict[str, str]:
         # formatted by the VAS template with the item's own range
         "vas_fallback": _("Your mark, from %(minimum)s (left end) to %(maximum)s (right end):"),
     }
+
+
+def render_questionnaire(
+    template: str, instrument: Instrument, language: str, form: wtforms.Form, **context: Any
+) -> str:
+    """Render a questionnaire page (a link's or the kiosk's) with its items, errors and summary."""
+    texts = texts_for(instrument, language)
+    numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
+    context.setdefault("summary", [field.name for field in form if field.errors and field.name != CSRF_FIELD])
+    return render_template(
+        template,
+        instrument=instrument,
+        texts=texts,
+        form=form,
+        pages=sorted({section.page for section in instrument.sections}),
+        numbers=numbers,
+        render_item=lambda item: render_item(item, numbers[item.id], form, texts),
+        **context,
+    )
+
+
+def has_unknown_fields(instrument: Instrument, formdata: Any, allowed: tuple[str, ...] = ()) -> bool:
+    """Whether a post carries answers to items the instrument does not have (nothing is stored then)."""
+    known = {item.id for item in instrument.items} | {CSRF_FIELD, *allowed}
+    return any(name not in known for name in formdata)

@@ -20,7 +20,7 @@ from core.models import Assignment, KioskSession
 from core.responses import is_expired, submit_response
 from web import db_session, portal
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
-from web.forms import answers_from, questionnaire_form, render_item, texts_for
+from web.forms import answers_from, has_unknown_fields, questionnaire_form, render_questionnaire
 
 bp = Blueprint("kiosk", __name__, url_prefix="/kiosk")
 
@@ -73,27 +73,22 @@ def _locked() -> Any:
     return render_template("kiosk/locked.html")
 
 
-def _form_page(kiosk: KioskSession, assignment: Assignment, form: Any, status: int = 200) -> Any:
+def _form_page(kiosk: KioskSession, assignment: Assignment, form: Any, status: int = 200, unknown: bool = False) -> Any:
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     g.language = assignment.language
-    texts = texts_for(instrument, assignment.language)
-    numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
-    summary = [field.name for field in form if field.errors and field.name != "csrf_token"]
-    position = kiosk.assignment_ids.index(assignment.id) + 1
-    return render_template(
+    page = render_questionnaire(
         "kiosk/form.html",
-        instrument=instrument,
-        texts=texts,
-        form=form,
+        instrument,
+        assignment.language,
+        form,
+        action=url_for("kiosk.submit"),
+        unknown=unknown,
         assignment=assignment,
-        pages=sorted({section.page for section in instrument.sections}),
-        numbers=numbers,
-        render_item=lambda item: render_item(item, numbers[item.id], form, texts),
-        summary=summary,
-        position=position,
+        position=kiosk.assignment_ids.index(assignment.id) + 1,
         total=len(kiosk.assignment_ids),
         lock_form=make_form(LockForm),
-    ), status
+    )
+    return page, status
 
 
 def _context(kiosk: KioskSession, assignment: Assignment) -> str:
@@ -125,8 +120,9 @@ def submit() -> Any:
         return redirect(url_for("kiosk.kiosk"))  # a stale or repeated submit: show what is next
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     form = questionnaire_form(instrument, request.form, _context(found, assignment))
-    if not form.validate():
-        return _form_page(found, assignment, form, 400 if form.csrf_token.errors else 422)
+    valid = form.validate()
+    if not valid or has_unknown_fields(instrument, request.form, allowed=("assignment",)):
+        return _form_page(found, assignment, form, 400 if form.csrf_token.errors else 422, unknown=valid)
     session = db_session()
     try:
         submit_response(
