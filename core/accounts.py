@@ -120,6 +120,17 @@ def any_user_exists(session: so.Session) -> bool:
     return session.scalar(sa.select(User.id).limit(1)) is not None
 
 
+def claim_first_setup(session: so.Session) -> bool:
+    """Serialise first-administrator setups and say whether this one may go ahead (no account yet).
+
+    SQLite transactions already hold the write lock (BEGIN IMMEDIATE); PostgreSQL takes a
+    transaction-scoped advisory lock, so two simultaneous setups cannot both create an admin.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('rapportal-first-admin-setup'))"))
+    return not any_user_exists(session)
+
+
 def setup_token(secret_key: str) -> str:
     """The first-administrator setup token: valid only while no account exists.
 

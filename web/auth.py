@@ -13,6 +13,7 @@ from core.accounts import (
     AccountError,
     any_user_exists,
     check_setup_token,
+    claim_first_setup,
     create_user,
     end_session,
     normalise_username,
@@ -106,6 +107,8 @@ def setup(token: str) -> Any:
     form = make_form(SetupForm)
     if request.method == "POST":
         if form.validate():
+            if not claim_first_setup(session):  # another setup won the race
+                abort(404)
             try:
                 user = create_user(
                     session,
