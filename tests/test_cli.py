@@ -125,3 +125,23 @@ def test_score_rejects_invalid_json_and_wrong_shape(runner):
     assert result.exit_code == 1 and '"answers"' in result.output
     unknown = runner.invoke(args=["score", "nothing"], input=phq9_payload([0] * 9))
     assert unknown.exit_code == 1 and "no instrument 'nothing'" in unknown.output
+
+
+def test_demo_prints_a_working_link_for_every_instrument(app_config, tmp_path, monkeypatch):
+    from web import create_app
+
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "demo-instance"))
+    app = create_app({**app_config, "CREATE_SCHEMA": False})  # a fresh checkout: the demo makes the tables
+    result = app.test_cli_runner().invoke(args=["demo", "--base-url", "http://portal.test"])
+    assert result.exit_code == 0, result.output
+    links = [line.split()[1] for line in result.output.splitlines() if "http://portal.test/a/" in line]
+    assert len(links) == 6
+    client = app.test_client()
+    for link in links:
+        page = client.get(link.removeprefix("http://portal.test"))
+        assert page.status_code == 200
+        assert 'name="csrf_token"' in page.get_data(as_text=True)
+    srs = app.extensions["rapportal"].engine.instruments.get("srs")
+    assert srs.wording_placeholder and not srs.sendable  # placeholder wording: demo links only
+    assert "[PLACEHOLDER" in client.get(links[4].removeprefix("http://portal.test")).get_data(as_text=True)
+    app.extensions["rapportal"].db.dispose()

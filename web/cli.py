@@ -213,8 +213,14 @@ def demo(base_url: str | None) -> None:
     from core.responses import create_assignment
     from web import portal
 
+    from core.migrations import MigrationError, upgrade
+
     state = portal()
     eng = state.engine
+    try:
+        upgrade(state.db)  # a demo on a fresh checkout needs the tables too
+    except MigrationError as exc:
+        fail(str(exc))
     if base_url is None:
         config = current_app.config
         base_url = f"http://{config.get('HOST') or '127.0.0.1'}:{config.get('PORT') or 8000}"
