@@ -7,7 +7,9 @@ gets the same validation, scoring, alerts and audit entry, in one transaction.
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,22 +220,29 @@ def submit_by_token(
     ``responses.assignment_id`` stops this one and its receipt is returned instead.
     Raises :class:`LinkError` or ``ResponseValidationError``.
     """
-    for attempt in range(5):
+    attempts = 5
+    lost_race = False
+    for attempt in range(attempts):
         with session_factory() as session:
             try:
                 with session.begin():
                     assignment = find_assignment(session, token)
                     if assignment is None:
                         raise LinkError("unknown")
+                    if lost_race and assignment.response is None:
+                        raise RuntimeError("the response could not be stored: a database constraint refused it")
                     if assignment.response is None and is_expired(assignment):
                         raise LinkError("expired")
                     return submit_response(session, engine, assignment, answers, **kwargs)
             except sa.exc.IntegrityError:
-                continue  # a concurrent submit won; the next pass reads its receipt
+                # Most likely a concurrent submit of the same link won: the next pass reads its
+                # receipt. If no response turns up, the constraint was another one: give up then.
+                lost_race = True
             except sa.exc.OperationalError as exc:
-                if not is_retryable(exc) or attempt == 4:
+                if not is_retryable(exc) or attempt == attempts - 1:
                     raise
-    raise RuntimeError("submission could not be stored after 5 attempts")
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # let the other transaction finish
+    raise RuntimeError(f"submission could not be stored after {attempts} attempts")
 
 
 def is_retryable(exc: sa.exc.DBAPIError) -> bool:

@@ -135,3 +135,28 @@ def test_sqlite_connections_run_with_wal_and_synchronous_full(tmp_path) -> None:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
     db.dispose()
+
+
+class ConstraintPlugin:
+    """A plugin whose own write breaks a database constraint (not the one-response-per-link one)."""
+
+    calls = 0
+
+    @hookimpl
+    def response_submitted(self, instrument_id: str, version: str, response_id: int, result: Any) -> None:
+        ConstraintPlugin.calls += 1
+        raise sa.exc.IntegrityError("INSERT INTO plugin_table ...", {}, Exception("UNIQUE constraint failed"))
+
+
+def test_an_unrelated_constraint_failure_is_not_mistaken_for_a_double_submit(app_config) -> None:
+    from web import create_app
+
+    app = create_app({**app_config, "EXTRA_PLUGINS": [ConstraintPlugin()]})
+    portal = app.extensions["rapportal"]
+    token = _link(app)
+    answers = {f"phq9_{n}": 0 for n in range(1, 10)}
+    with pytest.raises(RuntimeError, match="a database constraint refused it"):
+        submit_by_token(portal.sessions, portal.engine, token, answers)
+    assert ConstraintPlugin.calls == 1  # tried once, then recognised that no other submit had won
+    assert _counts(app)["responses"] == 0
+    portal.db.dispose()
