@@ -446,3 +446,26 @@ def test_an_abort_with_a_description_shows_it_escaped(app):
     assert response.status_code == 422
     body = response.get_data(as_text=True)
     assert "episode: &lt;b&gt;must&lt;/b&gt; be a number" in body
+
+
+def test_behind_a_proxy_guesses_are_throttled_per_client_address(app_config, tmp_path, monkeypatch):
+    from web import create_app
+
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "proxied"))
+    app = create_app({**app_config, "PROXY_HOPS": 1, "LINK_GUESS_LIMIT": 2})
+    proxy = app.test_client()
+
+    def guess(client_address):
+        return proxy.get("/a/not-a-real-token", headers={"X-Forwarded-For": client_address}).status_code
+
+    assert [guess("203.0.113.7") for _ in range(3)] == [404, 404, 429]
+    assert guess("198.51.100.2") == 404  # another client behind the same proxy is not throttled
+    app.extensions["rapportal"].db.dispose()
+
+
+def test_without_proxy_hops_a_forged_forwarded_header_is_ignored(client, app):
+    app.config["LINK_GUESS_LIMIT"] = 2
+    codes = [
+        client.get("/a/not-a-real-token", headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(3)
+    ]
+    assert codes == [404, 404, 429]

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Flask, current_app, g, request
 from flask_babel import Babel
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import Engine, build_engine
 from core.db import create_schema, make_db_engine, make_session_factory
@@ -49,6 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         CSRF_TIME_LIMIT=24 * 3600,
         MAX_CONTENT_LENGTH=256 * 1024,
         CLINIC_NAME="Rapportal",
+        PROXY_HOPS=0,
         LANGUAGES=["en", "de", "es"],
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
     )
@@ -72,6 +74,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # `rapportal serve` and `rapportal db upgrade` run the migrations; CREATE_SCHEMA is the tests' fast path.
     if app.config.get("CREATE_SCHEMA", False):
         create_schema(db)
+    hops = int(app.config["PROXY_HOPS"])
+    if hops:
+        # Behind a reverse proxy, the client's address (throttles, audit) and scheme (Secure
+        # cookies) come from the X-Forwarded-* headers that the last ``hops`` proxies set.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.extensions[EXTENSION_KEY] = Portal(engine=engine, db=db, sessions=make_session_factory(db))
     app.teardown_appcontext(_close_db_session)
     from web import cli, client, health, pages, staff

@@ -209,11 +209,10 @@ def demo(base_url: str | None) -> None:
     usable for demo links only: real clients can never be sent it.
     """
     from core.instruments import placeholder_wording
+    from core.migrations import MigrationError, upgrade
     from core.models import Client
     from core.responses import create_assignment
     from web import portal
-
-    from core.migrations import MigrationError, upgrade
 
     state = portal()
     eng = state.engine
