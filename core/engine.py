@@ -51,11 +51,29 @@ class Engine:
         """Load one definition; a broken file is recorded in ``instruments.errors`` and skipped."""
         try:
             instrument = load_instrument(path, self.scoring_rules)
+            self._check_widgets(instrument)
         except InstrumentDefinitionError as error:
             self.instruments.errors.append(error)
             return None
         self.instruments.add(instrument, plugin)
         return instrument
+
+    def _check_widgets(self, instrument: Instrument) -> None:
+        """Every item needs an installed widget, or its form could not be drawn.
+
+        Skipped when no widget plugin is registered at all (scoring-only use, such as the CLI
+        with ``plugins.widgets`` blocked).
+        """
+        if not self.widgets:
+            return
+        for item in instrument.items:
+            if item.widget not in self.widgets:
+                known = ", ".join(sorted(self.widgets))
+                raise InstrumentDefinitionError(
+                    instrument.source,
+                    f"/properties/{item.id}",
+                    f"no widget {item.widget!r} is installed (known: {known})",
+                )
 
     # -- licensed wording ----------------------------------------------------
 
