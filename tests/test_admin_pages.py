@@ -8,6 +8,7 @@ import json
 import pytest
 from staff_support import audit_actions, make_world, page_token, sign_in
 
+from core import Exporter, hookimpl
 from core.instruments import placeholder_wording
 
 
@@ -91,3 +92,34 @@ def test_export_with_an_unknown_format_is_refused(admin):
     token = page_token(admin, "/admin/exports")
     response = admin.post("/admin/exports", data={"csrf_token": token, "format": "nope"})
     assert response.status_code == 422 and "Not a valid choice" in response.text
+
+
+class PipeExporter:
+    """A third-party exporter, registered from outside the tree."""
+
+    @hookimpl
+    def register_exporters(self):
+        def write(rows, stream, context):
+            for row in rows:
+                stream.write(f"{row.response_id}|{row.instrument}\n".encode())
+
+        return [Exporter("acme-pipe", "ACME pipe-separated", "txt", "text/plain", write)]
+
+
+def test_a_third_party_exporter_is_in_the_web_download_list_and_downloads(app_config, tmp_path, monkeypatch):
+    from web import create_app
+
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "pipe"))
+    app = create_app({**app_config, "EXTRA_PLUGINS": [PipeExporter()]})
+    make_world(app)
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    page = admin.get("/admin/exports").text
+    assert "acme-pipe" in page and "ACME pipe-separated" in page
+    token = page_token(admin, "/admin/exports")
+    response = admin.post("/admin/exports", data={"csrf_token": token, "format": "acme-pipe"})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert ".txt" in response.headers["Content-Disposition"]
+    assert ("user:admin", "export", "export:acme-pipe") in audit_actions(app)
+    app.extensions["rapportal"].db.dispose()
