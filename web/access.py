@@ -18,9 +18,12 @@ from typing import Any
 import sqlalchemy as sa
 import wtforms
 from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import CombinedMultiDict
 
-from core.accounts import SessionPolicy, hash_token, load_session
+from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, hash_token, load_session
 from core.models import Client, ClientClinician, User, UserSession
 from web import db_session
 from web.forms import CSRF_FIELD, LinkCSRF
@@ -209,6 +212,8 @@ def make_form(form_class: type[StaffForm], **kwargs: Any) -> Any:
             "csrf_secret": current_app.config["SECRET_KEY"].encode(),
             "csrf_context": csrf_context(),
             "csrf_time_limit": current_app.config["CSRF_TIME_LIMIT"],
+            # WTForms' own messages (a wrong choice or date, a too-long entry) in the page's language
+            "locales": [str(get_locale() or "en")],
         },
         **kwargs,
     )
@@ -222,11 +227,44 @@ def form_status(form: Any) -> int:
 def form_problem(form: Any) -> Any:
     """A page listing a refused form's errors by field, for forms posted from another page."""
     problems = [
-        (field.label.text if field.name != CSRF_FIELD else "Form check", field.name, error)
+        (field.label.text if field.name != CSRF_FIELD else _("Form check"), field.name, error)
         for field in form
         for error in field.errors
     ]
     return render_template("auth/problem.html", problems=problems), form_status(form)
+
+
+# -- core text shown on staff pages -------------------------------------------------
+# core/ keeps its messages in English (logs, the CLI, the API); the staff pages translate the
+# ones they show here, when they show them. A message not listed is shown as it is.
+
+ROLE_TITLES = {"admin": _l("Administrator"), "clinician": _l("Clinician"), "auditor": _l("Auditor (read-only)")}
+
+
+def _core_messages() -> dict[str, Any]:
+    return {
+        "Use 2 to 64 characters.": _l("Use 2 to 64 characters."),
+        "Use letters, digits and . _ - @ only.": _l("Use letters, digits and . _ - @ only."),
+        "This username is taken.": _l("This username is taken."),
+        f"Use at least {MIN_PASSWORD_LENGTH} characters.": _l(
+            "Use at least %(number)s characters.", number=MIN_PASSWORD_LENGTH
+        ),
+        f"Use at most {MAX_PASSWORD_LENGTH} characters.": _l(
+            "Use at most %(number)s characters.", number=MAX_PASSWORD_LENGTH
+        ),
+        "The password cannot be only spaces.": _l("The password cannot be only spaces."),
+    }
+
+
+def core_message(message: str) -> str:
+    """A message from core/ in the page's language, when the catalogs know it."""
+    return str(_core_messages().get(message, message))
+
+
+def role_title(role: str) -> str:
+    """A role's name for people, in the page's language (the code itself for an unknown role)."""
+    title = ROLE_TITLES.get(role)
+    return str(title) if title is not None else role
 
 
 # -- caseload access ------------------------------------------------------------
@@ -273,13 +311,15 @@ def _template_context() -> dict[str, Any]:
 
         return make_form(LogoutForm).csrf_token.current_token
 
-    return {"current_user": current_user, "logout_token": logout_token}
+    return {"current_user": current_user, "logout_token": logout_token, "role_title": role_title}
 
 
 def _unauthorised(_error: Any) -> Any:
     return (
         render_template(
-            "plain.html", title="Please sign in", message="Sign in again, then repeat what you were doing."
+            "plain.html",
+            title=_("Please sign in"),
+            message=_("Sign in again, then repeat what you were doing."),
         ),
         401,
     )

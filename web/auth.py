@@ -7,6 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core.accounts import (
@@ -25,16 +27,26 @@ from core.audit import record
 from core.models import User
 from core.throttle import attempts, count_attempt
 from web import db_session
-from web.access import StaffForm, actor, address, allow, current_session, current_user, form_status, make_form
+from web.access import (
+    StaffForm,
+    actor,
+    address,
+    allow,
+    core_message,
+    current_session,
+    current_user,
+    form_status,
+    make_form,
+)
 
 bp = Blueprint("auth", __name__)
 
-SAME_ANSWER = "The username or password is not right."
+SAME_ANSWER = _l("The username or password is not right.")
 
 
 class LoginForm(StaffForm):
-    username = wtforms.StringField("Username", [v.InputRequired("Enter your username."), v.Length(max=64)])
-    password = wtforms.PasswordField("Password", [v.InputRequired("Enter your password."), v.Length(max=1024)])
+    username = wtforms.StringField(_l("Username"), [v.InputRequired(_l("Enter your username.")), v.Length(max=64)])
+    password = wtforms.PasswordField(_l("Password"), [v.InputRequired(_l("Enter your password.")), v.Length(max=1024)])
 
 
 class LogoutForm(StaffForm):
@@ -42,25 +54,25 @@ class LogoutForm(StaffForm):
 
 
 def new_password_field() -> Any:
-    return wtforms.PasswordField("New password", [v.InputRequired("Choose a password.")])
+    return wtforms.PasswordField(_l("New password"), [v.InputRequired(_l("Choose a password."))])
 
 
 def confirm_field() -> Any:
     return wtforms.PasswordField(
-        "New password again",
-        [v.InputRequired("Type the password again."), v.EqualTo("password", "The two passwords differ.")],
+        _l("New password again"),
+        [v.InputRequired(_l("Type the password again.")), v.EqualTo("password", _l("The two passwords differ."))],
     )
 
 
 class SetupForm(StaffForm):
-    username = wtforms.StringField("Username", [v.InputRequired("Choose a username.")])
-    display_name = wtforms.StringField("Your name", [v.Optional(), v.Length(max=128)])
+    username = wtforms.StringField(_l("Username"), [v.InputRequired(_l("Choose a username."))])
+    display_name = wtforms.StringField(_l("Your name"), [v.Optional(), v.Length(max=128)])
     password = new_password_field()
     confirm = confirm_field()
 
 
 class PasswordForm(StaffForm):
-    current = wtforms.PasswordField("Current password", [v.InputRequired("Enter your current password.")])
+    current = wtforms.PasswordField(_l("Current password"), [v.InputRequired(_l("Enter your current password."))])
     password = new_password_field()
     confirm = confirm_field()
 
@@ -120,7 +132,7 @@ def setup(token: str) -> Any:
                     address=address(),
                 )
             except AccountError as exc:
-                form[exc.field].errors = [exc.message]
+                form[exc.field].errors = [core_message(exc.message)]
             else:
                 g.new_session_token = start_session(session, user, address())
                 record(session, f"user:{user.username}", "setup.first_admin", f"user:{user.id}", address())
@@ -150,7 +162,7 @@ def login() -> Any:
     ) >= int(config["LOGIN_LIMIT_PER_ADDRESS"]):
         record(session, "anonymous", "login.throttled", None, address(), username=username)
         session.commit()
-        problem = "Too many attempts. Please wait a few minutes and try again."
+        problem = _("Too many attempts. Please wait a few minutes and try again.")
         return render_template("auth/login.html", form=form, problem=problem), 429
     user = session.scalar(sa.select(User).where(User.username == username))
     if not verify_password(session, user, form.password.data):
@@ -176,7 +188,7 @@ def logout() -> Any:
     found = current_session()
     if not form.validate():
         return render_template(
-            "auth/problem.html", problems=[("Form check", "csrf_token", form.csrf_token.errors[0])]
+            "auth/problem.html", problems=[(_("Form check"), "csrf_token", form.csrf_token.errors[0])]
         ), 400
     session = db_session()
     assert found is not None
@@ -197,12 +209,12 @@ def password() -> Any:
         session = db_session()
         if form.validate():
             if not verify_password(session, user, form.current.data):
-                form.current.errors = ["This is not your current password."]
+                form.current.errors = [_("This is not your current password.")]
             else:
                 try:
                     set_password(session, user, form.password.data)
                 except AccountError as exc:
-                    form[exc.field].errors = [exc.message]
+                    form[exc.field].errors = [core_message(exc.message)]
                 else:
                     record(session, actor(), "password.change", f"user:{user.id}", address())
                     # Every session ended with the change; this browser gets a new one.
