@@ -14,16 +14,18 @@ from typing import Any
 import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core import ExportSelection, WordingError
-from core.accounts import ROLE_TITLES, ROLES, AccountError, create_user, end_all_sessions, set_password
+from core.accounts import ROLES, AccountError, create_user, end_all_sessions, set_password
 from core.audit import record
 from core.export import ExportError, iter_export, list_exporters
 from core.models import Alert, AuditEntry, Client, ClientClinician, User
 from core.plugins import describe_plugins
 from web import db_session, portal
-from web.access import StaffForm, actor, address, allow, choices, form_status, make_form
+from web.access import ROLE_TITLES, StaffForm, actor, address, allow, choices, core_message, form_status, make_form
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -35,24 +37,24 @@ def _clinician_choices(blank: bool = True) -> list[tuple[str, str]]:
         sa.select(User).where(User.role == "clinician", User.active.is_(True)).order_by(User.display_name)
     )
     options = [(str(u.id), f"{u.display_name} ({u.username})") for u in users]
-    return choices(([("", "(none)")] if blank else []) + options)
+    return choices(([("", _("(none)"))] if blank else []) + options)
 
 
 # -- users -----------------------------------------------------------------------
 
 
 class UserForm(StaffForm):
-    username = wtforms.StringField("Username", [v.InputRequired("Enter a username.")])
-    display_name = wtforms.StringField("Name", [v.Optional(), v.Length(max=128)])
-    role = wtforms.SelectField("Role", choices=choices((r, ROLE_TITLES[r]) for r in ROLES), default="clinician")
-    password = wtforms.PasswordField("Initial password", [v.InputRequired("Choose an initial password.")])
+    username = wtforms.StringField(_l("Username"), [v.InputRequired(_l("Enter a username."))])
+    display_name = wtforms.StringField(_l("Name"), [v.Optional(), v.Length(max=128)])
+    role = wtforms.SelectField(_l("Role"), choices=choices((r, ROLE_TITLES[r]) for r in ROLES), default="clinician")
+    password = wtforms.PasswordField(_l("Initial password"), [v.InputRequired(_l("Choose an initial password."))])
 
 
 class EditUserForm(StaffForm):
-    display_name = wtforms.StringField("Name", [v.InputRequired("Enter a name."), v.Length(max=128)])
-    role = wtforms.SelectField("Role", choices=choices((r, ROLE_TITLES[r]) for r in ROLES))
-    active = wtforms.BooleanField("Account active (can sign in)")
-    password = wtforms.PasswordField("New password (leave empty to keep)", [v.Optional()])
+    display_name = wtforms.StringField(_l("Name"), [v.InputRequired(_l("Enter a name.")), v.Length(max=128)])
+    role = wtforms.SelectField(_l("Role"), choices=choices((r, ROLE_TITLES[r]) for r in ROLES))
+    active = wtforms.BooleanField(_l("Account active (can sign in)"))
+    password = wtforms.PasswordField(_l("New password (leave empty to keep)"), [v.Optional()])
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -74,7 +76,7 @@ def users() -> Any:
                     address=address(),
                 )
             except AccountError as exc:
-                form[exc.field].errors = [exc.message]
+                form[exc.field].errors = [core_message(exc.message)]
             else:
                 session.commit()
                 return redirect(url_for("admin.users", created=user.username))
@@ -102,7 +104,7 @@ def user(user_id: int) -> Any:
         if form.validate():
             losing_admin = target.role == "admin" and (form.role.data != "admin" or not form.active.data)
             if losing_admin and target.active and _active_admins(session) <= 1:
-                form.role.errors = ["This is the last active administrator: add another one first."]
+                form.role.errors = [_("This is the last active administrator: add another one first.")]
             else:
                 changes: dict[str, Any] = {}
                 for name in ("display_name", "role", "active"):
@@ -115,7 +117,7 @@ def user(user_id: int) -> Any:
                         set_password(session, target, form.password.data)
                         changes["password"] = "reset"
                     except AccountError as exc:
-                        form.password.errors = [exc.message]
+                        form.password.errors = [core_message(exc.message)]
                         ok = False
                 if ok:
                     if "role" in changes or changes.get("active") is False:
@@ -133,22 +135,22 @@ def user(user_id: int) -> Any:
 
 class ClientForm(StaffForm):
     code = wtforms.StringField(
-        "Client code (pseudonym)",
+        _l("Client code (pseudonym)"),
         [
-            v.InputRequired("Enter a code."),
+            v.InputRequired(_l("Enter a code.")),
             v.Length(max=64),
-            v.Regexp(r"^[A-Za-z0-9._-]+$", message="Use letters, digits and . _ - only."),
+            v.Regexp(r"^[A-Za-z0-9._-]+$", message=_l("Use letters, digits and . _ - only.")),
         ],
     )
-    display_name = wtforms.StringField("Display name (optional, identifying)", [v.Optional(), v.Length(max=128)])
-    clinician = wtforms.SelectField("Main clinician", choices=[], validate_choice=True)
-    further = wtforms.SelectMultipleField("Further clinicians", choices=[], validate_choice=True)
+    display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
+    clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
+    further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
 
 
 class EditClientForm(StaffForm):
-    display_name = wtforms.StringField("Display name (optional, identifying)", [v.Optional(), v.Length(max=128)])
-    clinician = wtforms.SelectField("Main clinician", choices=[], validate_choice=True)
-    further = wtforms.SelectMultipleField("Further clinicians", choices=[], validate_choice=True)
+    display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
+    clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
+    further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
 
 
 def _set_clinicians(session: Any, client: Client, main: str, further: list[str]) -> None:
@@ -177,7 +179,7 @@ def clients() -> Any:
         if form.validate():
             code = form.code.data.strip()
             if session.scalar(sa.select(Client.id).where(Client.code == code)) is not None:
-                form.code.errors = ["A client with this code exists already."]
+                form.code.errors = [_("A client with this code exists already.")]
             else:
                 client = Client(code=code, display_name=(form.display_name.data or "").strip() or None)
                 session.add(client)
@@ -247,8 +249,8 @@ def client(client_id: int) -> Any:
 
 
 class WordingForm(StaffForm):
-    instrument = wtforms.SelectField("Instrument", choices=[], validate_choice=True)
-    wording = wtforms.FileField("Wording file (JSON)")
+    instrument = wtforms.SelectField(_l("Instrument"), choices=[], validate_choice=True)
+    wording = wtforms.FileField(_l("Wording file (JSON)"))
 
 
 def _licensed_choices() -> list[tuple[str, str]]:
@@ -287,22 +289,29 @@ def install_wording() -> Any:
         return _plugins_page(form, form_status(form))
     upload = request.files.get("wording")
     if upload is None or not upload.filename:
-        form.wording.errors = ["Choose the wording file to upload."]
+        form.wording.errors = [_("Choose the wording file to upload.")]
         return _plugins_page(form, 422)
     raw = upload.read()
     try:
         wording = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        form.wording.errors = ["The file is not UTF-8 text."]
+        form.wording.errors = [_("The file is not UTF-8 text.")]
         return _plugins_page(form, 422)
     except json.JSONDecodeError as exc:
-        form.wording.errors = [f"The file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."]
+        form.wording.errors = [
+            _(
+                "The file is not valid JSON (line %(line)s, column %(column)s: %(reason)s).",
+                line=exc.lineno,
+                column=exc.colno,
+                reason=exc.msg,
+            )
+        ]
         return _plugins_page(form, 422)
     instrument_id = form.instrument.data
     try:
         portal().engine.install_wording(instrument_id, wording)
     except WordingError as exc:
-        form.wording.errors = [f"The wording does not fit {instrument_id}: {exc}"]
+        form.wording.errors = [_("The wording does not fit %(id)s: %(reason)s", id=instrument_id, reason=exc)]
         return _plugins_page(form, 422)
     session = db_session()
     placeholder = bool(isinstance(wording, dict) and wording.get("placeholder"))
@@ -315,11 +324,11 @@ def install_wording() -> Any:
 
 
 class ExportForm(StaffForm):
-    format = wtforms.SelectField("Format", choices=[], validate_choice=True)
-    instruments = wtforms.SelectMultipleField("Instruments (none chosen: all)", choices=[], validate_choice=True)
-    since = wtforms.DateField("Submitted on or after", [v.Optional()], format="%Y-%m-%d")
-    until = wtforms.DateField("Submitted on or before", [v.Optional()], format="%Y-%m-%d")
-    identifying = wtforms.BooleanField("Include display names (identifying)")
+    format = wtforms.SelectField(_l("Format"), choices=[], validate_choice=True)
+    instruments = wtforms.SelectMultipleField(_l("Instruments (none chosen: all)"), choices=[], validate_choice=True)
+    since = wtforms.DateField(_l("Submitted on or after"), [v.Optional()], format="%Y-%m-%d")
+    until = wtforms.DateField(_l("Submitted on or before"), [v.Optional()], format="%Y-%m-%d")
+    identifying = wtforms.BooleanField(_l("Include display names (identifying)"))
 
 
 def _export_form() -> Any:
@@ -344,7 +353,7 @@ def download_export() -> Any:
         return render_template("admin/exports.html", form=form), form_status(form)
     since, until = form.since.data, form.until.data
     if since and until and since > until:
-        form.until.errors = ["This date is before the 'on or after' date."]
+        form.until.errors = [_("This date is before the 'on or after' date.")]
         return render_template("admin/exports.html", form=form), 422
     selection = ExportSelection(
         instruments=tuple(form.instruments.data or ()),
@@ -390,7 +399,7 @@ def audit() -> Any:
         try:
             day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
-            problems.append(f"{name}: '{value}' is not a date in the form YYYY-MM-DD.")
+            problems.append(_("%(field)s: '%(value)s' is not a date in the form YYYY-MM-DD.", field=name, value=value))
             continue
         filters[name] = value
         query = (
@@ -401,7 +410,7 @@ def audit() -> Any:
     try:
         page = max(1, int(args.get("page", "1")))
     except ValueError:
-        problems.append("page: must be a whole number.")
+        problems.append(_("page: must be a whole number."))
         page = 1
     if problems:
         return render_template(
