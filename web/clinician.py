@@ -17,6 +17,8 @@ import segno
 import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core.accounts import hash_token
@@ -46,23 +48,32 @@ ORS_CUTOFF = Decimal(25)
 SRS_CUTOFF = Decimal(36)
 RELIABLE_CHANGE = Decimal(5)
 
+# The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
+PLAN_TITLES = {
+    "pcoms": _l("PCOMS: ORS at the start and SRS at the end of every session"),
+    "pcoms-phq9": _l("PCOMS, plus PHQ-9 at the start of every fourth session (1, 5, 9, ...)"),
+    "pcoms-wai": _l("PCOMS, plus WAI-SR at the end of every third session (3, 6, 9, ...)"),
+    "symptoms": _l("PHQ-9, GAD-7 and CORE-10 at the start of every fourth session (1, 5, 9, ...)"),
+}
+
 
 class AcknowledgeForm(StaffForm):
     note = wtforms.TextAreaField(
-        "Note", [v.InputRequired("Write a note: what you did or decided."), v.Length(max=2000)]
+        _l("Note"), [v.InputRequired(_l("Write a note: what you did or decided.")), v.Length(max=2000)]
     )
 
 
 class EpisodeForm(StaffForm):
-    title = wtforms.StringField("Title (optional)", [v.Optional(), v.Length(max=128)])
+    title = wtforms.StringField(_l("Title (optional)"), [v.Optional(), v.Length(max=128)])
     plan = wtforms.SelectField(
-        "Measurement plan",
+        _l("Measurement plan"),
         choices=choices(
-            [(key, title) for key, (title, _rules) in BUILTIN_PLANS.items()] + [("custom", "Custom (below)")]
+            [(key, PLAN_TITLES.get(key, title)) for key, (title, _rules) in BUILTIN_PLANS.items()]
+            + [("custom", _l("Custom (below)"))]
         ),
         default=DEFAULT_PLAN,
     )
-    custom = wtforms.TextAreaField("Custom plan", [v.Optional(), v.Length(max=2000)])
+    custom = wtforms.TextAreaField(_l("Custom plan"), [v.Optional(), v.Length(max=2000)])
 
 
 class ActionForm(StaffForm):
@@ -199,7 +210,14 @@ def _charts(client: Client, episode: Episode | None, rows: list[tuple[Response, 
                     continue
                 key, label, order = _x_key(response)
                 keys[key] = (label, order)
-                one.points.append(Point(key, value, href(response), f"{name} {value} ({label})"))
+                one.points.append(
+                    Point(
+                        key,
+                        value,
+                        href(response),
+                        _("%(name)s %(value)s (%(when)s)", name=name, value=value, when=label),
+                    )
+                )
                 row = table_rows.setdefault(key, {"label": label, "order": order, "values": {}})
                 row["values"][name] = (value, href(response))
             series.append(one)
@@ -219,28 +237,39 @@ def _charts(client: Client, episode: Episode | None, rows: list[tuple[Response, 
 
     # ORS and SRS, with the cutoffs and the reliable-change band around the intake ORS.
     ors = by_instrument.get("ors", [])
-    shaded, notes = [], [f"ORS clinical cutoff {ORS_CUTOFF}", f"SRS cutoff {SRS_CUTOFF}"]
+    shaded = []
+    notes = [_("ORS clinical cutoff %(value)s", value=ORS_CUTOFF), _("SRS cutoff %(value)s", value=SRS_CUTOFF)]
     if ors and ors[0][1].get("total") is not None:
         intake = ors[0][1]["total"]
         assert intake is not None
-        shaded = [Band(intake - RELIABLE_CHANGE, intake + RELIABLE_CHANGE, f"intake ORS {intake} ± {RELIABLE_CHANGE}")]
+        band_label = _("intake ORS %(intake)s ± %(change)s", intake=intake, change=RELIABLE_CHANGE)
+        shaded = [Band(intake - RELIABLE_CHANGE, intake + RELIABLE_CHANGE, band_label)]
         notes.append(
-            f"Reliable-change band: intake ORS {intake} ± {RELIABLE_CHANGE} ({intake - RELIABLE_CHANGE} to {intake + RELIABLE_CHANGE})"
+            _(
+                "Reliable-change band: intake ORS %(intake)s ± %(change)s (%(low)s to %(high)s)",
+                intake=intake,
+                change=RELIABLE_CHANGE,
+                low=intake - RELIABLE_CHANGE,
+                high=intake + RELIABLE_CHANGE,
+            )
         )
     chart(
         "chart-ors-srs",
-        "ORS and SRS totals by session",
+        _("ORS and SRS totals by session"),
         [("ORS", "ors", "total"), ("SRS", "srs", "total")],
         Decimal(0),
         Decimal(40),
-        lines=[Line(ORS_CUTOFF, f"ORS cutoff {ORS_CUTOFF}"), Line(SRS_CUTOFF, f"SRS cutoff {SRS_CUTOFF}")],
+        lines=[
+            Line(ORS_CUTOFF, _("ORS cutoff %(value)s", value=ORS_CUTOFF)),
+            Line(SRS_CUTOFF, _("SRS cutoff %(value)s", value=SRS_CUTOFF)),
+        ],
         shaded=shaded,
     )
     if charts and charts[-1]["id"] == "chart-ors-srs":
         charts[-1]["notes"] = notes
     chart(
         "chart-wai",
-        "WAI-SR subscales (sums, 4 to 20)",
+        _("WAI-SR subscales (sums, 4 to 20)"),
         [("Goal", "wai-sr", "goal"), ("Task", "wai-sr", "task"), ("Bond", "wai-sr", "bond")],
         Decimal(4),
         Decimal(20),
@@ -255,14 +284,16 @@ def _charts(client: Client, episode: Episode | None, rows: list[tuple[Response, 
         bands = [Band(b.minimum, b.maximum, b.label or b.id) for b in scoring.bands]
         chart(
             f"chart-{instrument_id}",
-            f"{instrument.short_title} {scoring.band_score} with its bands",
+            _("%(title)s %(score)s with its bands", title=instrument.short_title, score=scoring.band_score),
             [(instrument.short_title, instrument_id, scoring.band_score)],
             scoring.bands[0].minimum,
             scoring.bands[-1].maximum,
             bands=bands,
         )
         if charts and charts[-1]["id"] == f"chart-{instrument_id}":
-            charts[-1]["notes"] = [f"{b.label}: {b.low} to {b.high}" for b in bands]
+            charts[-1]["notes"] = [
+                _("%(band)s: %(low)s to %(high)s", band=b.label, low=b.low, high=b.high) for b in bands
+            ]
     return charts
 
 
@@ -388,10 +419,10 @@ def new_session(episode_id: int) -> Any:
                 lifetime=lifetime,
             )
         except KeyError:
-            skipped.append((rule["instrument"], "no such instrument is installed"))
+            skipped.append((rule["instrument"], _("no such instrument is installed")))
             continue
         except ValueError:
-            skipped.append((rule["instrument"], "its licensed wording is not installed (see Plugins)"))
+            skipped.append((rule["instrument"], _("its licensed wording is not installed (see Plugins)")))
             continue
         issued.append(_issue(assignment, token) | {"moment": rule["moment"]})
     record(
@@ -453,7 +484,9 @@ def reissue(assignment_id: int) -> Any:
         form.csrf_token.errors = []
         return render_template(
             "auth/problem.html",
-            problems=[("Link", "assignment", "This questionnaire is already answered; its link cannot be re-issued.")],
+            problems=[
+                (_("Link"), "assignment", _("This questionnaire is already answered; its link cannot be re-issued."))
+            ],
         ), 409
     token = new_token()
     assignment.token_hash = hash_token(token)
@@ -484,7 +517,8 @@ def start_kiosk(session_id: int) -> Any:
     pending = [a.id for a in care.assignments if a.completed_at is None and not is_expired(a)]
     if not pending:
         return render_template(
-            "auth/problem.html", problems=[("Kiosk", "session", "This session has no questionnaires left to answer.")]
+            "auth/problem.html",
+            problems=[(_("Kiosk"), "session", _("This session has no questionnaires left to answer."))],
         ), 409
     session = db_session()
     token = new_token()
