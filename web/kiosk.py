@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 
 from core import ResponseValidationError
 from core.accounts import hash_token
@@ -136,9 +137,10 @@ def submit() -> Any:
         session.commit()
     except ResponseValidationError as exc:
         session.rollback()
-        for item_id, reason in exc.by_item().items():
+        # The engine's reasons are technical English; the client gets a plain, translated one.
+        for item_id in exc.by_item():
             if item_id in form:
-                form[item_id].errors = [reason]
+                form[item_id].errors = [_("Please check this answer: it is not one this question allows.")]
         return _form_page(found, assignment, form, 422)
     except sa.exc.IntegrityError:
         session.rollback()  # a double submit: the first one was stored
