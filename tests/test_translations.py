@@ -248,3 +248,45 @@ def test_unknown_link_page_follows_the_browser_language(client):
     html = client.get("/a/unknown", headers={"Accept-Language": "es-ES,es;q=0.9"}).get_data(as_text=True)
     assert html_lang(html) == "es"
     assert "Esta página o enlace no es válido" in html
+
+
+# --- staff pages in the browser's language -------------------------------------------------------------------------
+
+
+def test_caseload_follows_the_browser_language(app):
+    from tests.staff_support import make_world, sign_in
+
+    make_world(app)
+    browser = app.test_client()
+    browser.environ_base["HTTP_ACCEPT_LANGUAGE"] = "de-DE,de;q=0.9,en;q=0.5"
+    assert sign_in(browser, "ann").status_code == 302
+    html = browser.get("/caseload").get_data(as_text=True)
+    assert html_lang(html) == "de"
+    for text in (
+        "Ihre Fallübersicht",
+        "Ihnen zugewiesene Klient:innen",
+        "Offene Warnungen",
+        "Abmelden",
+        "Behandelnde:r",
+    ):
+        assert text in html, text
+    assert "C-1" in html and "Client One" in html  # codes and names stay as they are
+    assert "Your caseload" not in html and "Sign out" not in html
+
+
+def test_login_page_and_its_refusal_follow_the_browser_language(app):
+    from tests.staff_support import csrf, make_world
+
+    make_world(app)
+    browser = app.test_client()
+    browser.environ_base["HTTP_ACCEPT_LANGUAGE"] = "es"
+    page = browser.get("/login").get_data(as_text=True)
+    assert html_lang(page) == "es"
+    assert "Iniciar sesión" in page and "Nombre de usuario" in page and "Contraseña" in page
+    assert "Sign in" not in page and "Username" not in page
+    refused = browser.post("/login", data={"csrf_token": csrf(page), "username": "ann", "password": "wrong"})
+    assert refused.status_code == 401
+    assert "El nombre de usuario o la contraseña no son correctos." in refused.get_data(as_text=True)
+    empty = browser.post("/login", data={"csrf_token": csrf(page), "username": "", "password": ""})
+    assert empty.status_code == 422
+    assert "Introduzca su nombre de usuario." in empty.get_data(as_text=True)
