@@ -194,10 +194,37 @@ def _audit_is_append_only(_mapper: Any, _connection: Any, target: AuditEntry) ->
 
 @sa.event.listens_for(so.Session, "do_orm_execute")
 def _no_bulk_audit_changes(state: so.ORMExecuteState) -> None:
-    if (state.is_update or state.is_delete) and any(
-        getattr(m, "class_", None) is AuditEntry for m in state.all_mappers
+    table = getattr(state.statement, "table", None)
+    if (state.is_update or state.is_delete) and (
+        table is AuditEntry.__table__ or any(getattr(m, "class_", None) is AuditEntry for m in state.all_mappers)
     ):
         raise PermissionError("the audit trail is append-only: no UPDATE or DELETE of audit_entries")
+
+
+# The database itself refuses to change or delete audit rows, whatever code or tool connects.
+# Revision 0003 installs these triggers; create_all (tests) installs them through the event below.
+AUDIT_APPEND_ONLY_SQL = {
+    "sqlite": [
+        "CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries "
+        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+        "CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries "
+        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION rapportal_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$",
+        "CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries "
+        "FOR EACH ROW EXECUTE FUNCTION rapportal_audit_append_only()",
+        "CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries "
+        "FOR EACH STATEMENT EXECUTE FUNCTION rapportal_audit_append_only()",
+    ],
+}
+
+
+@sa.event.listens_for(AuditEntry.__table__, "after_create")
+def _audit_triggers(table: sa.Table, connection: sa.Connection, **_kw: Any) -> None:
+    for statement in AUDIT_APPEND_ONLY_SQL.get(connection.dialect.name, []):
+        connection.exec_driver_sql(statement)
 
 
 class ClientClinician(Base):

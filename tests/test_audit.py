@@ -86,3 +86,23 @@ def test_audit_filter_values_are_escaped(app, world):
     sign_in(viewer, "admin")
     page = viewer.get('/admin/audit?actor="><script>x</script>').text
     assert "<script>x</script>" not in page
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_entries SET actor = 'forged'", "DELETE FROM audit_entries"])
+def test_the_database_refuses_to_change_audit_rows_whatever_connects(app, statement):
+    from core.models import AuditEntry
+
+    db = app.extensions["rapportal"].db
+    with db.begin() as connection:
+        connection.execute(sa.insert(AuditEntry).values(actor="t", action="test", detail={}))
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), db.begin() as connection:
+        connection.exec_driver_sql(statement)
+    with db.connect() as connection:
+        assert connection.scalar(sa.select(AuditEntry.actor)) == "t"
+
+
+def test_a_core_update_through_a_session_is_refused_before_it_reaches_the_database(app):
+    from core.models import AuditEntry
+
+    with app.extensions["rapportal"].sessions() as session, pytest.raises(PermissionError):
+        session.execute(sa.update(AuditEntry.__table__).values(actor="forged"))
