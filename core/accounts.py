@@ -141,7 +141,8 @@ def setup_token(secret_key: str) -> str:
 
 
 def check_setup_token(secret_key: str, token: str) -> bool:
-    return hmac.compare_digest(setup_token(secret_key), token)
+    # bytes: compare_digest refuses non-ASCII str, and a typed-in token may be anything
+    return hmac.compare_digest(setup_token(secret_key).encode(), token.encode("utf-8", "surrogatepass"))
 
 
 # -- sign-in sessions -----------------------------------------------------------

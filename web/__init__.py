@@ -13,6 +13,7 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g, request
 from flask_babel import Babel
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from core import Engine, build_engine
 from core.db import create_schema, make_db_engine, make_session_factory
@@ -41,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         instance_path=os.environ.get("RAPPORTAL_INSTANCE_PATH") or None,
         instance_relative_config=True,
     )
+    app.url_map.converters["int"] = DatabaseInt
     app.config.from_mapping(
         BLOCKED_PLUGINS=[],
         LOAD_ENTRYPOINTS=True,
@@ -101,6 +103,14 @@ def _select_language() -> str:
     if language:
         return language
     return request.accept_languages.best_match(current_app.config["LANGUAGES"]) or "en"
+
+
+class DatabaseInt(IntegerConverter):
+    """``<int:...>`` limited to what an id column holds (INTEGER on PostgreSQL): larger is a 404, not a 500."""
+
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def portal() -> Portal:

@@ -8,7 +8,7 @@ audited exports). Auditors see the audit trail and nothing else.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -297,6 +297,9 @@ def install_wording() -> Any:
     except UnicodeDecodeError:
         form.wording.errors = [_("The file is not UTF-8 text.")]
         return _plugins_page(form, 422)
+    except RecursionError:
+        form.wording.errors = [_("The file is nested too deeply to be a wording file.")]
+        return _plugins_page(form, 422)
     except json.JSONDecodeError as exc:
         form.wording.errors = [
             _(
@@ -323,11 +326,20 @@ def install_wording() -> Any:
 # -- exports -----------------------------------------------------------------------
 
 
+LATEST_DATE = date(9998, 12, 31)  # one more day must still be a date
+MAX_AUDIT_PAGE = 1_000_000
+
+
+def _sensible_date(form: Any, field: Any) -> None:
+    if field.data is not None and field.data > LATEST_DATE:
+        raise v.ValidationError(_("Use a date up to 9998-12-31."))
+
+
 class ExportForm(StaffForm):
     format = wtforms.SelectField(_l("Format"), choices=[], validate_choice=True)
     instruments = wtforms.SelectMultipleField(_l("Instruments (none chosen: all)"), choices=[], validate_choice=True)
-    since = wtforms.DateField(_l("Submitted on or after"), [v.Optional()], format="%Y-%m-%d")
-    until = wtforms.DateField(_l("Submitted on or before"), [v.Optional()], format="%Y-%m-%d")
+    since = wtforms.DateField(_l("Submitted on or after"), [v.Optional(), _sensible_date], format="%Y-%m-%d")
+    until = wtforms.DateField(_l("Submitted on or before"), [v.Optional(), _sensible_date], format="%Y-%m-%d")
     identifying = wtforms.BooleanField(_l("Include display names (identifying)"))
 
 
@@ -401,6 +413,9 @@ def audit() -> Any:
         except ValueError:
             problems.append(_("%(field)s: '%(value)s' is not a date in the form YYYY-MM-DD.", field=name, value=value))
             continue
+        if day.date() > LATEST_DATE:
+            problems.append(_("%(field)s: use a date up to 9998-12-31.", field=name))
+            continue
         filters[name] = value
         query = (
             query.where(AuditEntry.at >= day)
@@ -411,6 +426,9 @@ def audit() -> Any:
         page = max(1, int(args.get("page", "1")))
     except ValueError:
         problems.append(_("page: must be a whole number."))
+        page = 1
+    if page > MAX_AUDIT_PAGE:
+        problems.append(_("page: must be at most %(max)s.", max=MAX_AUDIT_PAGE))
         page = 1
     if problems:
         return render_template(

@@ -59,7 +59,9 @@ PLAN_TITLES = {
 
 class AcknowledgeForm(StaffForm):
     note = wtforms.TextAreaField(
-        _l("Note"), [v.InputRequired(_l("Write a note: what you did or decided.")), v.Length(max=2000)]
+        _l("Note"),
+        [v.DataRequired(_l("Write a note: what you did or decided.")), v.Length(max=2000)],
+        filters=[lambda text: text.strip() if isinstance(text, str) else text],  # blanks are no note
     )
 
 

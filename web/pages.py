@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, abort, render_template, request
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
@@ -29,6 +29,7 @@ ERROR_PAGES = {
 
 
 def init_app(app: Flask) -> None:
+    app.before_request(_refuse_nul_characters)
     app.after_request(_security_headers)
     app.context_processor(lambda: {"page_language": _page_language})
     for status in ERROR_PAGES:
@@ -39,6 +40,17 @@ def init_app(app: Flask) -> None:
 def _page_language() -> str:
     """The page's language as a BCP 47 tag for ``<html lang>`` (Babel spells pt-BR as pt_BR)."""
     return str(get_locale() or "en").replace("_", "-")
+
+
+def _refuse_nul_characters() -> None:
+    """No field anywhere may hold a NUL character: PostgreSQL cannot store it in text and SQLite
+    would store it silently, so refuse it up front, naming the field, and both behave the same."""
+    for source in (request.args, request.form):
+        for name, values in source.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                abort(
+                    400, description=_l("%(field)s: contains a NUL character, which is not allowed.", field=name[:64])
+                )
 
 
 def _security_headers(response: Any) -> Any:
