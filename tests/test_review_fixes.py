@@ -114,3 +114,27 @@ def test_an_alert_cannot_be_acknowledged_with_a_blank_note(app, world, licensed_
     assert response.status_code == 422
     with app.extensions["rapportal"].sessions() as session:
         assert session.get(Alert, alert_id).acknowledged_at is None
+
+
+def test_a_failed_sign_in_with_an_unknown_name_keeps_the_name_out_of_the_audit_trail(app, world):
+    from core.models import AuditEntry
+
+    client = app.test_client()
+    token = client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+    client.post("/login", data={"csrf_token": token, "username": "MySecretPassw0rd", "password": "x"})
+    client.post("/login", data={"csrf_token": token, "username": "ann", "password": "wrong"})
+    with app.extensions["rapportal"].sessions() as session:
+        names = [
+            e.detail["username"]
+            for e in session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "login.failure"))
+        ]
+    assert names == ["(no such account)", "ann"]
+
+
+def test_viewing_the_caseload_is_audited(app, world):
+    from staff_support import audit_actions
+
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    ann.get("/caseload")
+    assert ("user:ann", "caseload.view", None) in audit_actions(app)

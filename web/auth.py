@@ -166,18 +166,20 @@ def login() -> Any:
     window = int(config["LOGIN_WINDOW_SECONDS"])
     username = normalise_username(form.username.data)[:64]
     account_key, address_key = f"login-account:{username}", f"login-address:{address()}"
+    user = session.scalar(sa.select(User).where(User.username == username))
+    # A name that is no account may be a password typed in the wrong field: keep it out of the audit trail.
+    audited_name = username if user is not None else "(no such account)"
     if attempts(session, account_key, window) >= int(config["LOGIN_LIMIT_PER_ACCOUNT"]) or attempts(
         session, address_key, window
     ) >= int(config["LOGIN_LIMIT_PER_ADDRESS"]):
-        record(session, "anonymous", "login.throttled", None, address(), username=username)
+        record(session, "anonymous", "login.throttled", None, address(), username=audited_name)
         session.commit()
         problem = _("Too many attempts. Please wait a few minutes and try again.")
         return render_template("auth/login.html", form=form, problem=problem), 429
-    user = session.scalar(sa.select(User).where(User.username == username))
     if not verify_password(session, user, form.password.data):
         count_attempt(session, account_key, window)
         count_attempt(session, address_key, window)
-        record(session, "anonymous", "login.failure", None, address(), username=username)
+        record(session, "anonymous", "login.failure", None, address(), username=audited_name)
         session.commit()
         return render_template("auth/login.html", form=form, problem=SAME_ANSWER), 401
     assert user is not None

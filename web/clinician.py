@@ -162,6 +162,9 @@ def caseload() -> Any:
         ).all()
     )
     codes = {c.id: c.code for c in clients}
+    # the caseload shows client codes and alert messages: a view of client data like any other
+    record(session, actor(), "caseload.view", None, address(), clients=len(clients), alerts=len(alerts))
+    session.commit()
     return render_template(
         "clinician/caseload.html",
         clients=clients,
