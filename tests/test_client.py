@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from plugin_support import InstrumentFiles
 
 import web.forms
-from core import hookimpl
 from core.models import Assignment, AuditEntry, Client, Response, Score
 from core.responses import create_assignment, stored_score_values
 
@@ -61,20 +61,11 @@ TRYOUT = {
 }
 
 
-class TryoutPlugin:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @hookimpl
-    def register_instruments(self) -> list[Path]:
-        return [self.path]
-
-
 @pytest.fixture
 def app_config(app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     path = tmp_path / "tryout.json"
     path.write_text(json.dumps(TRYOUT), encoding="utf-8")
-    return {**app_config, "EXTRA_PLUGINS": [TryoutPlugin(path)], "LINK_GUESS_LIMIT": 5}
+    return {**app_config, "EXTRA_PLUGINS": [InstrumentFiles(path)], "LINK_GUESS_LIMIT": 5}
 
 
 def make_link(app: Any, instrument_id: str = "phq9", **kwargs: Any) -> str:

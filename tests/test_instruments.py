@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+from plugin_support import InstrumentFiles
 
-from core import InstrumentDefinitionError, WordingError, build_engine, hookimpl
+from core import InstrumentDefinitionError, WordingError, build_engine
 from core.instruments import check_examples, load_instrument, placeholder_wording
 from core.schemas import INSTRUMENTS_DIR
 
@@ -191,12 +192,7 @@ def test_a_broken_definition_from_a_plugin_does_not_stop_the_others(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
 
-    class Careless:
-        @hookimpl
-        def register_instruments(self):
-            return [broken]
-
-    engine = build_engine(load_entrypoints=False, extra_plugins=[Careless()])
+    engine = build_engine(load_entrypoints=False, extra_plugins=[InstrumentFiles(broken)])
     assert [i.id for i in engine.instruments] == BUILTIN_IDS
     assert [e.source for e in engine.instruments.errors] == [str(broken)]
 
@@ -212,12 +208,7 @@ def test_several_versions_coexist_and_the_newest_is_the_default(tmp_path):
     newer = tmp_path / "phq9-1.1.json"
     newer.write_text(json.dumps(document))
 
-    class Update:
-        @hookimpl
-        def register_instruments(self):
-            return [newer]
-
-    engine = build_engine(load_entrypoints=False, extra_plugins=[Update()])
+    engine = build_engine(load_entrypoints=False, extra_plugins=[InstrumentFiles(newer)])
     assert engine.instruments.get("phq9").version == "1.1.0"
     assert engine.instruments.get("phq9", "1.0.0").version == "1.0.0"
 
@@ -291,11 +282,6 @@ def test_languages_are_the_definitions_own_and_its_translations(tmp_path):
     path = tmp_path / "phq9.json"
     path.write_text(json.dumps(document))
 
-    class Translated:
-        @hookimpl
-        def register_instruments(self):
-            return [path]
-
-    engine = build_engine(load_entrypoints=False, extra_plugins=[Translated()])
+    engine = build_engine(load_entrypoints=False, extra_plugins=[InstrumentFiles(path)])
     assert engine.instruments.get("phq9", "1.0.1").languages == ("en", "de", "es")
     assert engine.instruments.get("phq9", "1.0.0").languages == ("en",)

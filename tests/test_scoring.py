@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from plugin_support import InstrumentFiles
 
 from core import ScoreResult, ScoringRule, build_engine, hookimpl
 from core.instruments import check_examples
@@ -286,12 +287,7 @@ def test_reliable_change_rule_with_sd_and_reliability(tmp_path):
     path = tmp_path / "phq9.json"
     path.write_text(json.dumps(document))
 
-    class Variant:
-        @hookimpl
-        def register_instruments(self):
-            return [path]
-
-    engine = build_engine(load_entrypoints=False, extra_plugins=[Variant()])
+    engine = build_engine(load_entrypoints=False, extra_plugins=[InstrumentFiles(path)])
     # threshold 1.96 x sqrt(2) x 4.8 x sqrt(0.1) = 4.207...: a drop of 5 is reliable, 4 is not
     before = [with_total("phq9", 9, 15, 3)]
     assert "jt_improvement" in engine.score("phq9", with_total("phq9", 9, 10, 3), before, version="9.0.0").flags

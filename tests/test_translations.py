@@ -16,8 +16,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from plugin_support import InstrumentFiles
 
-from core import hookimpl
 from core.models import Client, Response
 from core.responses import create_assignment
 
@@ -146,20 +146,11 @@ TRANSLATED = {
 }
 
 
-class TranslatedInstrument:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @hookimpl
-    def register_instruments(self) -> list[Path]:
-        return [self.path]
-
-
 @pytest.fixture
 def app_config(app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     path = tmp_path / "ttest.json"
     path.write_text(json.dumps(TRANSLATED), encoding="utf-8")
-    return {**app_config, "EXTRA_PLUGINS": [TranslatedInstrument(path)]}
+    return {**app_config, "EXTRA_PLUGINS": [InstrumentFiles(path)]}
 
 
 def make_link(app: Any, instrument_id: str, language: str) -> str:

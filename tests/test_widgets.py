@@ -7,6 +7,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from plugin_support import InstrumentFiles
 
 from core import Widget, WidgetValueError, build_engine, hookimpl
 from core.models import Client, Response
@@ -78,12 +79,7 @@ def test_an_item_naming_an_unknown_widget_is_reported_and_skipped(tmp_path):
     path = tmp_path / "stars.json"
     path.write_text(json.dumps(rating_definition("stars")))
 
-    class OnlyTheInstrument:
-        @hookimpl
-        def register_instruments(self):
-            return [path]
-
-    engine = build_engine(load_entrypoints=False, extra_plugins=[OnlyTheInstrument()])
+    engine = build_engine(load_entrypoints=False, extra_plugins=[InstrumentFiles(path)])
     assert "stars" not in engine.instruments
     (error,) = engine.instruments.errors
     assert error.pointer == "/properties/stars_1" and "no widget 'stars' is installed" in error.reason
