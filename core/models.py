@@ -47,6 +47,8 @@ class Client(Base):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     code: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     display_name: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    # the language the client's questionnaire links are made in (portal text and translated instruments)
+    language: so.Mapped[str] = so.mapped_column(sa.String(16), default="en", server_default="en")
     clinician_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 

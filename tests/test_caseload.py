@@ -270,3 +270,22 @@ def test_session_page_csrf_token_matches(ann, world):
     start_session(ann, world.episode_id, world.client_id)
     page = ann.get("/sessions/1")
     assert page.status_code == 200 and csrf(page.text)
+
+
+def test_a_clients_links_are_made_in_the_clients_language(app, world, licensed_wording):
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    path = f"/admin/clients/{world.client_id}"
+    assert 'value="de"' in admin.get(path).text  # the portal's languages are offered
+    token = page_token(admin, path)
+    data = {"csrf_token": token, "clinician": str(world.users["ann"]), "language": "de"}
+    assert admin.post(path, data=data).status_code == 302
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    page = app.test_client().get(links["ors"]).text
+    assert '<html lang="de">' in page and "Meine Antworten senden" in page
+    with app.extensions["rapportal"].sessions() as session:
+        assert set(session.scalars(sa.select(Assignment.language))) == {"de"}
+    refused = admin.post(path, data={**data, "language": "xx"})
+    assert refused.status_code == 422

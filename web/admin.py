@@ -13,7 +13,18 @@ from typing import Any
 
 import sqlalchemy as sa
 import wtforms
-from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from babel import Locale
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
@@ -143,14 +154,21 @@ class ClientForm(StaffForm):
         ],
     )
     display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
+    language = wtforms.SelectField(_l("Language of the questionnaires"), choices=[], validate_choice=True, default="en")
     clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
     further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
 
 
 class EditClientForm(StaffForm):
     display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
+    language = wtforms.SelectField(_l("Language of the questionnaires"), choices=[], validate_choice=True, default="en")
     clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
     further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
+
+
+def _language_choices() -> list[tuple[str, str]]:
+    """The portal's languages, each named in itself (Deutsch, Español)."""
+    return [(code, Locale.parse(code).get_display_name(code).capitalize()) for code in current_app.config["LANGUAGES"]]
 
 
 def _set_clinicians(session: Any, client: Client, main: str, further: list[str]) -> None:
@@ -172,6 +190,7 @@ def _set_clinicians(session: Any, client: Client, main: str, further: list[str])
 def clients() -> Any:
     session = db_session()
     form = make_form(ClientForm)
+    form.language.choices = _language_choices()
     form.clinician.choices = _clinician_choices()
     form.further.choices = _clinician_choices(blank=False)
     status = 200
@@ -181,7 +200,11 @@ def clients() -> Any:
             if session.scalar(sa.select(Client.id).where(Client.code == code)) is not None:
                 form.code.errors = [_("A client with this code exists already.")]
             else:
-                client = Client(code=code, display_name=(form.display_name.data or "").strip() or None)
+                client = Client(
+                    code=code,
+                    display_name=(form.display_name.data or "").strip() or None,
+                    language=form.language.data,
+                )
                 session.add(client)
                 session.flush()
                 _set_clinicians(session, client, form.clinician.data, form.further.data or [])
@@ -221,16 +244,20 @@ def client(client_id: int) -> Any:
         str(i) for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
     ]
     form = make_form(EditClientForm)
+    form.language.choices = _language_choices()
     form.clinician.choices = _clinician_choices()
     form.further.choices = _clinician_choices(blank=False)
     if request.method == "GET":
         form.display_name.data = found.display_name
+        form.language.data = found.language
         form.clinician.data = str(found.clinician_id or "")
         form.further.data = current_further
         return render_template("admin/client.html", form=form, client=found)
     if not form.validate():
         return render_template("admin/client.html", form=form, client=found), form_status(form)
     found.display_name = (form.display_name.data or "").strip() or None
+    if "language" in request.form:  # a form without the field keeps the client's language
+        found.language = form.language.data
     _set_clinicians(session, found, form.clinician.data, form.further.data or [])
     record(
         session,

@@ -421,6 +421,7 @@ def new_session(episode_id: int) -> Any:
                 rule["instrument"],
                 episode_id=episode.id,
                 care_session_id=care.id,
+                language=episode.client.language,
                 lifetime=lifetime,
             )
         except KeyError:
