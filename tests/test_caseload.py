@@ -119,7 +119,8 @@ def test_admin_reassigns_a_client(app, world):
     sign_in(admin, "admin")
     path = f"/admin/clients/{world.client_id}"
     token = page_token(admin, path)
-    assert admin.post(path, data={"csrf_token": token, "clinician": str(world.users["bob"])}).status_code == 302
+    data = {"csrf_token": token, "clinician": str(world.users["bob"]), "language": "en"}
+    assert admin.post(path, data=data).status_code == 302
     ann = app.test_client()
     sign_in(ann, "ann")
     assert ann.get(f"/clients/{world.client_id}").status_code == 404
@@ -289,3 +290,5 @@ def test_a_clients_links_are_made_in_the_clients_language(app, world, licensed_w
         assert set(session.scalars(sa.select(Assignment.language))) == {"de"}
     refused = admin.post(path, data={**data, "language": "xx"})
     assert refused.status_code == 422
+    missing = admin.post(path, data={k: v for k, v in data.items() if k != "language"})
+    assert missing.status_code == 422  # an edit never resets the language silently

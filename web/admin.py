@@ -144,7 +144,16 @@ def user(user_id: int) -> Any:
 # -- clients ---------------------------------------------------------------------
 
 
-class ClientForm(StaffForm):
+class EditClientForm(StaffForm):
+    display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
+    language = wtforms.SelectField(_l("Language of the questionnaires"), choices=[], validate_choice=True)
+    clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
+    further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
+
+
+class ClientForm(EditClientForm):
+    """A new client: the edit form plus the code, which never changes afterwards."""
+
     code = wtforms.StringField(
         _l("Client code (pseudonym)"),
         [
@@ -153,22 +162,20 @@ class ClientForm(StaffForm):
             v.Regexp(r"^[A-Za-z0-9._-]+$", message=_l("Use letters, digits and . _ - only.")),
         ],
     )
-    display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
     language = wtforms.SelectField(_l("Language of the questionnaires"), choices=[], validate_choice=True, default="en")
-    clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
-    further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
-
-
-class EditClientForm(StaffForm):
-    display_name = wtforms.StringField(_l("Display name (optional, identifying)"), [v.Optional(), v.Length(max=128)])
-    language = wtforms.SelectField(_l("Language of the questionnaires"), choices=[], validate_choice=True, default="en")
-    clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
-    further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
 
 
 def _language_choices() -> list[tuple[str, str]]:
     """The portal's languages, each named in itself (Deutsch, Español)."""
     return [(code, Locale.parse(code).get_display_name(code).capitalize()) for code in current_app.config["LANGUAGES"]]
+
+
+def _client_form(form_class: type[EditClientForm]) -> EditClientForm:
+    form = make_form(form_class)
+    form.language.choices = _language_choices()
+    form.clinician.choices = _clinician_choices()
+    form.further.choices = _clinician_choices(blank=False)
+    return form
 
 
 def _set_clinicians(session: Any, client: Client, main: str, further: list[str]) -> None:
@@ -189,10 +196,7 @@ def _set_clinicians(session: Any, client: Client, main: str, further: list[str])
 @allow("admin")
 def clients() -> Any:
     session = db_session()
-    form = make_form(ClientForm)
-    form.language.choices = _language_choices()
-    form.clinician.choices = _clinician_choices()
-    form.further.choices = _clinician_choices(blank=False)
+    form = _client_form(ClientForm)
     status = 200
     if request.method == "POST":
         if form.validate():
@@ -243,10 +247,7 @@ def client(client_id: int) -> Any:
     current_further = [
         str(i) for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
     ]
-    form = make_form(EditClientForm)
-    form.language.choices = _language_choices()
-    form.clinician.choices = _clinician_choices()
-    form.further.choices = _clinician_choices(blank=False)
+    form = _client_form(EditClientForm)
     if request.method == "GET":
         form.display_name.data = found.display_name
         form.language.data = found.language
@@ -256,8 +257,7 @@ def client(client_id: int) -> Any:
     if not form.validate():
         return render_template("admin/client.html", form=form, client=found), form_status(form)
     found.display_name = (form.display_name.data or "").strip() or None
-    if "language" in request.form:  # a form without the field keeps the client's language
-        found.language = form.language.data
+    found.language = form.language.data
     _set_clinicians(session, found, form.clinician.data, form.further.data or [])
     record(
         session,
