@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.models import AuditEntry, User, UserSession
+from core.tokens import hash_token, new_token
 
 ROLES = ("admin", "clinician", "auditor")
 ROLE_TITLES = {"admin": "Administrator", "clinician": "Clinician", "auditor": "Auditor (read-only)"}
@@ -38,10 +39,6 @@ class AccountError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def hash_password(password: str) -> str:
@@ -160,7 +157,7 @@ def _aware(value: datetime) -> datetime:
 
 def start_session(session: so.Session, user: User, address: str | None) -> str:
     """Create a sign-in session; return the token for the cookie (never stored)."""
-    token = secrets.token_urlsafe(32)
+    token = new_token(32)
     now = datetime.now(UTC)
     session.add(
         UserSession(token_hash=hash_token(token), user_id=user.id, created_at=now, last_seen_at=now, address=address)

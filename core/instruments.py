@@ -21,9 +21,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 
 from core.schemas import answer_validator, load_meta_schema
-from core.scoring import ScoringRule, quantize, score_response, to_decimal
-
-NOT_SCORABLE = "not_scorable"
+from core.scoring import NOT_SCORABLE, ScoringRule, quantize, score_response, to_decimal
 
 
 class InstrumentDefinitionError(Exception):

@@ -6,7 +6,6 @@ gets the same validation, scoring, alerts and audit entry, in one transaction.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import secrets
 import time
@@ -21,20 +20,11 @@ import sqlalchemy.orm as so
 
 from core.engine import Engine
 from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
-from core.scoring import ScoreResult, decimal_to_json, score_response
+from core.scoring import ScoreResult, score_response
+from core.tokens import hash_token, new_token
 from core.validation import validate_answers
 
 DEFAULT_LINK_LIFETIME = timedelta(days=7)
-
-
-def hash_token(token: str) -> str:
-    """Links are looked up by the SHA-256 of their token; the token itself is never stored."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_token() -> str:
-    """A link token with 192 bits of randomness."""
-    return secrets.token_urlsafe(24)
 
 
 def create_assignment(
@@ -187,16 +177,6 @@ def submit_response(
     )
     session.flush()
     return Submission(response.id, response.receipt, created=True)
-
-
-def result_json(score: Score) -> dict[str, Any]:
-    """A stored score as the same JSON shape that ``rapportal score`` prints (without ids)."""
-    return {
-        "complete": score.complete,
-        "scores": {name: decimal_to_json(value) for name, value in stored_score_values(score).items()},
-        "band": score.band,
-        "flags": list(score.flags),
-    }
 
 
 class LinkError(Exception):

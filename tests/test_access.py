@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from staff_support import SRS_LOW, make_world, sign_in
 
-from core.accounts import hash_token
 from core.models import Alert, CareSession, KioskSession
 from core.responses import create_assignment, submit_response
+from core.tokens import hash_token
 from web.access import KIOSK_COOKIE, access_rule
 
 ROLES = ("anonymous", "link", "clinician", "other_clinician", "auditor", "admin", "kiosk")

@@ -32,7 +32,8 @@ from core import build_engine
 from core.db import make_db_engine, make_session_factory
 from core.migrations import upgrade
 from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
-from core.responses import create_assignment, hash_token
+from core.responses import create_assignment
+from core.tokens import hash_token
 
 RAPPORTAL = Path(sys.executable).with_name("rapportal")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -10,7 +10,6 @@ Roles: ``admin``, ``clinician``, ``auditor`` (signed-in accounts); ``public`` (a
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -23,8 +22,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import CombinedMultiDict
 
-from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, hash_token, load_session
+from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, load_session
 from core.models import Client, ClientClinician, User, UserSession
+from core.tokens import hash_token, new_token
 from web import db_session
 from web.forms import CSRF_FIELD, LinkCSRF
 
@@ -197,7 +197,7 @@ def csrf_context() -> str:
         return g.kiosk_context
     pre = request.cookies.get(PRE_COOKIE) or g.get("new_pre_token")
     if not pre:
-        pre = g.new_pre_token = secrets.token_urlsafe(24)
+        pre = g.new_pre_token = new_token()
     return f"pre:{hash_token(pre)}"
 
 

@@ -13,8 +13,9 @@ from flask_babel import gettext as _
 
 from core import ResponseValidationError
 from core.models import Assignment
-from core.responses import LinkError, find_assignment, hash_token, is_expired, submit_by_token
+from core.responses import LinkError, find_assignment, is_expired, submit_by_token
 from core.throttle import attempts, count_attempt
+from core.tokens import hash_token
 from web import db_session, portal
 from web.forms import answers_from, has_unknown_fields, questionnaire_form, render_questionnaire
 

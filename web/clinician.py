@@ -21,11 +21,11 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
-from core.accounts import hash_token
 from core.audit import record
 from core.models import Alert, Assignment, CareSession, Client, Episode, KioskSession, Response, Score
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, parse_plan, plan_text
-from core.responses import create_assignment, is_expired, new_token, stored_score_values
+from core.responses import create_assignment, is_expired, stored_score_values
+from core.tokens import hash_token, new_token
 from web import db_session, portal
 from web.access import (
     StaffForm,

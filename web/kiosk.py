@@ -16,9 +16,9 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from core import ResponseValidationError
-from core.accounts import hash_token
 from core.models import Assignment, KioskSession
 from core.responses import is_expired, submit_response
+from core.tokens import hash_token
 from web import db_session, portal
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
 from web.forms import answers_from, has_unknown_fields, questionnaire_form, render_questionnaire
