@@ -13,10 +13,9 @@ import io
 import operator
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import cached_property
 from typing import IO, Any
 
@@ -27,6 +26,7 @@ from core.engine import Engine
 from core.exporters import Exporter, ExportRow, ExportSelection
 from core.instruments import Instrument, Item
 from core.models import Assignment, AuditEntry, CareSession, Client, ClientClinician, Response, Score, User
+from core.scoring import decimal_scores
 
 BATCH_SIZE = 2000
 CHUNK_SIZE = 64 * 1024
@@ -312,11 +312,19 @@ class ExportContext:
         return cache[instrument_id]
 
     def instrument(self, instrument_id: str, version: str) -> Instrument | None:
-        """The definition a row was answered on, or None when that version is no longer installed."""
-        try:
-            return self.engine.instruments.get(instrument_id, version)
-        except KeyError:
-            return None
+        """The definition a row was answered on, or None when that version is no longer installed.
+
+        Looked up once per version for the whole export: exporters call this for every row, and the
+        wording must not change half-way through a file.
+        """
+        cache = self.__dict__.setdefault("_by_key", {})
+        key = (instrument_id, version)
+        if key not in cache:
+            try:
+                cache[key] = self.engine.instruments.get(instrument_id, version)
+            except KeyError:
+                cache[key] = None
+        return cache[key]
 
 
 def instruments_in(engine: Engine, selection: ExportSelection) -> tuple[Instrument, ...]:
@@ -372,12 +380,6 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
     return query.order_by(Response.id)
 
 
-def _decimal_scores(values: Mapping[str, Any] | None) -> dict[str, Decimal | None]:
-    if not values:
-        return {}
-    return {name: None if value is None else Decimal(value) for name, value in values.items()}
-
-
 def _reading_bind(bind: sa.Engine) -> tuple[sa.Engine, bool]:
     """The engine to read an export with, and whether it was made here (and must be disposed).
 
@@ -413,7 +415,7 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
                         version=row[5],
                         submitted_at=utc(row[6]),
                         answers=row[7] or {},
-                        scores=_decimal_scores(row[8]),
+                        scores=decimal_scores(row[8]),
                         band=row[9],
                         flags=tuple(row[10] or ()),
                         extra={"client_name": row[11], "clinician_name": row[12]} if identifying else {},
@@ -662,24 +664,6 @@ def write_text_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
     if batch:
         stream.write("".join(batch).encode("utf-8"))
 
-
-def json_number(value: Decimal | None) -> int | float | None:
-    """An exact score as a JSON number: ``12`` stays ``12``, ``24.5`` stays ``24.5``."""
-    if value is None:
-        return None
-    return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps`` fallback for Decimals and datetimes in export rows."""
-    if isinstance(value, Decimal):
-        return json_number(value)
-    if isinstance(value, datetime):
-        return utc(value).isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-Writer = Callable[[Iterable[ExportRow], IO[bytes], ExportContext], None]
 
 __all__ = [
     "Column",

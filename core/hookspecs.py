@@ -45,7 +45,7 @@ def register_instruments() -> list[Path]:
 
 @hookspec
 def register_scoring_rules() -> list[ScoringRule]:
-    """Return scoring rules that instrument definitions may name in their ``scoring`` block.
+    """Return scoring rules that instrument definitions may name in their ``x-scoring`` block.
 
     :return: :class:`core.scoring.ScoringRule` objects; names must be unique across plugins.
 
@@ -75,7 +75,7 @@ def register_alert_rules() -> list[AlertRule]:
 
 @hookspec
 def register_widgets() -> list[Widget]:
-    """Return form widgets for item ``x-widget`` names that the built-in renderer does not know.
+    """Return form widgets: every item is drawn by the widget its ``x-widget`` names (or its default one).
 
     :return: :class:`core.widgets.Widget` objects; names must be unique across plugins.
 

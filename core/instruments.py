@@ -71,13 +71,13 @@ class Item:
     anchors: tuple[str, str] | None = None
     section: str | None = None
 
-    @property
+    @cached_property
     def lowest(self) -> Decimal | None:
         """The lowest possible answer, from the options or the schema's ``minimum``."""
         values = [to_decimal(o.value) for o in self.options]
         return min(values) if values else self.minimum
 
-    @property
+    @cached_property
     def highest(self) -> Decimal | None:
         values = [to_decimal(o.value) for o in self.options]
         return max(values) if values else self.maximum
@@ -127,6 +127,11 @@ class Scoring:
     flags: tuple[FlagSpec, ...]
     band_score: str | None = None
     bands: tuple[Band, ...] = ()
+
+    @cached_property
+    def uses_history(self) -> bool:
+        """Whether any score or flag compares with earlier administrations."""
+        return any(spec.rule.uses_history for spec in (*self.scores, *self.flags))
 
     @cached_property
     def flag_ids(self) -> tuple[str, ...]:
@@ -200,11 +205,13 @@ class Instrument:
         """The compiled answer validator, built once per loaded instrument version."""
         return answer_validator(self.document)
 
+    @cached_property
+    def _items_by_id(self) -> dict[str, Item]:
+        return {item.id: item for item in self.items}
+
     def item(self, item_id: str) -> Item:
-        for item in self.items:
-            if item.id == item_id:
-                return item
-        raise KeyError(item_id)
+        """The item with this id; ``KeyError`` when there is none."""
+        return self._items_by_id[item_id]
 
     def with_wording(self, wording: Mapping[str, Any], source: str) -> Instrument:
         """Return this instrument with licensed wording installed (see :func:`check_wording`)."""

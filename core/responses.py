@@ -20,7 +20,7 @@ import sqlalchemy.orm as so
 
 from core.engine import Engine
 from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
-from core.scoring import ScoreResult, score_response
+from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
 from core.validation import validate_answers
 
@@ -90,7 +90,7 @@ def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
 
 def stored_score_values(score: Score) -> dict[str, Decimal | None]:
     """Scores read back from storage as exact Decimals."""
-    return {name: None if value is None else Decimal(value) for name, value in score.values.items()}
+    return decimal_scores(score.values)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,11 @@ def submit_response(
         return Submission(assignment.response.id, assignment.response.receipt, created=False)
     instrument = engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     validate_answers(instrument, answers)
-    history = history_for(session, assignment.client_id, instrument.id, assignment.episode_id)
+    history = (
+        history_for(session, assignment.client_id, instrument.id, assignment.episode_id)
+        if instrument.scoring.uses_history
+        else []  # no rule looks back: do not load and re-score every earlier response
+    )
     result = score_response(instrument, answers, history)
     now = datetime.now(UTC)
     response = Response(

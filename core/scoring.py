@@ -101,6 +101,11 @@ def decimal_to_json(value: Number | None) -> int | float | None:
     return float(value)
 
 
+def decimal_scores(stored: Mapping[str, Any] | None) -> dict[str, Number | None]:
+    """Scores as stored (decimal strings, so 5.0 stays 5.0) back as exact Decimals."""
+    return {name: None if value is None else Decimal(value) for name, value in (stored or {}).items()}
+
+
 def to_decimal(value: Any) -> Number | None:
     """Turn a validated JSON answer into an exact Decimal (``7.3`` becomes ``Decimal('7.3')``)."""
     if value is None:
@@ -133,7 +138,11 @@ def score_response(
 
     The answers must already be valid for the instrument (see :mod:`core.validation`).
     """
-    earlier = [_item_scores(instrument, numeric_answers(instrument, entry)) for entry in history]
+    earlier = (
+        [_item_scores(instrument, numeric_answers(instrument, entry)) for entry in history]
+        if instrument.scoring.uses_history
+        else []
+    )
     ctx = ScoringContext(instrument, numeric_answers(instrument, answers), history=earlier)
     for spec in instrument.scoring.scores:
         ctx.scores[spec.name] = _compute_score(spec, ctx)

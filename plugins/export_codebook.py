@@ -13,6 +13,7 @@ from typing import IO
 
 from core import Exporter, ExportRow, Instrument, hookimpl
 from core.export import ExportContext, selection_json, write_text_lines
+from core.scoring import NOT_SCORABLE
 
 _TYPES = {"text": "text", "integer": "integer", "number": "number", "datetime": "date-time (UTC)"}
 
@@ -52,7 +53,7 @@ def _instrument_section(instrument: Instrument) -> Iterator[str]:
     declared = {flag.id for flag in instrument.scoring.flags}
     for flag_id in instrument.scoring.flag_ids:
         if flag_id not in declared:
-            how = "a required score could not be computed" if flag_id == "not_scorable" else "raised by a score rule"
+            how = "a required score could not be computed" if flag_id == NOT_SCORABLE else "raised by a score rule"
             yield f"| {flag_id} | {how} | | |\n"
 
 

@@ -18,8 +18,9 @@ from decimal import Decimal
 from typing import IO, Any
 
 from core import Exporter, ExportRow, Instrument, hookimpl
-from core.export import ExportContext, item_label, json_number, utc, write_text_lines
+from core.export import ExportContext, item_label, utc, write_text_lines
 from core.instruments import Item
+from core.scoring import decimal_to_json
 
 LOINC = "http://loinc.org"
 CLIENT_SYSTEM = "urn:rapportal:client-code"
@@ -126,7 +127,12 @@ def _reference(code: str, name: str | None) -> dict[str, Any]:
 
 
 def _score_value(value: Decimal) -> dict[str, Any]:
-    return {"value": json_number(value), "unit": "{score}", "system": "http://unitsofmeasure.org", "code": "{score}"}
+    return {
+        "value": decimal_to_json(value),
+        "unit": "{score}",
+        "system": "http://unitsofmeasure.org",
+        "code": "{score}",
+    }
 
 
 def response_entries(row: ExportRow, context: ExportContext) -> Iterator[dict[str, Any]]:
@@ -144,7 +150,7 @@ def response_entries(row: ExportRow, context: ExportContext) -> Iterator[dict[st
             items.append({"linkId": item_id, "answer": [answer]})
     for name, value in row.scores.items():
         if value is not None:
-            items.append({"linkId": SCORE_PREFIX + name, "answer": [{"valueDecimal": json_number(value)}]})
+            items.append({"linkId": SCORE_PREFIX + name, "answer": [{"valueDecimal": decimal_to_json(value)}]})
     resource: dict[str, Any] = {
         "resourceType": "QuestionnaireResponse",
         "identifier": {"system": "urn:rapportal:response", "value": str(row.response_id)},

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import IO
 
 from core import Exporter, ExportRow, hookimpl
-from core.export import ExportContext, json_number, utc, write_text_lines
+from core.export import ExportContext, utc, write_text_lines
+from core.scoring import decimal_to_json
 
 
 def _lines(rows: Iterable[ExportRow], identifying: bool) -> Iterable[str]:
@@ -22,7 +23,7 @@ def _lines(rows: Iterable[ExportRow], identifying: bool) -> Iterable[str]:
             "version": row.version,
             "submitted_at": utc(row.submitted_at).isoformat(),
             "answers": row.answers,
-            "scores": {name: json_number(value) for name, value in row.scores.items()},
+            "scores": {name: decimal_to_json(value) for name, value in row.scores.items()},
             "band": row.band,
             "flags": list(row.flags),
         }

@@ -337,3 +337,23 @@ def test_result_json_shape(engine):
         "band": "clinical",
         "flags": ["clinical_range"],
     }
+
+
+def test_only_instruments_with_change_rules_look_back(engine):
+    uses = {i.id: i.scoring.uses_history for i in engine.instruments}
+    assert uses == {"core10": False, "gad7": False, "phq9": False, "ors": True, "srs": True, "wai-sr": True}
+
+
+def test_a_submission_loads_no_history_when_no_rule_looks_back(app, monkeypatch):
+    import core.responses
+    from core.models import Client
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("history loaded for an instrument without change rules")
+
+    portal = app.extensions["rapportal"]
+    with portal.sessions.begin() as session:
+        _assignment, token = core.responses.create_assignment(session, portal.engine, Client(code="H-1"), "phq9")
+    monkeypatch.setattr(core.responses, "history_for", must_not_be_called)
+    submission = core.responses.submit_by_token(portal.sessions, portal.engine, token, answers("phq9", [1] * 9))
+    assert submission.created
