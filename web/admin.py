@@ -33,7 +33,7 @@ from core import ExportSelection, WordingError
 from core.accounts import ROLES, AccountError, create_user, end_all_sessions, set_password
 from core.audit import record
 from core.export import ExportError, iter_export, list_exporters
-from core.models import Alert, AuditEntry, Client, ClientClinician, User
+from core.models import AuditEntry, Client, ClientClinician, User
 from core.plugins import describe_plugins
 from web import db_session, portal
 from web.access import ROLE_TITLES, StaffForm, actor, address, allow, choices, core_message, form_status, make_form
@@ -473,12 +473,4 @@ def audit() -> Any:
         filters=filters,
         problems=[],
         page=page,
-    )
-
-
-def open_alert_counts(session: Any) -> dict[int, int]:
-    return dict(
-        session.execute(
-            sa.select(Alert.client_id, sa.func.count()).where(Alert.acknowledged_at.is_(None)).group_by(Alert.client_id)
-        ).all()
     )

@@ -36,6 +36,7 @@ from web.access import (
     core_message,
     current_session,
     current_user,
+    form_problem,
     form_status,
     make_form,
 )
@@ -198,9 +199,7 @@ def logout() -> Any:
     form = make_form(LogoutForm)
     found = current_session()
     if not form.validate():
-        return render_template(
-            "auth/problem.html", problems=[(_("Form check"), "csrf_token", form.csrf_token.errors[0])]
-        ), 400
+        return form_problem(form)
     session = db_session()
     assert found is not None
     end_session(found, "logout")

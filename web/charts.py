@@ -47,10 +47,6 @@ class Line:
     label: str
 
 
-def _num(value: Decimal | float) -> str:
-    return f"{float(value):.1f}"
-
-
 def _marker(shape: str, x: float, y: float, colour: str) -> str:
     if shape == "square":
         return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'

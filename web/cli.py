@@ -53,9 +53,7 @@ def list_instruments(as_json: bool) -> None:
             "items": len(i.items),
             "plugin": eng.instruments.plugin_for(i),
             "licence": i.licence.name,
-            "wording": "bundled"
-            if i.licence.wording_bundled
-            else ("installed" if i.wording_installed else "not installed"),
+            "wording": _wording_status(i),
             "sendable": i.sendable,
         }
         for i in eng.instruments

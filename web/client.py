@@ -9,34 +9,35 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
-from flask_babel import gettext as _
 
 from core import ResponseValidationError
 from core.models import Assignment
 from core.responses import LinkError, find_assignment, is_expired, submit_by_token
 from core.throttle import attempts, count_attempt
-from core.tokens import hash_token
 from web import db_session, portal
-from web.forms import answers_from, has_unknown_fields, questionnaire_form, render_questionnaire
+from web.access import address
+from web.forms import (
+    answers_from,
+    has_unknown_fields,
+    mark_refused_answers,
+    questionnaire_form,
+    render_questionnaire,
+)
 
 bp = Blueprint("client", __name__, url_prefix="/a")
 
 THROTTLE_WINDOW = 600  # seconds
 
 
-def _address() -> str:
-    return request.remote_addr or "unknown"
-
-
 def _check_throttle() -> None:
     limit = current_app.config["LINK_GUESS_LIMIT"]
-    if attempts(db_session(), f"link:{_address()}", THROTTLE_WINDOW) >= limit:
+    if attempts(db_session(), f"link:{address()}", THROTTLE_WINDOW) >= limit:
         abort(429)
 
 
 def _unknown_link() -> Any:
     session = db_session()
-    count_attempt(session, f"link:{_address()}", THROTTLE_WINDOW)
+    count_attempt(session, f"link:{address()}", THROTTLE_WINDOW)
     session.commit()
     abort(404)
 
@@ -50,23 +51,14 @@ def _load(token: str) -> Assignment:
     return assignment
 
 
-def _form_page(
-    assignment: Assignment,
-    token: str,
-    form: Any,
-    status: int = 200,
-    summary: list[str] | None = None,
-    unknown: bool = False,
-):
-    instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+def _form_page(assignment: Assignment, instrument: Any, token: str, form: Any, status: int = 200, **context: Any):
     page = render_questionnaire(
         "client/form.html",
         instrument,
         assignment.language,
         form,
         action=url_for("client.submit", token=token),
-        summary=summary or [],
-        unknown=unknown,
+        **context,
     )
     return page, status
 
@@ -82,8 +74,9 @@ def answer(token: str):
         return _done_page(assignment.response.receipt, first_time=False)
     if is_expired(assignment):
         abort(410)
-    form = questionnaire_form(_instrument(assignment), None, assignment.token_hash)
-    return _form_page(assignment, token, form)
+    instrument = _instrument(assignment)
+    form = questionnaire_form(instrument, None, assignment.token_hash)
+    return _form_page(assignment, instrument, token, form)
 
 
 @bp.post("/<token>")
@@ -94,20 +87,17 @@ def submit(token: str):
     if is_expired(assignment):
         abort(410)
     instrument = _instrument(assignment)
-    form = questionnaire_form(instrument, request.form, hash_token(token))
+    form = questionnaire_form(instrument, request.form, assignment.token_hash)
     valid = form.validate()
     if not valid or has_unknown_fields(instrument, request.form):
-        return _form_page(assignment, token, form, 422, _summary(form), unknown=valid)
+        return _form_page(assignment, instrument, token, form, 422, unknown=valid)
     answers = answers_from(form, instrument)
     db_session().close()  # the submission runs in its own transaction
     try:
-        submission = submit_by_token(portal().sessions, portal().engine, token, answers, address=_address())
+        submission = submit_by_token(portal().sessions, portal().engine, token, answers, address=address())
     except ResponseValidationError as exc:
-        # The engine's reasons are technical English; the client gets a plain, translated one.
-        for item_id in exc.by_item():
-            if item_id in form:
-                form[item_id].errors = [_("Please check this answer: it is not one this question allows.")]
-        return _form_page(assignment, token, form, 422, _summary(form))
+        mark_refused_answers(form, exc)
+        return _form_page(assignment, instrument, token, form, 422)
     except LinkError as exc:
         abort(410 if exc.reason == "expired" else 404)
     return _done_page(submission.receipt, first_time=submission.created)
@@ -118,11 +108,3 @@ def _instrument(assignment: Assignment):
     if not instrument.wording_installed:  # licensed wording removed after the link was made
         abort(503)
     return instrument
-
-
-def _summary(form: Any) -> list[str]:
-    problems = []
-    for field in form:
-        if field.errors:
-            problems.append(field.name)
-    return problems

@@ -19,7 +19,7 @@ from flask_babel import gettext as _
 from markupsafe import Markup
 from wtforms.csrf.core import CSRF
 
-from core import Instrument, Widget, WidgetValueError
+from core import Instrument, ResponseValidationError, Widget, WidgetValueError
 from core.instruments import Item
 
 CSRF_FIELD = "csrf_token"
@@ -146,7 +146,9 @@ def texts_for(instrument: Instrument, language: str) -> dict[str, Any]:
     }
 
 
-def render_item(item: Item, number: int, form: wtforms.Form, texts: Mapping[str, Any]) -> Markup:
+def render_item(
+    item: Item, number: int, form: wtforms.Form, texts: Mapping[str, Any], labels: Mapping[str, str]
+) -> Markup:
     """The markup for one item, from its widget's template (compiled once per app)."""
     from web import portal
 
@@ -169,7 +171,7 @@ def render_item(item: Item, number: int, form: wtforms.Form, texts: Mapping[str,
             values=field.raw,
             error=errors[0] if errors else None,
             required=not item.optional,
-            labels=_widget_labels(),
+            labels=labels,
         )
     )
 
@@ -190,6 +192,7 @@ def render_questionnaire(
 ) -> str:
     """Render a questionnaire page (a link's or the kiosk's) with its items, errors and summary."""
     texts = texts_for(instrument, language)
+    labels = _widget_labels()  # translated once per page, not once per item
     numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
     context.setdefault("summary", [field.name for field in form if field.errors and field.name != CSRF_FIELD])
     return render_template(
@@ -199,7 +202,7 @@ def render_questionnaire(
         form=form,
         pages=sorted({section.page for section in instrument.sections}),
         numbers=numbers,
-        render_item=lambda item: render_item(item, numbers[item.id], form, texts),
+        render_item=lambda item: render_item(item, numbers[item.id], form, texts, labels),
         **context,
     )
 
@@ -208,3 +211,13 @@ def has_unknown_fields(instrument: Instrument, formdata: Any, allowed: tuple[str
     """Whether a post carries answers to items the instrument does not have (nothing is stored then)."""
     known = {item.id for item in instrument.items} | {CSRF_FIELD, *allowed}
     return any(name not in known for name in formdata)
+
+
+def mark_refused_answers(form: wtforms.Form, error: ResponseValidationError) -> None:
+    """Show the engine's refusal next to each item, as one plain translated sentence.
+
+    The engine's reasons are technical English; a client needs to know only which answer to check.
+    """
+    for item_id in error.by_item():
+        if item_id in form:
+            form[item_id].errors = [_("Please check this answer: it is not one this question allows.")]

@@ -13,7 +13,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 
 from core import ResponseValidationError
 from core.models import Assignment, KioskSession
@@ -21,7 +20,13 @@ from core.responses import is_expired, submit_response
 from core.tokens import hash_token
 from web import db_session, portal
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
-from web.forms import answers_from, has_unknown_fields, questionnaire_form, render_questionnaire
+from web.forms import (
+    answers_from,
+    has_unknown_fields,
+    mark_refused_answers,
+    questionnaire_form,
+    render_questionnaire,
+)
 
 bp = Blueprint("kiosk", __name__, url_prefix="/kiosk")
 
@@ -137,10 +142,7 @@ def submit() -> Any:
         session.commit()
     except ResponseValidationError as exc:
         session.rollback()
-        # The engine's reasons are technical English; the client gets a plain, translated one.
-        for item_id in exc.by_item():
-            if item_id in form:
-                form[item_id].errors = [_("Please check this answer: it is not one this question allows.")]
+        mark_refused_answers(form, exc)
         return _form_page(found, assignment, form, 422)
     except sa.exc.IntegrityError:
         session.rollback()  # a double submit: the first one was stored
