@@ -48,7 +48,9 @@ def test_srs_below_36_raises_an_alert_shown_on_caseload_and_client_page(app, ann
 def test_other_clinicians_do_not_see_the_alert(app, ann, world):
     bob = app.test_client()
     sign_in(bob, "bob")
-    assert "SRS below 36" not in bob.get("/caseload").text
+    page = bob.get("/caseload")
+    assert page.status_code == 200 and "C-2" in page.text  # bob's own caseload, shown
+    assert "SRS below 36" not in page.text
 
 
 def test_acknowledging_needs_a_note(app, ann, world):

@@ -84,8 +84,9 @@ def test_a_bad_filter_date_is_named(app, world):
 def test_audit_filter_values_are_escaped(app, world):
     viewer = app.test_client()
     sign_in(viewer, "admin")
-    page = viewer.get('/admin/audit?actor="><script>x</script>').text
-    assert "<script>x</script>" not in page
+    response = viewer.get('/admin/audit?actor="><script>x</script>')
+    assert response.status_code == 200
+    assert "<script>x</script>" not in response.text and "&lt;script&gt;x&lt;/script&gt;" in response.text
 
 
 @pytest.mark.parametrize("statement", ["UPDATE audit_entries SET actor = 'forged'", "DELETE FROM audit_entries"])

@@ -384,8 +384,11 @@ def test_guessing_tokens_is_throttled_per_address(app, client):
 
 def test_valid_links_do_not_count_towards_the_throttle(app, client):
     token = make_link(app)
-    for _ in range(app.config["LINK_GUESS_LIMIT"] + 2):
+    limit = app.config["LINK_GUESS_LIMIT"]
+    for _ in range(limit + 2):
         assert client.get(f"/a/{token}").status_code == 200
+    # the valid requests added nothing: the full allowance of guesses is still there
+    assert [client.get("/a/wrong-token").status_code for _ in range(limit + 1)] == [404] * limit + [429]
 
 
 def test_oversized_post_is_refused_with_413_and_nothing_stored(app, client):

@@ -63,11 +63,14 @@ def test_kiosk_keeps_answers_and_names_the_missing_item(tablet):
     assert "Please answer this question." in response.text and 'value="4.0"' in response.text
 
 
-def test_kiosk_refuses_a_forged_csrf_token(tablet):
+def test_kiosk_refuses_a_forged_csrf_token(app, tablet):
     page = tablet.get("/kiosk").text
     assignment = page.split('name="assignment" value="')[1].split('"')[0]
     response = tablet.post("/kiosk", data={**ORS_ANSWERS, "csrf_token": "1.forged", "assignment": assignment})
     assert response.status_code == 400
+    with app.extensions["rapportal"].sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Response)) == 0
+    assert 'name="ors_1"' in tablet.get("/kiosk").text  # the questionnaire is still open
 
 
 def test_a_repeated_kiosk_submit_stores_one_response(app, tablet):

@@ -197,3 +197,13 @@ def test_the_tests_fast_path_builds_the_same_schema_as_the_migrations(db: sa.Eng
         command.stamp(alembic_config(connection), "head")
         connection.commit()
     assert schema_differences(db) == []
+
+
+def test_upgrade_to_0004_keeps_clients_and_gives_them_the_default_language(db: sa.Engine) -> None:
+    upgrade(db, "0003")
+    _seed(db)
+    assert upgrade(db) == head_revision()
+    assert _read(db) == _expected()
+    with db.connect() as connection:
+        languages = connection.execute(sa.text("SELECT DISTINCT language FROM clients")).scalars().all()
+    assert languages == ["en"]
