@@ -19,7 +19,8 @@ import sqlalchemy.orm as so
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core.models import AuditEntry, User, UserSession
+from core.audit import record
+from core.models import User, UserSession
 from core.tokens import hash_token, new_token
 
 ROLES = ("admin", "clinician", "auditor")
@@ -107,9 +108,7 @@ def create_user(
     )
     session.add(user)
     session.flush()
-    session.add(
-        AuditEntry(actor=actor, action="user.create", target=f"user:{user.id}", address=address, detail={"role": role})
-    )
+    record(session, actor, "user.create", f"user:{user.id}", address, role=role)
     return user
 
 

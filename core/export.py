@@ -22,10 +22,11 @@ from typing import IO, Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from core.audit import record
 from core.engine import Engine
 from core.exporters import Exporter, ExportRow, ExportSelection
 from core.instruments import Instrument, Item
-from core.models import Assignment, AuditEntry, CareSession, Client, ClientClinician, Response, Score, User
+from core.models import Assignment, CareSession, Client, ClientClinician, Response, Score, User
 from core.scoring import decimal_scores
 
 BATCH_SIZE = 2000
@@ -535,19 +536,16 @@ def _audit(
     address: str | None,
 ) -> None:
     with session_factory() as session, session.begin():
-        session.add(
-            AuditEntry(
-                actor=actor,
-                action="export",
-                target=f"export:{plan.exporter.name}",
-                address=address,
-                detail={
-                    "format": plan.exporter.name,
-                    "selection": selection_json(plan.context.selection),
-                    "rows": count,
-                    "completed": completed,
-                },
-            )
+        record(
+            session,
+            actor,
+            "export",
+            f"export:{plan.exporter.name}",
+            address,
+            format=plan.exporter.name,
+            selection=selection_json(plan.context.selection),
+            rows=count,
+            completed=completed,
         )
 
 

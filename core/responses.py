@@ -18,8 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from core.audit import record
 from core.engine import Engine
-from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
+from core.models import Alert, Assignment, Client, Response, Score
 from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
 from core.validation import validate_answers
@@ -166,15 +167,16 @@ def submit_response(
                 created_at=now,
             )
         )
-    session.add(
-        AuditEntry(
-            at=now,
-            actor=actor,
-            action="response.submit",
-            target=f"response:{response.id}",
-            address=address,
-            detail={"instrument": instrument.id, "version": instrument.version, "assignment": assignment.id},
-        )
+    record(
+        session,
+        actor,
+        "response.submit",
+        f"response:{response.id}",
+        address,
+        at=now,
+        instrument=instrument.id,
+        version=instrument.version,
+        assignment=assignment.id,
     )
     engine.plugin_manager.hook.response_submitted(
         instrument_id=instrument.id, version=instrument.version, response_id=response.id, result=result

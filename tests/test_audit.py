@@ -107,3 +107,9 @@ def test_a_core_update_through_a_session_is_refused_before_it_reaches_the_databa
 
     with app.extensions["rapportal"].sessions() as session, pytest.raises(PermissionError):
         session.execute(sa.update(AuditEntry.__table__).values(actor="forged"))
+
+
+def test_record_cuts_values_to_their_column_widths(app):
+    with app.extensions["rapportal"].sessions.begin() as session:
+        entry = record(session, "a" * 300, "export", "export:" + "x" * 300, "1" * 100, rows=1)
+    assert (len(entry.actor), len(entry.target), len(entry.address)) == (128, 128, 64)
