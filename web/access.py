@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-import wtforms
 from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -26,7 +25,7 @@ from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolic
 from core.models import Client, ClientClinician, User, UserSession
 from core.tokens import hash_token, new_token
 from web import db_session
-from web.forms import CSRF_FIELD, LinkCSRF
+from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
 
 SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
@@ -180,13 +179,8 @@ def choices(pairs: Any) -> list[Any]:
     return [SelectChoice(value, label) if SelectChoice else (value, label) for value, label in pairs]
 
 
-class StaffForm(wtforms.Form):
+class StaffForm(CSRFForm):
     """A form with a CSRF token bound to the sign-in session (or, before sign-in, to this browser)."""
-
-    class Meta:
-        csrf = True
-        csrf_class = LinkCSRF
-        csrf_field_name = CSRF_FIELD
 
 
 def csrf_context() -> str:
@@ -208,13 +202,8 @@ def make_form(form_class: type[StaffForm], **kwargs: Any) -> Any:
         formdata = CombinedMultiDict([request.files, request.form]) if request.files else request.form
     return form_class(
         formdata=formdata,
-        meta={
-            "csrf_secret": current_app.config["SECRET_KEY"].encode(),
-            "csrf_context": csrf_context(),
-            "csrf_time_limit": current_app.config["CSRF_TIME_LIMIT"],
-            # WTForms' own messages (a wrong choice or date, a too-long entry) in the page's language
-            "locales": [str(get_locale() or "en")],
-        },
+        # WTForms' own messages (a wrong choice or date, a too-long entry) in the page's language
+        meta={**csrf_meta(csrf_context()), "locales": [str(get_locale() or "en")]},
         **kwargs,
     )
 

@@ -25,11 +25,13 @@ from core.instruments import Item
 CSRF_FIELD = "csrf_token"
 
 
-class LinkCSRF(CSRF):
-    """A stateless CSRF token bound to one link: HMAC(secret, link hash, issued time).
+class ContextCSRF(CSRF):
+    """A stateless CSRF token bound to a context: HMAC(secret, context, issued time).
 
-    No cookie is needed, so a client on a shared tablet or a phone that blocks cookies can
-    still answer; an expired token re-shows the form with the answers kept.
+    The context is a link's hash for questionnaires, and the sign-in session, the kiosk or the
+    browser for staff forms (``web.access.csrf_context``). No server state is needed, so a client
+    on a shared tablet or a phone that blocks cookies can still answer; an expired token
+    re-shows the form with the answers kept.
     """
 
     def setup_form(self, form: wtforms.Form) -> Any:
@@ -82,21 +84,33 @@ class ItemField(wtforms.Field):
             raise wtforms.validators.StopValidation(_("Please answer this question."))
 
 
-def form_class(instrument: Instrument, widgets: Mapping[str, Widget]) -> type[wtforms.Form]:
-    """Build (once per instrument version, see :func:`questionnaire_form`) the form class."""
+class CSRFForm(wtforms.Form):
+    """Every Rapportal form: a :class:`ContextCSRF` token in the ``csrf_token`` field."""
 
     class Meta:
         csrf = True
-        csrf_class = LinkCSRF
+        csrf_class = ContextCSRF
         csrf_field_name = CSRF_FIELD
 
-    attrs: dict[str, Any] = {"Meta": Meta}
+
+def csrf_meta(context: str) -> dict[str, Any]:
+    """The per-request meta that binds a form's CSRF token to ``context``."""
+    return {
+        "csrf_secret": current_app.config["SECRET_KEY"].encode(),
+        "csrf_context": context,
+        "csrf_time_limit": current_app.config["CSRF_TIME_LIMIT"],
+    }
+
+
+def form_class(instrument: Instrument, widgets: Mapping[str, Widget]) -> type[wtforms.Form]:
+    """Build (once per instrument version, see :func:`questionnaire_form`) the form class."""
+    attrs: dict[str, Any] = {}
     for item in instrument.items:
         widget = widgets.get(item.widget)
         if widget is None:
             raise LookupError(f"{instrument.id}: no widget {item.widget!r} is installed for item {item.id}")
         attrs[item.id] = ItemField(item=item, widget=widget)
-    return type(f"{instrument.id}_form", (wtforms.Form,), attrs)
+    return type(f"{instrument.id}_form", (CSRFForm,), attrs)
 
 
 def questionnaire_form(instrument: Instrument, formdata: Any, link_hash: str) -> wtforms.Form:
@@ -108,14 +122,7 @@ def questionnaire_form(instrument: Instrument, formdata: Any, link_hash: str) ->
     cls = cache.get(key)
     if cls is None:
         cls = cache[key] = form_class(instrument, portal().engine.widgets)
-    return cls(
-        formdata=formdata,
-        meta={
-            "csrf_secret": current_app.config["SECRET_KEY"].encode(),
-            "csrf_context": link_hash,
-            "csrf_time_limit": current_app.config["CSRF_TIME_LIMIT"],
-        },
-    )
+    return cls(formdata=formdata, meta=csrf_meta(link_hash))
 
 
 def answers_from(form: wtforms.Form, instrument: Instrument) -> dict[str, Any]:
