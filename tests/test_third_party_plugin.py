@@ -133,7 +133,7 @@ def test_blocking_the_plugin_by_name_removes_it(installed_plugin):
 
 def test_the_command_line_lists_checks_and_scores_the_plugin(installed_plugin, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed_plugin), "RAPPORTAL_INSTANCE_PATH": str(tmp_path / "inst")}
-    rapportal = [sys.executable, "-c", "from web.cli import main; main()"]
+    rapportal = [sys.executable, "-c", "from web.main import main; main()"]
 
     def run(*args, stdin=None):
         return subprocess.run([*rapportal, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)

@@ -24,8 +24,8 @@ from werkzeug.datastructures import CombinedMultiDict
 from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, load_session
 from core.models import Client, ClientClinician, User, UserSession
 from core.tokens import hash_token, new_token
-from web import db_session
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
+from web.state import db_session
 
 SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
@@ -296,9 +296,7 @@ def actor() -> str:
 
 def _template_context() -> dict[str, Any]:
     def logout_token() -> str:
-        from web.auth import LogoutForm
-
-        return make_form(LogoutForm).csrf_token.current_token
+        return make_form(StaffForm).csrf_token.current_token
 
     return {"current_user": current_user, "logout_token": logout_token, "role_title": role_title}
 

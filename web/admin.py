@@ -35,8 +35,8 @@ from core.audit import record
 from core.export import ExportError, iter_export, list_exporters
 from core.models import AuditEntry, Client, ClientClinician, User
 from core.plugins import describe_plugins
-from web import db_session, portal
 from web.access import ROLE_TITLES, StaffForm, actor, address, allow, choices, core_message, form_status, make_form
+from web.state import db_session, portal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

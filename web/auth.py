@@ -27,7 +27,6 @@ from core.accounts import (
 from core.audit import record
 from core.models import User
 from core.throttle import attempts, count_attempt
-from web import db_session
 from web.access import (
     StaffForm,
     actor,
@@ -40,6 +39,7 @@ from web.access import (
     form_status,
     make_form,
 )
+from web.state import db_session
 
 bp = Blueprint("auth", __name__)
 

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import secrets
 import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import sqlalchemy as sa
 from flask import current_app
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, ScriptInfo
 
-from core import Engine, ResponseValidationError, WordingError
-from core.instruments import InstrumentDefinitionError, check_examples, load_instrument
+from core import Engine, ExportSelection, ResponseValidationError, WordingError
+from core.accounts import AccountError, any_user_exists, create_user, setup_token
+from core.export import ExportError, list_exporters, prepare_export, run_export
+from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
+from core.migrations import MigrationError, current_revision, head_revision, upgrade
+from core.migrations.backup import BackupError, backup_database
+from core.models import Client
 from core.plugins import describe_plugins
-from web import EXTENSION_KEY, create_app
+from core.responses import create_assignment
+from web.serve import serve
+from web.state import portal
 
 
 def engine() -> Engine:
-    return current_app.extensions[EXTENSION_KEY].engine
+    return portal().engine
 
 
 def fail(message: str) -> None:
@@ -29,8 +40,7 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False, load_dotenv=False)
-@click.version_option(package_name="rapportal")
+@click.group(cls=AppGroup)
 def cli() -> None:
     """Rapportal: session-by-session questionnaires for clinics."""
 
@@ -206,12 +216,6 @@ def demo(base_url: str | None) -> None:
     Licensed instruments without installed wording get clearly marked placeholder wording,
     usable for demo links only: real clients can never be sent it.
     """
-    from core.instruments import placeholder_wording
-    from core.migrations import MigrationError, upgrade
-    from core.models import Client
-    from core.responses import create_assignment
-    from web import portal
-
     state = portal()
     eng = state.engine
     try:
@@ -244,14 +248,11 @@ def demo(base_url: str | None) -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (RAPPORTAL_WORKERS, default 4).")
 def serve_command(host: str | None, port: int | None, workers: int | None) -> None:
     """Upgrade the database if needed, then serve the portal with gunicorn."""
-    from core.migrations import MigrationError, upgrade
-    from web.serve import serve
-
-    app = create_app()
+    app = click.get_current_context().ensure_object(ScriptInfo).load_app()
     host = host or app.config.get("HOST") or "127.0.0.1"
     port = port or int(app.config.get("PORT") or 8000)
     workers = workers or int(app.config.get("WORKERS") or 4)
-    db = app.extensions[EXTENSION_KEY].db
+    db = portal(app).db
     try:
         revision = upgrade(db)
     except (MigrationError, sa.exc.SQLAlchemyError) as exc:
@@ -266,9 +267,7 @@ def serve_command(host: str | None, port: int | None, workers: int | None) -> No
 
 def _print_setup_link(app: Any, base_url: str) -> bool:
     """Print the one-time first-administrator link while no account exists; return whether it did."""
-    from core.accounts import any_user_exists, setup_token
-
-    with app.extensions[EXTENSION_KEY].sessions() as session:
+    with portal(app).sessions() as session:
         if any_user_exists(session):
             return False
     link = f"{base_url.rstrip('/')}/setup/{setup_token(app.config['SECRET_KEY'])}"
@@ -291,11 +290,7 @@ def setup_link(base_url: str) -> None:
 @click.password_option("--password", envvar="RAPPORTAL_NEW_PASSWORD", help="Asked for when not given.")
 def create_user_command(username: str, role: str, display_name: str, password: str) -> None:
     """Create an account (for example the first administrator) from the server's command line."""
-    import getpass
-
-    from core.accounts import AccountError, create_user
-
-    with current_app.extensions[EXTENSION_KEY].sessions.begin() as session:
+    with portal().sessions.begin() as session:
         try:
             user = create_user(
                 session, username, display_name, role, password, actor=f"cli:{getpass.getuser()}", address=None
@@ -314,10 +309,8 @@ def db_group() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Create the tables in an empty database, or apply the revisions it lacks."""
-    from core.migrations import MigrationError, upgrade
-
     try:
-        reached = upgrade(current_app.extensions[EXTENSION_KEY].db, revision)
+        reached = upgrade(portal().db, revision)
     except MigrationError as exc:
         fail(str(exc))
     click.echo(f"Database at revision {reached}")
@@ -326,9 +319,7 @@ def db_upgrade(revision: str) -> None:
 @db_group.command("current")
 def db_current() -> None:
     """Print the database's revision; exit status 1 when it is not the newest."""
-    from core.migrations import current_revision, head_revision
-
-    current, head = current_revision(current_app.extensions[EXTENSION_KEY].db), head_revision()
+    current, head = current_revision(portal().db), head_revision()
     if current == head:
         click.echo(f"{current} (head)")
         return
@@ -340,9 +331,7 @@ def db_current() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def db_backup(file: Path) -> None:
     """Write a consistent backup while the portal runs (SQLite copy, or pg_dump custom format)."""
-    from core.migrations.backup import BackupError, backup_database
-
-    db = current_app.extensions[EXTENSION_KEY].db
+    db = portal().db
     try:
         written = backup_database(db.url.render_as_string(hide_password=False), file)
     except BackupError as exc:
@@ -378,17 +367,7 @@ def export(
     output: Path | None,
 ) -> None:
     """Export scored responses (pseudonymised unless --identifying); the export is audited."""
-    import getpass
-    import os
-    import tempfile
-    from datetime import UTC, datetime, timedelta
-
-    import sqlalchemy as sa
-
-    from core import ExportSelection
-    from core.export import ExportError, list_exporters, prepare_export, run_export
-
-    state = current_app.extensions[EXTENSION_KEY]
+    state = portal()
     if list_formats:
         for exporter in list_exporters(state.engine):
             click.echo(f"{exporter.name:<12} .{exporter.extension:<6} {exporter.title}")
@@ -451,7 +430,3 @@ def export(
         temp.unlink(missing_ok=True)
         raise
     click.echo(f"Wrote {count} responses to {output} ({plan.exporter.title})")
-
-
-def main() -> None:
-    cli(prog_name="rapportal")

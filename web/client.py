@@ -14,7 +14,6 @@ from core import ResponseValidationError
 from core.models import Assignment
 from core.responses import LinkError, find_assignment, is_expired, submit_by_token
 from core.throttle import attempts, count_attempt
-from web import db_session, portal
 from web.access import address
 from web.forms import (
     answers_from,
@@ -23,6 +22,7 @@ from web.forms import (
     questionnaire_form,
     render_questionnaire,
 )
+from web.state import db_session, portal
 
 bp = Blueprint("client", __name__, url_prefix="/a")
 

@@ -21,12 +21,12 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
+from core.accounts import end_session
 from core.audit import record
 from core.models import Alert, Assignment, CareSession, Client, Episode, KioskSession, Response, Score
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, parse_plan, plan_text
 from core.responses import create_assignment, is_expired, stored_score_values
 from core.tokens import hash_token, new_token
-from web import db_session, portal
 from web.access import (
     StaffForm,
     actor,
@@ -41,6 +41,7 @@ from web.access import (
     own_client,
 )
 from web.charts import Band, Line, Point, Series, line_chart
+from web.state import db_session, portal
 
 bp = Blueprint("clinician", __name__)
 
@@ -541,8 +542,6 @@ def start_kiosk(session_id: int) -> Any:
     session.add(kiosk)
     signed_in = current_session()
     assert signed_in is not None
-    from core.accounts import end_session
-
     end_session(signed_in, "kiosk")
     session.flush()
     record(

@@ -21,6 +21,7 @@ from wtforms.csrf.core import CSRF
 
 from core import Instrument, ResponseValidationError, Widget, WidgetValueError
 from core.instruments import Item
+from web.state import portal
 
 CSRF_FIELD = "csrf_token"
 
@@ -115,8 +116,6 @@ def form_class(instrument: Instrument, widgets: Mapping[str, Widget]) -> type[wt
 
 def questionnaire_form(instrument: Instrument, formdata: Any, link_hash: str) -> wtforms.Form:
     """The form for one link, bound to the submitted data (or empty)."""
-    from web import portal
-
     cache = portal().form_classes
     key = (instrument.id, instrument.version, instrument.wording_source)
     cls = cache.get(key)
@@ -157,8 +156,6 @@ def render_item(
     item: Item, number: int, form: wtforms.Form, texts: Mapping[str, Any], labels: Mapping[str, str]
 ) -> Markup:
     """The markup for one item, from its widget's template (compiled once per app)."""
-    from web import portal
-
     state = portal()
     template = state.widget_templates.get(item.widget)
     if template is None:

@@ -6,13 +6,15 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
+from web.state import portal
+
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict[str, Any], int]:
     """200 ``{"ok": true}`` when the database answers a query, 503 with the reason's kind when not."""
-    db = current_app.extensions["rapportal"].db
+    db = portal().db
     try:
         # A raw connection: no transaction, so a health probe never waits for SQLite's write lock.
         connection = db.raw_connection()

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from core import ResponseValidationError
+from core.audit import record
 from core.models import Assignment, KioskSession
 from core.responses import is_expired, submit_response
 from core.tokens import hash_token
-from web import db_session, portal
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
 from web.forms import (
     answers_from,
@@ -27,6 +27,7 @@ from web.forms import (
     questionnaire_form,
     render_questionnaire,
 )
+from web.state import db_session, portal
 
 bp = Blueprint("kiosk", __name__, url_prefix="/kiosk")
 
@@ -68,8 +69,6 @@ def _next_assignment(kiosk: KioskSession) -> Assignment | None:
 def _lock(kiosk: KioskSession, reason: str) -> None:
     session = db_session()
     kiosk.ended_at = datetime.now(UTC)
-    from core.audit import record
-
     record(session, f"kiosk:{kiosk.id}", "kiosk.lock", f"kiosk:{kiosk.id}", address(), reason=reason)
     session.commit()
     g.clear_kiosk_cookie = True

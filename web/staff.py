@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web import access
+from web import access, admin, auth, clinician, kiosk
 
 
 def init_app(app: Flask) -> None:
-    from web import admin, auth, clinician, kiosk
-
     access.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(clinician.bp)

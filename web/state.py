@@ -1,0 +1,53 @@
+"""Per-app state: the engine and the database of the current Flask app, and the request's session.
+
+One :class:`Portal` lives in ``app.extensions["rapportal"]``, built by :func:`web.app.create_app`.
+Blueprints, forms and commands reach it only through :func:`portal` and :func:`db_session`, so
+nothing imports the package root and tests never patch globals (flaskr's ``db.py`` is the model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import Flask, current_app, g
+
+from core import Engine
+
+EXTENSION_KEY = "rapportal"
+
+
+@dataclass
+class Portal:
+    """What one app holds: the engine, the database and caches built from the definitions."""
+
+    engine: Engine
+    db: sa.Engine
+    sessions: so.sessionmaker[so.Session]
+    form_classes: dict[tuple[str, str, str | None], type] = field(default_factory=dict)
+    widget_templates: dict[str, Any] = field(default_factory=dict)
+
+
+def init_app(app: Flask, state: Portal) -> None:
+    app.extensions[EXTENSION_KEY] = state
+    app.teardown_appcontext(_close_db_session)
+
+
+def portal(app: Flask | None = None) -> Portal:
+    """The engine and database of ``app`` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION_KEY]
+
+
+def db_session() -> so.Session:
+    """The request's database session, opened on first use and closed when the request ends."""
+    if "db_session" not in g:
+        g.db_session = portal().sessions()
+    return g.db_session
+
+
+def _close_db_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
