@@ -6,8 +6,9 @@ import gettext
 import io
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 import sqlalchemy as sa
@@ -84,15 +85,66 @@ def test_translations_keep_the_placeholders_of_their_message(language):
     assert not problems
 
 
+def compiled_messages(mo_file: BinaryIO) -> tuple[str | None, dict[Any, str]]:
+    """What a compiled catalog translates: its Plural-Forms rule and msgid -> msgstr (``(msgid, n)`` for plurals).
+
+    The header entry (msgid "") is left out: its Generated-By and dates describe the Babel version and the day
+    the catalog was compiled, not a translation. The plural rule stays, because ngettext picks strings with it.
+    """
+    translations = gettext.GNUTranslations(mo_file)
+    messages = {key: text for key, text in translations._catalog.items() if key != ""}
+    return translations.info().get("plural-forms"), messages
+
+
+def compile_catalog(catalog: Catalog) -> io.BytesIO:
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return compiled
+
+
+def stale_messages(committed: BinaryIO, fresh: BinaryIO) -> list[str]:
+    """How the committed .mo differs from compiling the .po now, one line per message (empty when it matches)."""
+    committed_rule, committed_messages = compiled_messages(committed)
+    fresh_rule, fresh_messages = compiled_messages(fresh)
+    problems = [f"Plural-Forms {committed_rule!r}, the .po says {fresh_rule!r}"] if committed_rule != fresh_rule else []
+    for key in sorted(committed_messages.keys() | fresh_messages.keys(), key=str):
+        if key not in fresh_messages:
+            problems.append(f"{key!r}: no longer in the .po")
+        elif key not in committed_messages:
+            problems.append(f"{key!r}: not compiled")
+        elif committed_messages[key] != fresh_messages[key]:
+            problems.append(f"{key!r}: compiled {committed_messages[key]!r}, the .po says {fresh_messages[key]!r}")
+    return problems
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_compiled_catalog_matches_its_po_file(language):
-    """The committed .mo must be what compiling the .po gives now (run ``pybabel compile -d web/translations``)."""
-    fresh = io.BytesIO()
-    write_mo(fresh, po_catalog(language))
-    fresh.seek(0)
-    committed = TRANSLATIONS / language / "LC_MESSAGES" / "messages.mo"
-    with open(committed, "rb") as handle:
-        assert gettext.GNUTranslations(handle)._catalog == gettext.GNUTranslations(fresh)._catalog
+    """The committed .mo translates what compiling the .po gives now (run ``pybabel compile -d web/translations``)."""
+    with open(TRANSLATIONS / language / "LC_MESSAGES" / "messages.mo", "rb") as committed:
+        problems = stale_messages(committed, compile_catalog(po_catalog(language)))
+    assert not problems, f"{language}: run pybabel compile -d web/translations:\n" + "\n".join(problems)
+
+
+def test_catalog_check_ignores_who_compiled_it_but_not_a_changed_translation():
+    """Only messages count: a header from another day and translator passes, a stale msgstr or plural rule fails."""
+    catalog = po_catalog("de")
+    committed = compile_catalog(catalog).getvalue()
+    restamped = po_catalog("de")
+    restamped.creation_date = restamped.revision_date = datetime(2001, 2, 3, tzinfo=UTC)
+    restamped.last_translator = "someone else"
+    assert stale_messages(io.BytesIO(committed), compile_catalog(restamped)) == []
+
+    changed = po_catalog("de")
+    message = next(m for m in changed if m.id and not m.pluralizable)
+    message.string += " (revised)"
+    assert stale_messages(io.BytesIO(committed), compile_catalog(changed)) == [
+        f"{message.id!r}: compiled {catalog[message.id].string!r}, the .po says {message.string!r}"
+    ]
+
+    new_rule = po_catalog("de")
+    new_rule.mime_headers = [("Plural-Forms", "nplurals=2; plural=(n > 1);")]
+    assert len(stale_messages(io.BytesIO(committed), compile_catalog(new_rule))) == 1
 
 
 def test_every_configured_language_has_a_catalog(app):
