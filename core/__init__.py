@@ -1,35 +1,54 @@
 """Rapportal's engine: the one module plugin authors import from.
 
 from core import hookimpl, ScoringRule, AlertRule, Exporter
+
+Every name in ``__all__`` is the plugin contract, listed in the README's "Writing a plugin" table;
+core's submodules are internal and may change.
 """
 
 from __future__ import annotations
 
 from core.alerts import Alert, AlertRule, flag_alert
 from core.engine import Engine, build_engine
+from core.export import ExportColumn, ExportContext, as_utc, item_label, neutralise_cell, wide_values, write_text_lines
 from core.exporters import Exporter, ExportRow, ExportSelection
 from core.hookspecs import hookimpl
-from core.instruments import Instrument, InstrumentDefinitionError, WordingError
+from core.instruments import Band, Instrument, InstrumentDefinitionError, Item, Option, WordingError
 from core.plugins import DEFAULT_PLUGINS, get_plugin_manager
 from core.registries import DuplicateRegistrationError, PluginRegistrationError
-from core.scoring import ScoreResult, ScoringContext, ScoringRule, score_response
+from core.scoring import (
+    COMPARISONS,
+    NOT_SCORABLE,
+    ScoreResult,
+    ScoringContext,
+    ScoringRule,
+    decimal_to_json,
+    round_half_up,
+    score_response,
+)
 from core.validation import AnswerError, ResponseValidationError, validate_answers
+from core.version import __version__ as __version__
 from core.widgets import Widget, WidgetValueError
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "COMPARISONS",
     "DEFAULT_PLUGINS",
+    "NOT_SCORABLE",
     "Alert",
     "AlertRule",
     "AnswerError",
+    "Band",
     "DuplicateRegistrationError",
     "Engine",
+    "ExportColumn",
+    "ExportContext",
     "ExportRow",
     "ExportSelection",
     "Exporter",
     "Instrument",
     "InstrumentDefinitionError",
+    "Item",
+    "Option",
     "PluginRegistrationError",
     "ResponseValidationError",
     "ScoreResult",
@@ -38,10 +57,17 @@ __all__ = [
     "Widget",
     "WidgetValueError",
     "WordingError",
+    "as_utc",
     "build_engine",
+    "decimal_to_json",
     "flag_alert",
     "get_plugin_manager",
     "hookimpl",
+    "item_label",
+    "neutralise_cell",
+    "round_half_up",
     "score_response",
     "validate_answers",
+    "wide_values",
+    "write_text_lines",
 ]

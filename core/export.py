@@ -69,7 +69,7 @@ def neutralise_cell(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class Column:
+class ExportColumn:
     """One variable of the wide layout (one row per response).
 
     ``kind`` is ``meta``, ``item``, ``score``, ``band`` or ``flags``; ``type`` is ``text``,
@@ -89,15 +89,15 @@ class Column:
 
 
 META_COLUMNS = (
-    Column("response_id", "Response number", "meta", "integer", "response_id"),
-    Column("client", "Client code (pseudonym)", "meta", "text", "client"),
-    Column("client_name", "Client display name (identifying)", "meta", "text", "client_name"),
-    Column("clinician", "Clinician username", "meta", "text", "clinician"),
-    Column("clinician_name", "Clinician display name (identifying)", "meta", "text", "clinician_name"),
-    Column("session", "Session number within the episode", "meta", "integer", "session"),
-    Column("instrument", "Instrument id", "meta", "text", "instrument"),
-    Column("version", "Instrument version", "meta", "text", "version"),
-    Column("submitted_at", "Submitted at (UTC)", "meta", "datetime", "submitted_at"),
+    ExportColumn("response_id", "Response number", "meta", "integer", "response_id"),
+    ExportColumn("client", "Client code (pseudonym)", "meta", "text", "client"),
+    ExportColumn("client_name", "Client display name (identifying)", "meta", "text", "client_name"),
+    ExportColumn("clinician", "Clinician username", "meta", "text", "clinician"),
+    ExportColumn("clinician_name", "Clinician display name (identifying)", "meta", "text", "clinician_name"),
+    ExportColumn("session", "Session number within the episode", "meta", "integer", "session"),
+    ExportColumn("instrument", "Instrument id", "meta", "text", "instrument"),
+    ExportColumn("version", "Instrument version", "meta", "text", "version"),
+    ExportColumn("submitted_at", "Submitted at (UTC)", "meta", "datetime", "submitted_at"),
 )
 IDENTIFYING_COLUMNS = frozenset({"client_name", "clinician_name"})
 
@@ -134,11 +134,11 @@ def item_label(instrument: Instrument, item: Item) -> str:
     return item.topic
 
 
-def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[Column, ...]:
+def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[ExportColumn, ...]:
     """Meta columns, then every item and named score of ``instruments`` (first seen first), band, flags."""
     columns = [c for c in META_COLUMNS if identifying or c.name not in IDENTIFYING_COLUMNS]
-    items: dict[str, Column] = {}
-    scores: dict[str, Column] = {}
+    items: dict[str, ExportColumn] = {}
+    scores: dict[str, ExportColumn] = {}
     for instrument in instruments:
         for item in instrument.items:
             if item.id in items:
@@ -147,7 +147,7 @@ def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[
                     items[item.id] = _add_instrument(previous, instrument.id)
                 continue
             boolean = "boolean" in str(item.schema.get("type", ""))
-            items[item.id] = Column(
+            items[item.id] = ExportColumn(
                 name=item.id,
                 label=item_label(instrument, item),
                 kind="item",
@@ -166,7 +166,7 @@ def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[
                 if instrument.id not in previous.instruments:
                     scores[name] = _add_instrument(previous, instrument.id)
                 continue
-            scores[name] = Column(
+            scores[name] = ExportColumn(
                 name=name,
                 label=spec.label,
                 kind="score",
@@ -178,18 +178,20 @@ def wide_columns(instruments: Sequence[Instrument], identifying: bool) -> tuple[
             )
     columns.extend(items.values())
     columns.extend(scores.values())
-    columns.append(Column("band", "Severity band (id)", "band", "text", "band"))
-    columns.append(Column("flags", "Flags raised, separated by ';'", "flags", "text", "flags"))
+    columns.append(ExportColumn("band", "Severity band (id)", "band", "text", "band"))
+    columns.append(ExportColumn("flags", "Flags raised, separated by ';'", "flags", "text", "flags"))
     return tuple(columns)
 
 
-def _add_instrument(column: Column, instrument_id: str) -> Column:
+def _add_instrument(column: ExportColumn, instrument_id: str) -> ExportColumn:
     """A column that several instruments share: its label can no longer be one instrument's."""
     label = f"{column.key} {'score' if column.kind == 'score' else 'item'} of the response's instrument"
-    return Column(**{**asdict(column), "label": label, "instruments": (*column.instruments, instrument_id)})
+    return ExportColumn(**{**asdict(column), "label": label, "instruments": (*column.instruments, instrument_id)})
 
 
-def wide_values(row: ExportRow, columns: Sequence[Column], clean: Callable[[str], str] | None = None) -> list[Any]:
+def wide_values(
+    row: ExportRow, columns: Sequence[ExportColumn], clean: Callable[[str], str] | None = None
+) -> list[Any]:
     """The values of one response in column order: text, ints, Decimals, datetimes or None.
 
     ``clean``, when given, is applied to every text value (CSV and Excel pass ``neutralise_cell``).
@@ -232,7 +234,7 @@ class _Layout:
     few answers and scores into a row of blanks instead of looking up every column.
     """
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    def __init__(self, columns: Sequence[ExportColumn]) -> None:
         self.columns = columns
         self.width = len(columns)
         self.singles: list[tuple[int, Callable[[ExportRow], Any]]] = []
@@ -280,8 +282,8 @@ class _Layout:
 _LAYOUTS: dict[int, _Layout] = {}
 
 
-def utc(value: datetime) -> datetime:
-    """Datetimes come back naive from SQLite; every stored datetime is UTC."""
+def as_utc(value: datetime) -> datetime:
+    """The same moment as an aware UTC datetime; a naive one (SQLite returns those) is read as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -300,11 +302,11 @@ class ExportContext:
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @cached_property
-    def columns(self) -> tuple[Column, ...]:
+    def columns(self) -> tuple[ExportColumn, ...]:
         """The wide layout over every instrument in the selection."""
         return wide_columns(self.instruments, self.selection.identifying)
 
-    def columns_for(self, instrument_id: str) -> tuple[Column, ...]:
+    def columns_for(self, instrument_id: str) -> tuple[ExportColumn, ...]:
         """The wide layout of one instrument (all its versions in the selection)."""
         cache = self.__dict__.setdefault("_per_instrument", {})
         if instrument_id not in cache:
@@ -368,9 +370,9 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
     if selection.instruments:
         query = query.where(Response.instrument_id.in_(selection.instruments))
     if selection.since is not None:
-        query = query.where(Response.submitted_at >= utc(selection.since))
+        query = query.where(Response.submitted_at >= as_utc(selection.since))
     if selection.until is not None:
-        query = query.where(Response.submitted_at < utc(selection.until))
+        query = query.where(Response.submitted_at < as_utc(selection.until))
     if selection.clinicians:
         # the client's main clinician or any further clinician assigned to the client
         selected = sa.select(User.id).where(User.username.in_(selection.clinicians))
@@ -414,7 +416,7 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
                         session=None if row[3] is None else str(row[3]),
                         instrument=row[4],
                         version=row[5],
-                        submitted_at=utc(row[6]),
+                        submitted_at=as_utc(row[6]),
                         answers=row[7] or {},
                         scores=decimal_scores(row[8]),
                         band=row[9],
@@ -435,18 +437,6 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
 def list_exporters(engine: Engine) -> list[Exporter]:
     """Every registered exporter, built-in or third-party, by name."""
     return sorted(engine.exporters.values(), key=lambda exporter: exporter.name)
-
-
-def selection_json(selection: ExportSelection) -> dict[str, Any]:
-    """The selection as the audit log and the codebook record it."""
-    return {
-        "instruments": list(selection.instruments),
-        "since": selection.since.isoformat() if selection.since else None,
-        "until": selection.until.isoformat() if selection.until else None,
-        "clinicians": list(selection.clinicians),
-        "clients": list(selection.clients),
-        "identifying": selection.identifying,
-    }
 
 
 @dataclass(frozen=True, eq=False)
@@ -543,7 +533,7 @@ def _audit(
             f"export:{plan.exporter.name}",
             address,
             format=plan.exporter.name,
-            selection=selection_json(plan.context.selection),
+            selection=plan.context.selection.to_json(),
             rows=count,
             completed=completed,
         )
@@ -664,10 +654,12 @@ def write_text_lines(stream: IO[bytes], lines: Iterable[str]) -> None:
 
 
 __all__ = [
-    "Column",
+    "ExportColumn",
     "ExportContext",
     "ExportError",
     "ExportPlan",
+    "as_utc",
+    "item_label",
     "iter_export",
     "list_exporters",
     "neutralise_cell",
@@ -676,4 +668,5 @@ __all__ = [
     "stream_rows",
     "wide_columns",
     "wide_values",
+    "write_text_lines",
 ]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.export import ExportContext
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,17 @@ class ExportSelection:
     clinicians: tuple[str, ...] = ()
     clients: tuple[str, ...] = ()
     identifying: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The selection as plain JSON values, as the audit log and the codebook record it."""
+        return {
+            "instruments": list(self.instruments),
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "clinicians": list(self.clinicians),
+            "clients": list(self.clients),
+            "identifying": self.identifying,
+        }
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,7 @@ class ExportRow:
 class Exporter:
     """An export target. ``write(rows, stream, context)`` writes bytes incrementally to ``stream``.
 
-    ``context`` carries the engine's instruments and the selection; ``can_export(selection)``
+    ``context`` is the :class:`core.ExportContext` (instruments, selection, columns); ``can_export(selection)``
     may refuse a selection (an exporter that needs a LOINC code, for example).
     """
 
@@ -50,5 +64,5 @@ class Exporter:
     title: str
     extension: str
     media_type: str
-    write: Callable[[Iterable[ExportRow], IO[bytes], Any], None]
+    write: Callable[[Iterable[ExportRow], IO[bytes], ExportContext], None]
     can_export: Callable[[ExportSelection], bool] = lambda selection: True

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 PROJECT_NAME = "rapportal"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Marks a plugin's function as the implementation of the hook of the same name (``@hookimpl``).
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 

@@ -21,7 +21,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 
 from core.schemas import answer_validator, load_meta_schema
-from core.scoring import NOT_SCORABLE, ScoringRule, quantize, score_response, to_decimal
+from core.scoring import NOT_SCORABLE, ScoringRule, round_half_up, score_response, to_decimal
 
 
 class InstrumentDefinitionError(Exception):
@@ -48,6 +48,8 @@ class Licence:
 
 @dataclass(frozen=True)
 class Option:
+    """One answer an item offers: the stored ``value``, the ``label`` shown and, optionally, its LOINC ``code``."""
+
     value: Any
     label: str
     code: str | None = None
@@ -79,10 +81,12 @@ class Item:
 
     @cached_property
     def highest(self) -> Decimal | None:
+        """The highest possible answer, from the options or the schema's ``maximum``."""
         values = [to_decimal(o.value) for o in self.options]
         return max(values) if values else self.maximum
 
     def label_for(self, value: Any) -> str | None:
+        """The label of the option whose value is ``value``, or None (no such option, or a free answer)."""
         for option in self.options:
             if option.value == value:
                 return option.label
@@ -115,6 +119,8 @@ class FlagSpec:
 
 @dataclass(frozen=True)
 class Band:
+    """A severity band: scores from ``minimum`` up to the next band's minimum (the last one up to ``maximum``)."""
+
     id: str
     label: str
     minimum: Decimal
@@ -514,7 +520,7 @@ def _scoring(
             raise InstrumentDefinitionError(source, pointer, f"band {band.id!r} ends below where it starts")
         if bands:
             previous = bands[-1]
-            expected = quantize(previous.maximum + step, max(0, -step.as_tuple().exponent))
+            expected = round_half_up(previous.maximum + step, max(0, -step.as_tuple().exponent))
             if band.minimum <= previous.maximum:
                 raise InstrumentDefinitionError(
                     source, pointer + "/min", f"band {band.id!r} overlaps band {previous.id!r}"

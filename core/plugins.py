@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import pluggy
 
-from core import hookspecs
+import core.hookspecs as hookspecs
+from core.version import __version__
 
-# Built-in plugins are ordinary plugin modules, registered exactly like third-party ones.
+#: Built-in plugins are ordinary plugin modules, registered exactly like third-party ones.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.scoring_rules",
     "plugins.builtin_instruments",
@@ -57,8 +58,6 @@ class PluginInfo:
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """List registered plugins with their distribution, version and implemented hooks."""
-    from core import __version__
-
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     infos = []
     for name, plugin in pm.list_name_plugin():

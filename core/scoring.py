@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 Number = Decimal
 Answers = Mapping[str, Any]
 
+#: The comparison operators definitions may name (``"op": ">="``), each mapped to its function.
 COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
@@ -27,6 +28,7 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
 }
 
+#: The flag every result carries when a score that depends only on the answers could not be computed.
 NOT_SCORABLE = "not_scorable"
 
 
@@ -119,8 +121,8 @@ def to_decimal(value: Any) -> Number | None:
     return None  # text and lists are not scored
 
 
-def quantize(value: Number, decimals: int) -> Number:
-    """Round half up to ``decimals`` places, the way the manuals round."""
+def round_half_up(value: Number, decimals: int) -> Number:
+    """Round half up to ``decimals`` places, the way the manuals round (2.25 -> 2.3, not 2.2)."""
     return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
 
 

@@ -11,9 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from core import Exporter, ExportRow, Instrument, hookimpl
-from core.export import ExportContext, selection_json, write_text_lines
-from core.scoring import NOT_SCORABLE
+from core import NOT_SCORABLE, ExportContext, Exporter, ExportRow, Instrument, hookimpl, write_text_lines
 
 _TYPES = {"text": "text", "integer": "integer", "number": "number", "datetime": "date-time (UTC)"}
 
@@ -58,7 +56,7 @@ def _instrument_section(instrument: Instrument) -> Iterator[str]:
 
 
 def _codebook(context: ExportContext) -> Iterator[str]:
-    selection = selection_json(context.selection)
+    selection = context.selection.to_json()
     yield "# Rapportal codebook\n\n"
     yield f"Generated {context.generated_at.isoformat()} for the selection `{json.dumps(selection)}`.\n"
     yield "It describes the variables of the wide CSV, Excel and SPSS exports of this selection.\n"

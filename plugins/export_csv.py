@@ -1,7 +1,7 @@
 """CSV export, wide (one row per response) and long (one row per item answer or score).
 
 Text cells that a spreadsheet would run as a formula are neutralised (see
-``core.export.neutralise_cell``); numbers, including negative and decimal scores, are
+``core.neutralise_cell``); numbers, including negative and decimal scores, are
 written as plain numbers so that they stay numeric when opened.
 """
 
@@ -14,8 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from core import Exporter, ExportRow, hookimpl
-from core.export import ExportContext, neutralise_cell, utc, wide_values
+from core import ExportContext, Exporter, ExportRow, as_utc, hookimpl, neutralise_cell, wide_values
 
 
 def _cell(value: Any) -> Any:
@@ -27,7 +26,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (int, Decimal, float)):
         return value  # csv writes str(value): Decimal('-2.5') -> -2.5, exact
     if isinstance(value, datetime):
-        return utc(value).isoformat()
+        return as_utc(value).isoformat()
     return neutralise_cell(str(value))
 
 
@@ -80,7 +79,7 @@ def write_long(rows: Iterable[ExportRow], stream: IO[bytes], context: ExportCont
             _cell(row.session),
             _cell(row.instrument),
             _cell(row.version),
-            utc(row.submitted_at).isoformat(),
+            as_utc(row.submitted_at).isoformat(),
         ]
         if identifying:
             lead[2:2] = [_cell(row.extra.get("client_name"))]

@@ -17,10 +17,19 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import IO, Any
 
-from core import Exporter, ExportRow, Instrument, hookimpl
-from core.export import ExportContext, item_label, utc, write_text_lines
-from core.instruments import Item
-from core.scoring import decimal_to_json
+from core import (
+    ExportContext,
+    Exporter,
+    ExportRow,
+    Instrument,
+    Item,
+    Option,
+    as_utc,
+    decimal_to_json,
+    hookimpl,
+    item_label,
+    write_text_lines,
+)
 
 LOINC = "http://loinc.org"
 CLIENT_SYSTEM = "urn:rapportal:client-code"
@@ -56,7 +65,7 @@ def _item_type(item: Item) -> str:
     return "text" if item.schema.get("maxLength", 0) > 255 else "string"
 
 
-def _option(instrument: Instrument, option: Any) -> dict[str, Any]:
+def _option(instrument: Instrument, option: Option) -> dict[str, Any]:
     system = instrument.codes.get("system", LOINC)
     if option.code:
         return {"valueCoding": {"system": system, "code": option.code, "display": option.label}}
@@ -140,7 +149,7 @@ def response_entries(row: ExportRow, context: ExportContext) -> Iterator[dict[st
     instrument = context.instrument(row.instrument, row.version)
     response_url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'response:{row.response_id}')}"
     subject = _reference(row.client, row.extra.get("client_name"))
-    authored = utc(row.submitted_at).isoformat()
+    authored = as_utc(row.submitted_at).isoformat()
     items: list[dict[str, Any]] = []
     known = {item.id: item for item in instrument.items} if instrument else {}
     order = list(known) or list(row.answers)

@@ -6,9 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import IO
 
-from core import Exporter, ExportRow, hookimpl
-from core.export import ExportContext, utc, write_text_lines
-from core.scoring import decimal_to_json
+from core import ExportContext, Exporter, ExportRow, as_utc, decimal_to_json, hookimpl, write_text_lines
 
 
 def _lines(rows: Iterable[ExportRow], identifying: bool) -> Iterable[str]:
@@ -21,7 +19,7 @@ def _lines(rows: Iterable[ExportRow], identifying: bool) -> Iterable[str]:
             "session": None if row.session is None else int(row.session),
             "instrument": row.instrument,
             "version": row.version,
-            "submitted_at": utc(row.submitted_at).isoformat(),
+            "submitted_at": as_utc(row.submitted_at).isoformat(),
             "answers": row.answers,
             "scores": {name: decimal_to_json(value) for name, value in row.scores.items()},
             "band": row.band,

@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from core import Exporter, ExportRow, hookimpl
-from core.export import Column, ExportContext, wide_values
+from core import ExportColumn, ExportContext, Exporter, ExportRow, hookimpl, wide_values
 
 SYSMIS = -1.7976931348623157e308
 HIGHEST = 1.7976931348623157e308
@@ -43,7 +42,7 @@ _PACK_DOUBLE = struct.Struct("<d").pack
 class Variable:
     """A column as SPSS sees it: name, label, width in bytes (0 for numbers), formats."""
 
-    column: Column
+    column: ExportColumn
     name: str
     short_name: str
     width: int
@@ -69,7 +68,7 @@ def _spss_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def variables_for(columns: Sequence[Column]) -> list[Variable]:
+def variables_for(columns: Sequence[ExportColumn]) -> list[Variable]:
     taken: set[str] = set()
     found = []
     for index, column in enumerate(columns, start=1):

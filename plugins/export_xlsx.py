@@ -16,8 +16,7 @@ from typing import IO, Any
 
 import xlsxwriter
 
-from core import Exporter, ExportRow, hookimpl
-from core.export import Column, ExportContext, neutralise_cell, utc, wide_values
+from core import ExportColumn, ExportContext, Exporter, ExportRow, as_utc, hookimpl, neutralise_cell, wide_values
 
 MAX_ROWS = 1_048_576  # Excel's limit per sheet, header included
 MAX_TEXT = 32_767  # Excel's limit per cell
@@ -27,7 +26,7 @@ _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 class _Sheet:
     """One worksheet being filled; continues on a new sheet when Excel's row limit is reached."""
 
-    def __init__(self, workbook: Any, base: str, columns: Sequence[Column], formats: dict[str, Any]) -> None:
+    def __init__(self, workbook: Any, base: str, columns: Sequence[ExportColumn], formats: dict[str, Any]) -> None:
         self.workbook = workbook
         self.base = base
         self.columns = columns
@@ -58,7 +57,7 @@ class _Sheet:
             elif isinstance(value, (int, float, Decimal)):
                 sheet.write_number(row, col, float(value))
             elif isinstance(value, datetime):
-                sheet.write_datetime(row, col, utc(value).replace(tzinfo=None), date_format)
+                sheet.write_datetime(row, col, as_utc(value).replace(tzinfo=None), date_format)
             else:
                 sheet.write_string(row, col, neutralise_cell(str(value)[:MAX_TEXT]))
         self.row += 1

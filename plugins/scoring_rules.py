@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from core import ScoringContext, ScoringRule, hookimpl
-from core.scoring import COMPARISONS, quantize
+from core import COMPARISONS, ScoringContext, ScoringRule, hookimpl, round_half_up
 
 _ITEMS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
 _SCORE = {"type": "string"}
@@ -67,12 +66,12 @@ def _sum(params: Mapping[str, Any], ctx: ScoringContext) -> Decimal | None:
     mean = _prorated_mean(params, ctx)
     if mean is None:
         return None
-    return quantize(mean * len(values), params.get("decimals", 1))
+    return round_half_up(mean * len(values), params.get("decimals", 1))
 
 
 def _mean(params: Mapping[str, Any], ctx: ScoringContext) -> Decimal | None:
     mean = _prorated_mean(params, ctx)
-    return None if mean is None else quantize(mean, params.get("decimals", 2))
+    return None if mean is None else round_half_up(mean, params.get("decimals", 2))
 
 
 def _against(params: Mapping[str, Any], ctx: ScoringContext, default: str = "baseline") -> Decimal | None:

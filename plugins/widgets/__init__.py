@@ -11,8 +11,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from core import Widget, WidgetValueError, hookimpl
-from core.instruments import Item
+from core import Item, Widget, WidgetValueError, hookimpl
 
 _HERE = Path(__file__).parent
 
