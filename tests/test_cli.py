@@ -1,10 +1,23 @@
-"""The rapportal command line: instruments list/show/check, plugins, score."""
+"""The rapportal command line: instruments list/show/check, plugins, score, demo, accounts on a fresh instance."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+from core.accounts import setup_token
+from core.migrations import current_revision, head_revision
+from core.models import User
 from core.schemas import INSTRUMENTS_DIR
+from web import create_app
+
+RAPPORTAL = Path(sys.executable).with_name("rapportal")
 
 
 def phq9_payload(values, history=()):
@@ -144,4 +157,75 @@ def test_demo_prints_a_working_link_for_every_instrument(app_config, tmp_path, m
     srs = app.extensions["rapportal"].engine.instruments.get("srs")
     assert srs.wording_placeholder and not srs.sendable  # placeholder wording: demo links only
     assert "[PLACEHOLDER" in client.get(links[4].removeprefix("http://portal.test")).get_data(as_text=True)
+    app.extensions["rapportal"].db.dispose()
+
+
+# --- a fresh instance: no tables until a command makes them --------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_app(app_config, tmp_path, monkeypatch):
+    """An app on an empty database and an empty instance folder, as after a fresh checkout."""
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "fresh-instance"))
+    app = create_app({**app_config, "CREATE_SCHEMA": False})
+    yield app
+    app.extensions["rapportal"].db.dispose()
+
+
+def test_create_user_on_a_fresh_instance_makes_the_tables_first(fresh_app):
+    result = fresh_app.test_cli_runner().invoke(
+        args=["create-user", "boss", "--role", "admin", "--password", "correct horse battery"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "Created admin boss"
+    state = fresh_app.extensions["rapportal"]
+    assert current_revision(state.db) == head_revision()
+    with state.sessions() as session:
+        assert session.scalars(sa.select(User.username)).all() == ["boss"]
+
+
+def test_setup_link_on_a_fresh_instance_makes_the_tables_and_prints_the_link(fresh_app):
+    result = fresh_app.test_cli_runner().invoke(args=["setup-link", "--base-url", "http://clinic.example"])
+    assert result.exit_code == 0, result.output
+    link = f"http://clinic.example/setup/{setup_token(fresh_app.config['SECRET_KEY'])}"
+    assert result.output.strip() == f"No accounts yet: create the first administrator at {link}"
+    assert current_revision(fresh_app.extensions["rapportal"].db) == head_revision()
+
+
+def test_setup_link_command_on_a_fresh_checkout_prints_the_link_without_a_traceback(tmp_path):
+    """The real command, nothing configured but the instance folder, as a newcomer runs it before `serve`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORTAL_")}
+    env["RAPPORTAL_INSTANCE_PATH"] = str(tmp_path / "instance")
+    env["RAPPORTAL_LOAD_ENTRYPOINTS"] = "false"
+    done = subprocess.run([str(RAPPORTAL), "setup-link"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("No accounts yet: create the first administrator at http://127.0.0.1:8000/setup/")
+    assert done.stderr == ""
+
+
+def test_an_account_command_names_the_database_it_cannot_upgrade(app_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'x.db'}"
+    app = create_app({**app_config, "CREATE_SCHEMA": False, "DATABASE_URL": url})
+    result = app.test_cli_runner().invoke(args=["setup-link"])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: cannot bring the database sqlite:///") and "x.db" in line
+    assert "unable to open database file" in line
+    app.extensions["rapportal"].db.dispose()
+
+
+def test_demo_says_which_instance_folder_and_database_it_wrote_to(app_config, tmp_path, monkeypatch):
+    url = sa.make_url(app_config["DATABASE_URL"])
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password="not-for-the-screen")  # trust authentication: the server never asks for it
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "demo-instance"))
+    app = create_app({**app_config, "CREATE_SCHEMA": False, "DATABASE_URL": url.render_as_string(hide_password=False)})
+    result = app.test_cli_runner().invoke(args=["demo", "--base-url", "http://portal.test"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"Instance folder: {tmp_path / 'demo-instance'}" in lines
+    shown = url._replace(password=None).render_as_string(hide_password=False)
+    assert f"Database:        {shown}" in lines
+    assert "not-for-the-screen" not in result.output and "***" not in result.output
     app.extensions["rapportal"].db.dispose()

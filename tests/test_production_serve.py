@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from test_production_support import RAPPORTAL, Server, form_token, phq9_answers, post_answers, prepare_database, request
+from test_production_support import (
+    RAPPORTAL,
+    Server,
+    form_token,
+    free_port,
+    phq9_answers,
+    post_answers,
+    prepare_database,
+    request,
+)
 
 from core.db import make_db_engine
 from core.migrations import current_revision, head_revision
@@ -114,3 +124,50 @@ def test_error_log_records_have_tokens_redacted_even_in_tracebacks() -> None:
     assert entry["message"] == "Exception on /a/[redacted] [POST]"
     assert redact(f"kiosk cookie {token}") == "kiosk cookie [redacted]"
     assert redact("ResponseValidationError in phq9_1") == "ResponseValidationError in phq9_1"
+
+
+def fresh_instance_env(tmp_path: Path, url: str) -> dict[str, str]:
+    """The environment of a newcomer's shell: no settings but the instance folder (and the pass's database)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORTAL_")}
+    env.update(RAPPORTAL_INSTANCE_PATH=str(tmp_path / "instance"), RAPPORTAL_DATABASE_URL=url)
+    return env
+
+
+def test_serve_says_it_is_serving_only_once_the_port_answers(tmp_path: Path, db_url: str) -> None:
+    server = Server(db_url, tmp_path / "instance")
+    server.process = subprocess.Popen(
+        [str(RAPPORTAL), "serve", "--port", str(server.port), "--workers", "1"],
+        env=fresh_instance_env(tmp_path, db_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in server.process.stdout:
+            if "is serving on" in line:
+                break
+        else:
+            raise AssertionError("serve exited without saying it is serving")
+        # No retry loop: the port listens when the line appears, so the request waits for a worker at worst.
+        status, body = request("GET", server.base, "/healthz")
+        assert (status, json.loads(body)["ok"]) == (200, True)
+    finally:
+        server.stop()
+
+
+def test_serve_with_its_port_in_use_says_so_in_one_line_and_exits_non_zero(tmp_path: Path, db_url: str) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        done = subprocess.run(
+            [str(RAPPORTAL), "serve", "--port", str(port)],
+            env=fresh_instance_env(tmp_path, db_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode != 0
+    assert done.stderr == f"Error: port {port} on 127.0.0.1 is already in use; choose another with --port\n"
+    assert done.stdout == ""  # nothing started: no banner, no setup link, no gunicorn log lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import os
@@ -26,7 +27,7 @@ from core.migrations.backup import BackupError, backup_database
 from core.models import Client
 from core.plugins import describe_plugins
 from core.responses import create_assignment
-from web.serve import serve
+from web.serve import check_can_listen, serve
 from web.state import portal
 
 
@@ -236,6 +237,9 @@ def demo(base_url: str | None) -> None:
         for inst in eng.instruments:
             _assignment, token = create_assignment(session, eng, client, inst.id, allow_placeholder=True)
             links.append((inst, f"{base_url.rstrip('/')}/a/{token}"))
+    # Say where the demo wrote: it uses whatever instance and database the settings point at.
+    click.echo(f"Instance folder: {current_app.instance_path}")
+    click.echo(f"Database:        {portal().db.url._replace(password=None).render_as_string(hide_password=False)}")
     click.echo(f"Demo client {code}. Open a link on a phone or in a browser:")
     for inst, link in links:
         note = "  (placeholder wording)" if inst.wording_placeholder else ""
@@ -252,17 +256,34 @@ def serve_command(host: str | None, port: int | None, workers: int | None) -> No
     host = host or app.config.get("HOST") or "127.0.0.1"
     port = port or int(app.config.get("PORT") or 8000)
     workers = workers or int(app.config.get("WORKERS") or 4)
-    db = portal(app).db
+    revision = _upgrade_database(app)
     try:
-        revision = upgrade(db)
-    except (MigrationError, sa.exc.SQLAlchemyError) as exc:
-        fail(f"cannot bring the database {db.url!r} up to date: {exc}")
+        check_can_listen(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"port {port} on {host} is already in use; choose another with --port")
+        fail(f"cannot listen on {host} port {port}: {exc.strerror or exc}")
+    db = portal(app).db
     db.dispose()
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     click.echo(f"Database {db.url!r} at revision {revision}")
     _print_setup_link(app, f"http://{shown}:{port}")
-    click.echo(f"Rapportal is serving on http://{shown}:{port}/ ({workers} workers; Ctrl+C stops it)", err=True)
-    serve(app, host, port, workers)
+
+    def announce() -> None:
+        click.echo(f"Rapportal is serving on http://{shown}:{port}/ ({workers} workers; Ctrl+C stops it)", err=True)
+
+    serve(app, host, port, workers, on_ready=announce)
+
+
+def _upgrade_database(app: Any) -> str | None:
+    """Apply the migrations the database lacks (an empty one gets every table), or exit with one line saying why not."""
+    db = portal(app).db
+    try:
+        return upgrade(db)
+    except (MigrationError, sa.exc.SQLAlchemyError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())  # one line, even for psycopg's messages
+        fail(f"cannot bring the database {db.url!r} up to date: {reason}")
+    raise AssertionError  # unreachable: fail() exits
 
 
 def _print_setup_link(app: Any, base_url: str) -> bool:
@@ -279,6 +300,8 @@ def _print_setup_link(app: Any, base_url: str) -> bool:
 @click.option("--base-url", default="http://127.0.0.1:8000", show_default=True, help="Where the portal is served.")
 def setup_link(base_url: str) -> None:
     """Print the one-time address that creates the first administrator (only while no account exists)."""
+    if not current_app.config.get("CREATE_SCHEMA"):  # tests make their tables with create_all instead
+        _upgrade_database(current_app)  # a fresh instance has no tables yet: make them as `serve` does
     if not _print_setup_link(current_app, base_url):
         fail("accounts exist already: the setup link works only before the first account is created")
 
@@ -290,6 +313,8 @@ def setup_link(base_url: str) -> None:
 @click.password_option("--password", envvar="RAPPORTAL_NEW_PASSWORD", help="Asked for when not given.")
 def create_user_command(username: str, role: str, display_name: str, password: str) -> None:
     """Create an account (for example the first administrator) from the server's command line."""
+    if not current_app.config.get("CREATE_SCHEMA"):  # tests make their tables with create_all instead
+        _upgrade_database(current_app)  # a fresh instance has no tables yet: make them as `serve` does
     with portal().sessions.begin() as session:
         try:
             user = create_user(

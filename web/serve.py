@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,8 +101,30 @@ def _after_fork(_server: Any, worker: Any) -> None:
     worker.app.application.extensions["rapportal"].db.dispose(close=False)
 
 
-def serve(app: Flask, host: str, port: int, workers: int, timeout: int = 30) -> None:
-    """Run gunicorn in this process until it is stopped (SIGTERM/SIGINT: graceful)."""
+def check_can_listen(host: str, port: int) -> None:
+    """Bind and listen on ``host:port`` as gunicorn will (SO_REUSEADDR), then let go; raise OSError if that fails.
+
+    Gunicorn retries a busy port for five seconds and then exits with JSON log lines; this lets the
+    command say in one sentence what is wrong before anything starts.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        probe.listen(1)
+
+
+def serve(
+    app: Flask, host: str, port: int, workers: int, timeout: int = 30, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run gunicorn in this process until it is stopped (SIGTERM/SIGINT: graceful).
+
+    ``on_ready`` runs once gunicorn listens on the port, before the workers start.
+    """
+
+    def when_ready(_arbiter: Any) -> None:
+        if on_ready is not None:
+            on_ready()
+
     configure_app_logging()
     PortalServer(
         app,
@@ -115,6 +139,7 @@ def serve(app: Flask, host: str, port: int, workers: int, timeout: int = 30) -> 
             "errorlog": "-",
             "logger_class": JsonLogger,
             "post_fork": _after_fork,
+            "when_ready": when_ready,
             "proc_name": "rapportal",
         },
     ).run()
