@@ -10,8 +10,9 @@ describes the whole format; see ``docs/instruments.md``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
+from core.registries import DuplicateRegistrationError
 from core.schemas import answer_validator, load_meta_schema
 from core.scoring import NOT_SCORABLE, ScoringRule, round_half_up, score_response, to_decimal
+from core.validation import ResponseValidationError, validate_answers
 
 
 class InstrumentDefinitionError(Exception):
@@ -36,6 +39,23 @@ class InstrumentDefinitionError(Exception):
 
 class WordingError(Exception):
     """A licensed-wording file that does not fit its instrument."""
+
+
+@dataclass(frozen=True)
+class WordingVersion:
+    """One installed version of an instrument's licensed wording, as stored by :mod:`core.wording`."""
+
+    instrument_id: str
+    number: int
+    document: Mapping[str, Any] = field(repr=False)
+    placeholder: bool
+    installed_at: datetime
+    installed_by: str
+
+    @property
+    def source(self) -> str:
+        """Where the applied wording came from (``Instrument.wording_source``); differs for every version."""
+        return f"database: {self.instrument_id} wording version {self.number}"
 
 
 @dataclass(frozen=True)
@@ -292,6 +312,8 @@ def check_wording(instrument: Instrument, wording: Any) -> None:
                 raise WordingError(f"{item_id}: 'anchors' must be a list of two strings (left end, right end)")
     if "stem" in wording and not isinstance(wording["stem"], str):
         raise WordingError("'stem' must be a string")
+    if "placeholder" in wording and not isinstance(wording["placeholder"], bool):
+        raise WordingError("'placeholder' must be true or false")
 
 
 # ---------------------------------------------------------------------------
@@ -587,8 +609,6 @@ def _check_params(
 
 def check_examples(instrument: Instrument) -> list[str]:
     """Score every worked example; return one message per mismatch (empty when all agree)."""
-    from core.validation import ResponseValidationError, validate_answers
-
     problems = []
     for index, example in enumerate(instrument.examples):
         where = f"{instrument.source}: /x-examples/{index} ({example.title})"
@@ -627,47 +647,60 @@ def _version_key(version: str) -> tuple[Any, ...]:
 
 
 class InstrumentRegistry:
-    """Every loaded instrument version, plus the definition files that failed to load."""
+    """Every loaded instrument version, plus the definition files that failed to load.
 
-    def __init__(self, wording_dir: Path | None = None) -> None:
+    Licensed wording is applied from memory: :mod:`core.wording` loads the stored versions into
+    the registry (:meth:`use_wording`), so a lookup never touches the database.
+    """
+
+    def __init__(self) -> None:
         self._versions: dict[str, dict[str, Instrument]] = {}
+        self._definitions: dict[tuple[str, str], Instrument] = {}  # as loaded, without installed wording
         self._owners: dict[tuple[str, str], str] = {}
         self.errors: list[InstrumentDefinitionError] = []
-        self.wording_dir = wording_dir
-        self._wording_seen: dict[str, int | None] = {}
+        self.wording: dict[str, WordingVersion] = {}  # the wording version applied, by instrument id
+        self.wording_stamp: Any = None  # what core.wording last saw of the stored wording
+        self._wording_reported: set[tuple[str, str, int]] = set()
 
-    def wording_path(self, instrument_id: str) -> Path | None:
-        return self.wording_dir / f"{instrument_id}.json" if self.wording_dir else None
+    def use_wording(self, versions: Iterable[WordingVersion], stamp: Any = None) -> None:
+        """Apply stored wording versions; an older version than the one applied is ignored.
 
-    def refresh_wording(self, instrument_id: str) -> None:
-        """Apply the instrument's wording file if it changed since this process last looked.
-
-        Any process (the CLI, another worker, another host sharing the instance folder) may
-        install wording; a ``stat`` per lookup keeps every process current.
+        ``stamp`` records what the store looked like when ``versions`` were read, so that
+        :func:`core.wording.refresh_wording` reads them again only after something changed.
         """
-        versions = self._versions.get(instrument_id)
-        path = self.wording_path(instrument_id)
-        if not versions or path is None or next(iter(versions.values())).licence.wording_bundled:
-            return
-        try:
-            stamp: int | None = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
-        if instrument_id in self._wording_seen and self._wording_seen[instrument_id] == stamp:
-            return
-        self._wording_seen[instrument_id] = stamp
-        if stamp is None:
-            return
-        try:
-            wording = json.loads(path.read_text(encoding="utf-8"))
-            for version, instrument in list(versions.items()):
-                versions[version] = instrument.with_wording(wording, str(path))
-        except (OSError, json.JSONDecodeError, WordingError) as error:
-            self.errors.append(InstrumentDefinitionError(str(path), "/", f"wording not applied: {error}"))
+        for wording in versions:
+            current = self.wording.get(wording.instrument_id)
+            if current is not None and current.number >= wording.number:
+                continue
+            self.wording[wording.instrument_id] = wording
+            for version in list(self._versions.get(wording.instrument_id, {})):
+                self._apply_wording(self._definitions[(wording.instrument_id, version)])
+        if stamp is not None:
+            self.wording_stamp = stamp
+
+    def _apply_wording(self, definition: Instrument) -> None:
+        """Show ``definition`` with its instrument's applied wording (or none, when it does not fit this version)."""
+        wording = self.wording.get(definition.id)
+        instrument = definition
+        if wording is not None and not definition.licence.wording_bundled:
+            try:
+                instrument = definition.with_wording(wording.document, wording.source)
+            except WordingError as error:
+                # A plugin update brought a version the stored wording does not fit: report it once.
+                if (*definition.key, wording.number) not in self._wording_reported:
+                    self._wording_reported.add((*definition.key, wording.number))
+                    self.errors.append(
+                        InstrumentDefinitionError(
+                            wording.source, "/", f"wording not applied to {definition.id} {definition.version}: {error}"
+                        )
+                    )
+        self._versions[definition.id][definition.version] = instrument
+
+    def versions_of(self, instrument_id: str) -> list[Instrument]:
+        """Every loaded version of one instrument (empty when it is unknown)."""
+        return list(self._versions.get(instrument_id, {}).values())
 
     def add(self, instrument: Instrument, plugin: str) -> None:
-        from core.registries import DuplicateRegistrationError
-
         owner = self._owners.get(instrument.key)
         if owner is not None:
             raise DuplicateRegistrationError(
@@ -675,14 +708,15 @@ class InstrumentRegistry:
                 f"plugin {owner!r} and plugin {plugin!r}; block one of them (RAPPORTAL_BLOCKED_PLUGINS)"
             )
         self._owners[instrument.key] = plugin
-        self._versions.setdefault(instrument.id, {})[instrument.version] = instrument
+        self._definitions[instrument.key] = instrument
+        self._versions.setdefault(instrument.id, {})
+        self._apply_wording(instrument)
 
     def plugin_for(self, instrument: Instrument) -> str:
         return self._owners[instrument.key]
 
     def get(self, instrument_id: str, version: str | None = None) -> Instrument:
         """The named version, or the newest when ``version`` is None; raise ``KeyError`` if unknown."""
-        self.refresh_wording(instrument_id)
         versions = self._versions.get(instrument_id)
         if not versions:
             raise KeyError(instrument_id)
@@ -702,6 +736,4 @@ class InstrumentRegistry:
         return len(self._versions)
 
     def all_versions(self) -> list[Instrument]:
-        for instrument_id in self._versions:
-            self.refresh_wording(instrument_id)
         return [i for versions in self._versions.values() for i in versions.values()]

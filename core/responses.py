@@ -9,23 +9,29 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import record
 from core.engine import Engine
+from core.errors import DatabaseUnavailable
 from core.models import Alert, Assignment, Client, Response, Score
 from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
 from core.validation import validate_answers
 
 DEFAULT_LINK_LIFETIME = timedelta(days=7)
+
+
+def _nothing() -> None:
+    pass
 
 
 def create_assignment(
@@ -156,7 +162,14 @@ def submit_response(
             scored_at=now,
         )
     )
-    for alert in engine.alerts_for(result):
+    context = AlertContext(
+        instrument,
+        result,
+        answers=answers,
+        session_number=assignment.session.number if assignment.session_id is not None else None,
+        load_earlier=earlier_scores_loader(session, response),
+    )
+    for alert in engine.alerts_for(context):
         session.add(
             Alert(
                 response_id=response.id,
@@ -193,6 +206,76 @@ class LinkError(Exception):
         self.reason = reason
 
 
+DEFAULT_RETRY_SECONDS = 5.0
+T = TypeVar("T")
+
+
+def retry_database(
+    work: Callable[[], T], *, seconds: float = DEFAULT_RETRY_SECONDS, reset: Callable[[], None] = _nothing
+) -> T:
+    """Run ``work``; while the database is busy or unreachable, run it again with growing pauses.
+
+    A restart or failover of PostgreSQL, or SQLite's write lock held elsewhere, passes within a
+    few seconds; after ``seconds`` :class:`DatabaseUnavailable` is raised and nothing was stored.
+    ``reset`` runs before each new try (to drop a session whose connection died).
+    """
+    deadline = time.monotonic() + seconds
+    pause = 0.05
+    while True:
+        try:
+            return work()
+        except sa.exc.DBAPIError as exc:
+            if not is_retryable(exc):
+                raise
+            reset()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseUnavailable("The database cannot be reached just now; nothing was stored.") from exc
+            time.sleep(min(remaining, pause * random.uniform(0.5, 1.0)))
+            pause = min(pause * 2, 1.0)
+
+
+def submit_answers(
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    locate: Callable[[so.Session], Assignment],
+    answers: Mapping[str, Any],
+    *,
+    retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    **kwargs: Any,
+) -> Submission:
+    """Store one response in its own transaction: the one submission path of links and kiosks.
+
+    ``locate`` finds the assignment inside the transaction (raising :class:`LinkError`). Lock
+    time-outs, serialization failures and a lost connection are retried (:func:`retry_database`).
+    If another request stored a response for the same assignment first, the unique constraint on
+    ``responses.assignment_id`` stops this one and the first one's receipt is returned.
+    Raises :class:`LinkError`, ``ResponseValidationError`` or :class:`DatabaseUnavailable`.
+    """
+    lost_race = False
+
+    def attempt() -> Submission | None:
+        nonlocal lost_race
+        with session_factory() as session:
+            try:
+                with session.begin():
+                    assignment = locate(session)
+                    if lost_race and assignment.response is None:
+                        raise RuntimeError("the response could not be stored: a database constraint refused it")
+                    return submit_response(session, engine, assignment, answers, **kwargs)
+            except sa.exc.IntegrityError:
+                # Most likely a concurrent submit of the same assignment won: the next pass reads its
+                # receipt. If no response turns up, the constraint was another one: give up then.
+                lost_race = True
+                return None
+
+    for _ in range(2):
+        submission = retry_database(attempt, seconds=retry_seconds)
+        if submission is not None:
+            return submission
+    raise RuntimeError("the response could not be stored: a database constraint refused it")
+
+
 def submit_by_token(
     session_factory: so.sessionmaker[so.Session],
     engine: Engine,
@@ -200,38 +283,34 @@ def submit_by_token(
     answers: Mapping[str, Any],
     **kwargs: Any,
 ) -> Submission:
-    """Submit through a link in its own transaction; safe against double submits across processes.
+    """Submit through a link (see :func:`submit_answers`)."""
 
-    If another request stored a response for the same link first, the unique constraint on
-    ``responses.assignment_id`` stops this one and its receipt is returned instead.
-    Raises :class:`LinkError` or ``ResponseValidationError``.
-    """
-    attempts = 5
-    lost_race = False
-    for attempt in range(attempts):
-        with session_factory() as session:
-            try:
-                with session.begin():
-                    assignment = find_assignment(session, token)
-                    if assignment is None:
-                        raise LinkError("unknown")
-                    if lost_race and assignment.response is None:
-                        raise RuntimeError("the response could not be stored: a database constraint refused it")
-                    if assignment.response is None and is_expired(assignment):
-                        raise LinkError("expired")
-                    return submit_response(session, engine, assignment, answers, **kwargs)
-            except sa.exc.IntegrityError:
-                # Most likely a concurrent submit of the same link won: the next pass reads its
-                # receipt. If no response turns up, the constraint was another one: give up then.
-                lost_race = True
-            except sa.exc.OperationalError as exc:
-                if not is_retryable(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # let the other transaction finish
-    raise RuntimeError(f"submission could not be stored after {attempts} attempts")
+    def locate(session: so.Session) -> Assignment:
+        assignment = find_assignment(session, token)
+        if assignment is None:
+            raise LinkError("unknown")
+        if assignment.response is None and is_expired(assignment):
+            raise LinkError("expired")
+        return assignment
+
+    return submit_answers(session_factory, engine, locate, answers, **kwargs)
+
+
+# SQLSTATE classes that pass: connection exceptions (08), operator intervention such as an
+# administrator's shutdown or a crash recovery (57P), serialization failure and deadlock.
+_RETRYABLE_SQLSTATES = ("08", "57P", "40001", "40P01")
+_RETRYABLE_SQLITE = ("database is locked", "unable to open database file", "disk i/o error")
 
 
 def is_retryable(exc: sa.exc.DBAPIError) -> bool:
-    """Serialization failures, deadlocks and SQLite lock time-outs are safe to retry."""
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return code in ("40001", "40P01") or "database is locked" in str(exc.orig)
+    """Whether an error passes by itself: a lost or refused connection, a lock time-out, a serialization failure."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return False
+    orig = exc.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return any(text in str(orig).lower() for text in _RETRYABLE_SQLITE)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    # A server that answered always names its SQLSTATE; none means it was never reached.
+    return code is None or code.startswith(_RETRYABLE_SQLSTATES)

@@ -71,8 +71,16 @@ def page_token(client: Any, path: str) -> str:
 
 
 def start_session(client: Any, episode_id: int, client_id: int) -> Any:
-    token = page_token(client, f"/clients/{client_id}")
-    return client.post(f"/episodes/{episode_id}/sessions", data={"csrf_token": token})
+    """Press "Start session N" on the client page; returns the links page the redirect leads to."""
+    page = client.get(f"/clients/{client_id}")
+    assert page.status_code == 200, page.status_code
+    number = re.search(r'name="number" value="(\d+)"', page.text)
+    assert number, "no 'Start session' button on the client page"
+    return client.post(
+        f"/episodes/{episode_id}/sessions",
+        data={"csrf_token": csrf(page.text), "number": number.group(1)},
+        follow_redirects=True,
+    )
 
 
 def answer(app: Any, path: str, answers: dict[str, str]) -> Any:

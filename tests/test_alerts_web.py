@@ -34,15 +34,20 @@ def ann(app, world):
     return client
 
 
+# the alert's title comes from the SRS definition's flag label; its text gives the facts and the cutoff
+TITLE = "SRS: Alliance concern: total below the cutoff (project convention)"
+FACTS = "SRS 32.0 in session 1 (cutoff 36)"
+
+
 def _alert(app) -> Alert:
     with app.extensions["rapportal"].sessions() as session:
         return session.scalar(sa.select(Alert).where(Alert.rule == "srs_alliance_concern"))
 
 
 def test_srs_below_36_raises_an_alert_shown_on_caseload_and_client_page(app, ann, world):
-    assert _alert(app) is not None
-    assert "SRS below 36" in ann.get("/caseload").text
-    assert "SRS below 36" in ann.get(f"/clients/{world.client_id}").text
+    assert FACTS in _alert(app).message
+    for page in (ann.get("/caseload").text, ann.get(f"/clients/{world.client_id}").text):
+        assert TITLE in page and FACTS in page
 
 
 def test_other_clinicians_do_not_see_the_alert(app, ann, world):
@@ -50,7 +55,7 @@ def test_other_clinicians_do_not_see_the_alert(app, ann, world):
     sign_in(bob, "bob")
     page = bob.get("/caseload")
     assert page.status_code == 200 and "C-2" in page.text  # bob's own caseload, shown
-    assert "SRS below 36" not in page.text
+    assert TITLE not in page.text and FACTS not in page.text
 
 
 def test_acknowledging_needs_a_note(app, ann, world):
@@ -75,12 +80,12 @@ def test_acknowledged_alert_leaves_the_lists_and_is_audited(app, ann, world):
         f"/alerts/{alert.id}/acknowledge",
         data={"csrf_token": token, "note": "Discussed <the> rupture", "back": "caseload"},
     )
-    assert response.status_code == 302 and response.location.endswith("/caseload")
+    assert response.status_code == 303 and response.location.endswith("/caseload")
     stored = _alert(app)
     assert stored.acknowledged_at is not None and stored.acknowledged_by == world.users["ann"]
     assert stored.note == "Discussed <the> rupture"
-    assert "SRS below 36" not in ann.get("/caseload").text
-    assert "SRS below 36" not in ann.get(f"/clients/{world.client_id}").text
+    assert TITLE not in ann.get("/caseload").text
+    assert TITLE not in ann.get(f"/clients/{world.client_id}").text
     assert ("user:ann", "alert.acknowledge", f"client:{world.client_id}") in audit_actions(app)
     response_page = ann.get(f"/responses/{stored.response_id}").text
     assert "Discussed &lt;the&gt; rupture" in response_page

@@ -98,7 +98,7 @@ def test_admin_adds_a_client_with_clinicians(app, world):
             "further": [str(world.users["bob"])],
         },
     )
-    assert response.status_code == 302
+    assert response.status_code == 303
     listing = admin.get("/admin/clients").text
     assert "&lt;b&gt;Nine&lt;/b&gt;" in listing and "<b>Nine</b>" not in listing
     with app.extensions["rapportal"].sessions() as session:
@@ -120,7 +120,7 @@ def test_admin_reassigns_a_client(app, world):
     path = f"/admin/clients/{world.client_id}"
     token = page_token(admin, path)
     data = {"csrf_token": token, "clinician": str(world.users["bob"]), "language": "en"}
-    assert admin.post(path, data=data).status_code == 302
+    assert admin.post(path, data=data).status_code == 303
     ann = app.test_client()
     sign_in(ann, "ann")
     assert ann.get(f"/clients/{world.client_id}").status_code == 404
@@ -135,7 +135,7 @@ def test_new_episode_keeps_a_copy_of_its_plan_and_ends_the_previous(app, ann, wo
         f"/clients/{world.client_id}/episodes",
         data={"csrf_token": token, "plan": "custom", "custom": "phq9 start every 2", "title": "Second"},
     )
-    assert response.status_code == 302
+    assert response.status_code == 303
     with app.extensions["rapportal"].sessions() as session:
         episodes = session.scalars(sa.select(Episode).where(Episode.client_id == world.client_id)).all()
     assert episodes[0].ended_at is not None and episodes[1].ended_at is None
@@ -152,7 +152,7 @@ def test_a_bad_custom_plan_is_refused_with_a_message(ann, world):
 
 def test_starting_a_session_creates_its_assignments_and_shows_links_once(app, ann, world):
     response = start_session(ann, world.episode_id, world.client_id)
-    assert response.status_code == 201
+    assert response.status_code == 200 and response.request.path == "/sessions/1/links"
     links = links_on(response.text)
     assert set(links) == {"ors", "srs"}
     assert response.text.count("data:image/svg+xml") == 2  # a QR code for each, drawn locally
@@ -165,6 +165,8 @@ def test_starting_a_session_creates_its_assignments_and_shows_links_once(app, an
         assert all(token not in (a.token_hash or "") for a in stored)
     session_page = ann.get("/sessions/1").text
     assert not any(path in session_page for path in links.values())  # shown once only
+    again = ann.get("/sessions/1/links", follow_redirects=True)  # a reload of the links page
+    assert again.request.path == "/sessions/1" and not any(path in again.text for path in links.values())
 
 
 def test_a_session_skips_instruments_without_licensed_wording(app):
@@ -196,8 +198,8 @@ def test_reissuing_a_link_replaces_the_old_one(app, ann, world):
         ors_id = session.scalar(sa.select(Assignment.id).where(Assignment.instrument_id == "ors"))
     token = page_token(ann, "/sessions/1")
     response = ann.post(f"/assignments/{ors_id}/reissue", data={"csrf_token": token})
-    assert response.status_code == 201
-    new = links_on(response.text)["ors"]
+    assert response.status_code == 303 and response.location.endswith("/sessions/1/links?reissued=1")
+    new = links_on(ann.get(response.location).text)["ors"]
     anonymous = app.test_client()
     assert anonymous.get(links["ors"]).status_code == 404
     assert anonymous.get(new).status_code == 200
@@ -220,20 +222,56 @@ def test_forms_refuse_a_forged_csrf_token(ann, world):
 # -- the client page -------------------------------------------------------------------
 
 
-def test_client_page_charts_ors_and_srs_with_cutoffs_band_and_links(app, ann, world):
+def chart_svg(page: str, chart_id: str) -> str:
+    """The SVG of one chart on the client page."""
+    start = page.index(f'id="{chart_id}"')
+    return page[start : page.index("</svg>", start)]
+
+
+def test_client_page_charts_ors_and_srs_each_with_its_cutoff_band_and_links(app, ann, world, engine):
     links = links_on(start_session(ann, world.episode_id, world.client_id).text)
     answer(app, links["ors"], ORS_ANSWERS)
     answer(app, links["srs"], SRS_LOW)
     page = ann.get(f"/clients/{world.client_id}").text
-    chart = page[page.index('id="chart-ors-srs"') : page.index("</svg>", page.index('id="chart-ors-srs"'))]
-    points = re.findall(r'<a href="(/responses/\d+)" aria-label="([^"]+)"', chart)
-    assert [label for _href, label in points] == ["ORS 18.5 (S1)", "SRS 32.0 (S1)"]
-    assert "ORS cutoff 25" in chart and "SRS cutoff 36" in chart
-    assert "intake ORS 18.5 ± 5" in chart
-    table = page[page.index('id="chart-ors-srs-data"') :]
+    ors, srs = chart_svg(page, "chart-ors-total"), chart_svg(page, "chart-srs-total")
+    ors_points = re.findall(r'<a href="(/responses/\d+)" aria-label="([^"]+)"', ors)
+    srs_points = re.findall(r'<a href="(/responses/\d+)" aria-label="([^"]+)"', srs)
+    assert [label for _href, label in ors_points] == ["ORS 18.5 (S1)"]
+    assert [label for _href, label in srs_points] == ["SRS 32.0 (S1)"]
+    ors_flags = {flag.id: flag.label for flag in engine.instruments.get("ors").scoring.flags}
+    srs_flags = {flag.id: flag.label for flag in engine.instruments.get("srs").scoring.flags}
+    assert f"&lt;= 25: {ors_flags['clinical_range']}" in ors  # the cutoff line, from the threshold flag
+    assert f"&lt; 36: {srs_flags['alliance_concern']}" in srs
+    assert "first ORS 18.5 ± 5" in ors  # the reliable-change band around the first ORS
+    for band in engine.instruments.get("ors").scoring.bands:
+        assert f"<title>{band.label}</title>" in ors  # band shading
+    table = page[page.index('id="chart-ors-total-data"') :]
     assert "18.5" in table and "32.0" in table  # the text alternative
-    for href, _label in points:
+    for href, _label in ors_points + srs_points:
         assert ann.get(href).status_code == 200
+    assert "No answers yet" not in page
+
+
+def test_the_score_summary_gives_band_labels_and_changes(app, ann, world):
+    first = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    answer(app, first["ors"], ORS_ANSWERS)  # 18.5
+    second = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    answer(app, second["ors"], {"ors_1": "7.0", "ors_2": "7.0", "ors_3": "7.0", "ors_4": "7.0"})  # 28.0
+    page = ann.get(f"/clients/{world.client_id}").text
+    summary = page[page.index('id="score-summary"') : page.index("</table>", page.index('id="score-summary"'))]
+    row = next(line for line in summary.split("<tr>") if "ORS" in line)
+    assert "28.0" in row and "(S2)" in row
+    assert "Non-clinical range (above 25.0)" in row and "non_clinical" not in row
+    assert row.count("+9.5") == 2  # since the first and since the previous (the same, with two)
+    assert "higher is better" in row
+
+
+def test_the_client_page_says_no_answers_only_before_any(app, ann, world):
+    assert "No answers yet" in ann.get(f"/clients/{world.client_id}").text
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    assert "No answers yet" in ann.get(f"/clients/{world.client_id}").text  # links made, nothing answered
+    answer(app, links["srs"], SRS_LOW)
+    assert "No answers yet" not in ann.get(f"/clients/{world.client_id}").text
 
 
 def test_symptom_chart_shades_the_bands_from_the_definition(app, ann, world, engine):
@@ -247,10 +285,12 @@ def test_symptom_chart_shades_the_bands_from_the_definition(app, ann, world, eng
     links = links_on(start_session(ann, episode_id, world.client_id).text)
     answer(app, links["phq9"], {f"phq9_{i}": "1" for i in range(1, 10)})
     page = ann.get(f"/clients/{world.client_id}?episode={episode_id}").text
-    assert 'id="chart-phq9"' in page
+    chart = chart_svg(page, "chart-phq9-total")
     for band in engine.instruments.get("phq9").scoring.bands:
         assert f"{band.label}: {band.minimum} to {band.maximum}" in page
-    assert "PHQ-9 9 (S1)" in page
+        assert f"<title>{band.label}</title>" in chart
+    assert "PHQ-9 9 (S1)" in chart
+    assert "Mild (5-9)" in page[page.index('id="score-summary"') :]  # 9 is mild: the label, not the id
 
 
 def test_client_page_escapes_markup_in_answers_and_names(app, ann, world):
@@ -280,7 +320,7 @@ def test_a_clients_links_are_made_in_the_clients_language(app, world, licensed_w
     assert 'value="de"' in admin.get(path).text  # the portal's languages are offered
     token = page_token(admin, path)
     data = {"csrf_token": token, "clinician": str(world.users["ann"]), "language": "de"}
-    assert admin.post(path, data=data).status_code == 302
+    assert admin.post(path, data=data).status_code == 303
     ann = app.test_client()
     sign_in(ann, "ann")
     links = links_on(start_session(ann, world.episode_id, world.client_id).text)

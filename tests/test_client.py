@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from plugin_support import InstrumentFiles
+from staff_support import make_world, sign_in
 
 import web.forms
 from core.models import Assignment, AuditEntry, Client, Response, Score
@@ -463,3 +464,81 @@ def test_without_proxy_hops_a_forged_forwarded_header_is_ignored(client, app):
         client.get("/a/not-a-real-token", headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(3)
     ]
     assert codes == [404, 404, 429]
+
+
+# --- the database goes away --------------------------------------------------------------------------------------
+
+
+class DatabaseSwitch:
+    """Makes every new connection to the app's database fail, as during a restart or a failover."""
+
+    def __init__(self, app: Any) -> None:
+        self.db = app.extensions["rapportal"].db
+        self.down = False
+        self.attempts = 0
+        sa.event.listen(self.db, "do_connect", self._connect)
+
+    def _connect(self, dialect: Any, _record: Any, _args: Any, _kwargs: Any) -> Any:
+        if self.down:
+            self.attempts += 1
+            message = "unable to open database file" if dialect.name == "sqlite" else "connection refused"
+            raise dialect.dbapi.OperationalError(message)
+        return None
+
+    def stop(self) -> None:
+        self.down = True
+        self.db.dispose()  # the pooled connections go with the server
+
+    def start(self) -> None:
+        self.down = False
+
+
+def test_a_submit_while_the_database_is_unreachable_keeps_the_answers_and_stores_once_sent_again(app, client):
+    app.config["DB_RETRY_SECONDS"] = 0.3
+    token = make_link(app)
+    csrf = open_form(client, token)
+    switch = DatabaseSwitch(app)
+    switch.stop()
+    refused = client.post(f"/a/{token}", data={**PHQ9_ALL_ONES, "csrf_token": csrf})
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 503 and switch.attempts > 1  # tried again before giving up
+    assert "not saved yet" in html and "Traceback" not in html
+    kept = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html))
+    assert kept == {**PHQ9_ALL_ONES, "csrf_token": csrf}
+    assert f'action="/a/{token}"' in html
+    switch.start()
+    assert stored_responses(app) == []
+    sent_again = client.post(f"/a/{token}", data=kept)
+    assert sent_again.status_code == 200 and "receipt" in sent_again.get_data(as_text=True).lower()
+    assert client.post(f"/a/{token}", data=kept).status_code == 200  # a second press stores nothing more
+    assert len(stored_responses(app)) == 1
+
+
+def test_a_database_that_returns_within_the_retries_loses_no_submit(app, client, monkeypatch):
+    token = make_link(app)
+    csrf = open_form(client, token)
+    switch = DatabaseSwitch(app)
+    switch.stop()
+    real_sleep = time.sleep
+
+    def restart_during_the_wait(seconds: float) -> None:
+        switch.start()  # the server is back after the first pause
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", restart_during_the_wait)
+    reply = client.post(f"/a/{token}", data={**PHQ9_ALL_ONES, "csrf_token": csrf})
+    assert reply.status_code == 200 and switch.attempts >= 1
+    assert len(stored_responses(app)) == 1
+
+
+def test_staff_pages_answer_503_with_a_plain_message_while_the_database_is_unreachable(app, client):
+    app.config["DB_RETRY_SECONDS"] = 0.1
+    make_world(app)
+    sign_in(client, "ann")
+    switch = DatabaseSwitch(app)
+    switch.stop()
+    for path in ("/caseload", "/", f"/a/{'x' * 32}"):
+        page = client.get(path)
+        html = page.get_data(as_text=True)
+        assert page.status_code == 503, path
+        assert "cannot be reached just now" in html and "Traceback" not in html and "OperationalError" not in html

@@ -45,10 +45,10 @@ def test_kiosk_signs_the_clinician_out_on_the_device(app, tablet):
 def test_kiosk_shows_the_questionnaires_in_turn_then_locks(app, tablet):
     first = tablet.get("/kiosk").text
     assert "Questionnaire 1 of 2" in first and 'name="ors_1"' in first
-    assert _send(tablet, ORS_ANSWERS).status_code == 302
+    assert _send(tablet, ORS_ANSWERS).status_code == 303
     second = tablet.get("/kiosk").text
     assert "Questionnaire 2 of 2" in second and 'name="srs_1"' in second
-    assert _send(tablet, SRS_LOW).status_code == 302
+    assert _send(tablet, SRS_LOW).status_code == 303
     locked = tablet.get("/kiosk")
     assert "This device is locked" in locked.text
     assert "C-1" not in locked.text and "Client One" not in locked.text and "questionnaire" not in locked.text.lower()
@@ -88,7 +88,7 @@ def test_a_repeated_kiosk_submit_stores_one_response(app, tablet):
 
 def test_lock_button_ends_the_kiosk(tablet):
     token = csrf(tablet.get("/kiosk").text.split('class="kiosk-lock"')[1])
-    assert tablet.post("/kiosk/lock", data={"csrf_token": token}).status_code == 302
+    assert tablet.post("/kiosk/lock", data={"csrf_token": token}).status_code == 303
     assert "This device is locked" in tablet.get("/kiosk").text
 
 

@@ -92,8 +92,15 @@ def test_serialization_failures_and_deadlocks_are_retried(app, monkeypatch, sqls
 
 
 def test_other_database_errors_are_not_retried() -> None:
-    assert not is_retryable(sa.exc.OperationalError("SELECT", {}, _DriverError("57P01")))
+    assert not is_retryable(sa.exc.OperationalError("SELECT", {}, _DriverError("42P01")))  # no such table
+    assert not is_retryable(sa.exc.OperationalError("SELECT", {}, _DriverError("53100")))  # disk full
+    assert not is_retryable(sa.exc.IntegrityError("INSERT", {}, _DriverError("08006")))
     assert is_retryable(sa.exc.OperationalError("SELECT", {}, _DriverError("40001")))
+
+
+@pytest.mark.parametrize("sqlstate", ["57P01", "57P03", "08006", None])  # shutdown, starting up, lost, never reached
+def test_a_restarting_or_unreachable_server_is_waited_for(sqlstate: str | None) -> None:
+    assert is_retryable(sa.exc.OperationalError("SELECT", {}, _DriverError(sqlstate)))
 
 
 class _FakeCursor:

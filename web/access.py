@@ -14,15 +14,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import CombinedMultiDict
 
 from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, load_session
-from core.models import Client, ClientClinician, User, UserSession
+from core.models import User, UserSession
 from core.tokens import hash_token, new_token
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
 from web.state import db_session
@@ -45,9 +45,14 @@ DEFAULTS = {
     "SESSION_IDLE_MINUTES": 30,
     "SESSION_ABSOLUTE_HOURS": 12,
     "COOKIE_SECURE": "auto",  # auto: Secure when the request came over HTTPS; or true / false
-    "LOGIN_LIMIT_PER_ACCOUNT": 5,  # failed sign-ins per account per LOGIN_WINDOW_SECONDS
-    "LOGIN_LIMIT_PER_ADDRESS": 20,  # failed sign-ins per address per LOGIN_WINDOW_SECONDS
-    "LOGIN_WINDOW_SECONDS": 900,
+    # Sign-in backoff (docs/accounts.md): free failures, then waits of 2, 4, 8 ... seconds up to the cap
+    "LOGIN_FREE_FAILURES": 5,  # per account and address
+    "LOGIN_MAX_WAIT_SECONDS": 900,
+    "LOGIN_ACCOUNT_FREE_FAILURES": 20,  # per account, from every address: gentle, never long
+    "LOGIN_ACCOUNT_MAX_WAIT_SECONDS": 5,
+    "LOGIN_ADDRESS_FREE_FAILURES": 100,  # per address, on every account: slows spraying, never locks long
+    "LOGIN_ADDRESS_MAX_WAIT_SECONDS": 60,
+    "LOGIN_FORGET_SECONDS": 3600,  # a counter without a failure for this long starts again
     "KIOSK_HOURS": 4,
 }
 
@@ -72,9 +77,21 @@ def access_rule(app: Flask, endpoint: str) -> tuple[str, ...] | None:
     return roles if roles is not None else OTHER_ENDPOINTS.get(endpoint)
 
 
+class HandoverCookie(SecureCookieSessionInterface):
+    """Flask's signed session cookie, used only to carry new links to the page after a redirect.
+
+    Secure follows ``COOKIE_SECURE`` like the portal's own cookies.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return cookie_secure()
+
+
 def init_app(app: Flask) -> None:
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
+    app.config.update(SESSION_COOKIE_NAME="rapportal_handover", SESSION_COOKIE_SAMESITE="Lax")
+    app.session_interface = HandoverCookie()
     app.before_request(_enforce_access)
     app.after_request(_set_cookies)
     app.context_processor(_template_context)
@@ -242,6 +259,12 @@ def _core_messages() -> dict[str, Any]:
             "Use at most %(number)s characters.", number=MAX_PASSWORD_LENGTH
         ),
         "The password cannot be only spaces.": _l("The password cannot be only spaces."),
+        "A client with this code exists already.": _l("A client with this code exists already."),
+        "Write a note: what you did or decided.": _l("Write a note: what you did or decided."),
+        "This questionnaire is already answered; its link cannot be re-issued.": _l(
+            "This questionnaire is already answered; its link cannot be re-issued."
+        ),
+        "This session has no questionnaires left to answer.": _l("This session has no questionnaires left to answer."),
     }
 
 
@@ -254,39 +277,6 @@ def role_title(role: str) -> str:
     """A role's name for people, in the page's language (the code itself for an unknown role)."""
     title = ROLE_TITLES.get(role)
     return str(title) if title is not None else role
-
-
-# -- caseload access ------------------------------------------------------------
-
-
-def clinician_client_ids(session: Any, user: User) -> sa.Select[Any]:
-    """The ids of the clients ``user`` is assigned to (main or further clinician)."""
-    further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id == user.id)
-    return sa.select(Client.id).where(sa.or_(Client.clinician_id == user.id, Client.id.in_(further)))
-
-
-def may_see_client(user: User, client: Client) -> bool:
-    if user.role != "clinician":
-        return False
-    if client.clinician_id == user.id:
-        return True
-    return (
-        db_session().scalar(
-            sa.select(ClientClinician.user_id).where(
-                ClientClinician.client_id == client.id, ClientClinician.user_id == user.id
-            )
-        )
-        is not None
-    )
-
-
-def own_client(client_id: int) -> Client:
-    """The client if the signed-in clinician is assigned to them; 404 otherwise (nothing revealed)."""
-    client = db_session().get(Client, client_id)
-    user = current_user()
-    if client is None or user is None or not may_see_client(user, client):
-        abort(404)
-    return client
 
 
 def actor() -> str:

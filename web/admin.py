@@ -30,12 +30,26 @@ from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core import ExportSelection, WordingError
-from core.accounts import ROLES, AccountError, create_user, end_all_sessions, set_password
+from core.accounts import LAST_ADMIN, ROLES, AccountError, clear_sign_in_throttle, create_user, update_user
 from core.audit import record
+from core.clients import clinicians, create_client, unassigned_clients, update_client
+from core.errors import InvalidInput
 from core.export import ExportError, iter_export, list_exporters
 from core.models import AuditEntry, Client, ClientClinician, User
 from core.plugins import describe_plugins
-from web.access import ROLE_TITLES, StaffForm, actor, address, allow, choices, core_message, form_status, make_form
+from core.wording import install_wording as store_wording  # the view below is install_wording
+from web.access import (
+    ROLE_TITLES,
+    StaffForm,
+    actor,
+    address,
+    allow,
+    choices,
+    core_message,
+    form_problem,
+    form_status,
+    make_form,
+)
 from web.state import db_session, portal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -44,10 +58,7 @@ AUDIT_PAGE_SIZE = 100
 
 
 def _clinician_choices(blank: bool = True) -> list[tuple[str, str]]:
-    users = db_session().scalars(
-        sa.select(User).where(User.role == "clinician", User.active.is_(True)).order_by(User.display_name)
-    )
-    options = [(str(u.id), f"{u.display_name} ({u.username})") for u in users]
+    options = [(str(u.id), f"{u.display_name} ({u.username})") for u in clinicians(db_session())]
     return choices(([("", _("(none)"))] if blank else []) + options)
 
 
@@ -98,8 +109,11 @@ def users() -> Any:
     ), status
 
 
-def _active_admins(session: Any) -> int:
-    return session.scalar(sa.select(sa.func.count()).where(User.role == "admin", User.active.is_(True)))
+def _account_problem(error: AccountError) -> str:
+    """A refused account change in the page's language."""
+    if error.message == LAST_ADMIN:
+        return _("This is the last active administrator: add another one first.")
+    return core_message(error.message)
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -113,32 +127,46 @@ def user(user_id: int) -> Any:
     status = 200
     if request.method == "POST":
         if form.validate():
-            losing_admin = target.role == "admin" and (form.role.data != "admin" or not form.active.data)
-            if losing_admin and target.active and _active_admins(session) <= 1:
-                form.role.errors = [_("This is the last active administrator: add another one first.")]
+            try:
+                update_user(
+                    session,
+                    target,
+                    display_name=form.display_name.data,
+                    role=form.role.data,
+                    active=form.active.data,
+                    password=form.password.data or None,
+                    actor=actor(),
+                    address=address(),
+                )
+            except AccountError as exc:
+                form[exc.field].errors = [_account_problem(exc)]
             else:
-                changes: dict[str, Any] = {}
-                for name in ("display_name", "role", "active"):
-                    if getattr(target, name) != form[name].data:
-                        changes[name] = form[name].data
-                        setattr(target, name, form[name].data)
-                ok = True
-                if form.password.data:
-                    try:
-                        set_password(session, target, form.password.data)
-                        changes["password"] = "reset"
-                    except AccountError as exc:
-                        form.password.errors = [core_message(exc.message)]
-                        ok = False
-                if ok:
-                    if "role" in changes or changes.get("active") is False:
-                        end_all_sessions(session, target.id, "account_changed")
-                    record(session, actor(), "user.update", f"user:{target.id}", address(), changes=changes)
-                    session.commit()
-                    return redirect(url_for("admin.users", updated=target.username))
-                session.rollback()
+                session.commit()
+                return redirect(url_for("admin.users", updated=target.username))
         status = form_status(form)
-    return render_template("admin/user.html", form=form, target=target), status
+    page = render_template(
+        "admin/user.html",
+        form=form,
+        target=target,
+        clear_form=make_form(StaffForm),
+        cleared=request.args.get("cleared") == "1",
+    )
+    return page, status
+
+
+@bp.post("/users/<int:user_id>/clear-sign-in-waits")
+@allow("admin")
+def clear_sign_in_waits(user_id: int) -> Any:
+    session = db_session()
+    target = session.get(User, user_id)
+    if target is None:
+        abort(404)
+    form = make_form(StaffForm)
+    if not form.validate():
+        return form_problem(form)
+    clear_sign_in_throttle(session, target, actor(), address())
+    session.commit()
+    return redirect(url_for("admin.user", user_id=target.id, cleared=1))
 
 
 # -- clients ---------------------------------------------------------------------
@@ -178,18 +206,21 @@ def _client_form(form_class: type[EditClientForm]) -> EditClientForm:
     return form
 
 
-def _set_clinicians(session: Any, client: Client, main: str, further: list[str]) -> None:
-    client.clinician_id = int(main) if main else None
-    wanted = {int(i) for i in further} - {client.clinician_id}
-    existing = {
-        row.user_id: row
-        for row in session.scalars(sa.select(ClientClinician).where(ClientClinician.client_id == client.id))
+def _client_fields(form: EditClientForm) -> dict[str, Any]:
+    """What the client forms say, as the arguments of core.clients.create_client / update_client."""
+    return {
+        "display_name": form.display_name.data,
+        "language": form.language.data,
+        "languages": current_app.config["LANGUAGES"],
+        "clinician_id": int(form.clinician.data) if form.clinician.data else None,
+        "further_ids": [int(i) for i in form.further.data or []],
+        "actor": actor(),
+        "address": address(),
     }
-    for user_id, row in existing.items():
-        if user_id not in wanted:
-            session.delete(row)
-    for user_id in wanted - set(existing):
-        session.add(ClientClinician(client_id=client.id, user_id=user_id))
+
+
+def _refused(form: Any, exc: InvalidInput) -> None:
+    form[exc.field].errors = [core_message(exc.message)]
 
 
 @bp.route("/clients", methods=["GET", "POST"])
@@ -200,29 +231,14 @@ def clients() -> Any:
     status = 200
     if request.method == "POST":
         if form.validate():
-            code = form.code.data.strip()
-            if session.scalar(sa.select(Client.id).where(Client.code == code)) is not None:
-                form.code.errors = [_("A client with this code exists already.")]
+            try:
+                client = create_client(session, code=form.code.data, **_client_fields(form))
+            except InvalidInput as exc:
+                session.rollback()
+                _refused(form, exc)
             else:
-                client = Client(
-                    code=code,
-                    display_name=(form.display_name.data or "").strip() or None,
-                    language=form.language.data,
-                )
-                session.add(client)
-                session.flush()
-                _set_clinicians(session, client, form.clinician.data, form.further.data or [])
-                record(
-                    session,
-                    actor(),
-                    "client.create",
-                    f"client:{client.id}",
-                    address(),
-                    clinician=client.clinician_id,
-                    further=sorted(form.further.data or []),
-                )
                 session.commit()
-                return redirect(url_for("admin.clients", created=code))
+                return redirect(url_for("admin.clients", created=client.code), 303)
         status = form_status(form)
     rows = session.execute(
         sa.select(Client, User).outerjoin(User, User.id == Client.clinician_id).order_by(Client.code)
@@ -233,7 +249,12 @@ def clients() -> Any:
     ):
         further.setdefault(client_id, []).append(name)
     return render_template(
-        "admin/clients.html", form=form, rows=rows, further=further, created=request.args.get("created")
+        "admin/clients.html",
+        form=form,
+        rows=rows,
+        further=further,
+        unassigned=unassigned_clients(session),
+        created=request.args.get("created"),
     ), status
 
 
@@ -244,32 +265,26 @@ def client(client_id: int) -> Any:
     found = session.get(Client, client_id)
     if found is None:
         abort(404)
-    current_further = [
-        str(i) for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
-    ]
     form = _client_form(EditClientForm)
     if request.method == "GET":
         form.display_name.data = found.display_name
         form.language.data = found.language
         form.clinician.data = str(found.clinician_id or "")
-        form.further.data = current_further
+        form.further.data = [
+            str(i)
+            for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
+        ]
         return render_template("admin/client.html", form=form, client=found)
-    if not form.validate():
-        return render_template("admin/client.html", form=form, client=found), form_status(form)
-    found.display_name = (form.display_name.data or "").strip() or None
-    found.language = form.language.data
-    _set_clinicians(session, found, form.clinician.data, form.further.data or [])
-    record(
-        session,
-        actor(),
-        "client.update",
-        f"client:{found.id}",
-        address(),
-        clinician=found.clinician_id,
-        further=sorted(form.further.data or []),
-    )
-    session.commit()
-    return redirect(url_for("admin.clients", updated=found.code))
+    if form.validate():
+        try:
+            update_client(session, found, **_client_fields(form))
+        except InvalidInput as exc:
+            session.rollback()
+            _refused(form, exc)
+        else:
+            session.commit()
+            return redirect(url_for("admin.clients", updated=found.code), 303)
+    return render_template("admin/client.html", form=form, client=found), form_status(form)
 
 
 # -- plugins and licensed wording ---------------------------------------------------
@@ -338,14 +353,13 @@ def install_wording() -> Any:
         ]
         return _plugins_page(form, 422)
     instrument_id = form.instrument.data
+    session = db_session()
     try:
-        portal().engine.install_wording(instrument_id, wording)
+        store_wording(session, portal().engine, instrument_id, wording, actor=actor(), address=address())
     except WordingError as exc:
+        session.rollback()
         form.wording.errors = [_("The wording does not fit %(id)s: %(reason)s", id=instrument_id, reason=exc)]
         return _plugins_page(form, 422)
-    session = db_session()
-    placeholder = bool(isinstance(wording, dict) and wording.get("placeholder"))
-    record(session, actor(), "wording.install", f"instrument:{instrument_id}", address(), placeholder=placeholder)
     session.commit()
     return redirect(url_for("admin.plugins", installed=instrument_id))
 

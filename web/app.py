@@ -33,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         LOAD_ENTRYPOINTS=True,
         DATABASE_URL=None,
         LINK_LIFETIME_DAYS=7,
+        DB_RETRY_SECONDS=5,
         LINK_GUESS_LIMIT=30,
         CSRF_TIME_LIMIT=24 * 3600,
         MAX_CONTENT_LENGTH=256 * 1024,
@@ -53,7 +54,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     engine = build_engine(
         blocked_plugins=_names(app.config["BLOCKED_PLUGINS"]),
-        wording_dir=instance / "wording",
         load_entrypoints=app.config["LOAD_ENTRYPOINTS"],
         extra_plugins=app.config.get("EXTRA_PLUGINS", ()),
     )

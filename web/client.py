@@ -12,7 +12,7 @@ from flask import Blueprint, abort, current_app, g, render_template, request, ur
 
 from core import ResponseValidationError
 from core.models import Assignment
-from core.responses import LinkError, find_assignment, is_expired, submit_by_token
+from core.responses import LinkError, find_assignment, is_expired, retry_database, submit_by_token
 from core.throttle import attempts, count_attempt
 from web.access import address
 from web.forms import (
@@ -22,7 +22,7 @@ from web.forms import (
     questionnaire_form,
     render_questionnaire,
 )
-from web.state import db_session, portal
+from web.state import db_session, drop_db_session, portal
 
 bp = Blueprint("client", __name__, url_prefix="/a")
 
@@ -43,8 +43,16 @@ def _unknown_link() -> Any:
 
 
 def _load(token: str) -> Assignment:
-    _check_throttle()
-    assignment = find_assignment(db_session(), token)
+    """The link's assignment, waiting a few seconds for a database that restarts (then 503)."""
+
+    def find() -> Assignment | None:
+        _check_throttle()
+        found = find_assignment(db_session(), token)
+        if found is not None:
+            _ = found.response  # loaded now, inside the retries
+        return found
+
+    assignment = retry_database(find, seconds=float(current_app.config["DB_RETRY_SECONDS"]), reset=drop_db_session)
     if assignment is None:
         _unknown_link()
     g.language = assignment.language
@@ -94,7 +102,14 @@ def submit(token: str):
     answers = answers_from(form, instrument)
     db_session().close()  # the submission runs in its own transaction
     try:
-        submission = submit_by_token(portal().sessions, portal().engine, token, answers, address=address())
+        submission = submit_by_token(
+            portal().sessions,
+            portal().engine,
+            token,
+            answers,
+            address=address(),
+            retry_seconds=float(current_app.config["DB_RETRY_SECONDS"]),
+        )
     except ResponseValidationError as exc:
         mark_refused_answers(form, exc)
         return _form_page(assignment, instrument, token, form, 422)

@@ -10,44 +10,49 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import segno
 import sqlalchemy as sa
 import wtforms
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import session as flask_session
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
-from core.accounts import end_session
 from core.audit import record
-from core.models import Alert, Assignment, CareSession, Client, Episode, KioskSession, Response, Score
-from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, parse_plan, plan_text
-from core.responses import create_assignment, is_expired, stored_score_values
-from core.tokens import hash_token, new_token
+from core.care import (
+    acknowledge_alert,
+    cancel_care_session,
+    client_id_of,
+    client_record,
+    next_session_number,
+    open_alerts,
+    plan_moment,
+    reissue_link,
+    start_care_session,
+    start_episode,
+    unlock_kiosk,
+)
+from core.clients import visible_client, visible_client_ids
+from core.models import Alert, Assignment, CareSession, Client, Episode, Response, Score, User
+from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
+from core.responses import is_expired, stored_score_values
 from web.access import (
     StaffForm,
     actor,
     address,
     allow,
     choices,
-    clinician_client_ids,
     current_session,
     current_user,
     form_problem,
     make_form,
-    own_client,
 )
-from web.charts import Band, Line, Point, Series, line_chart
+from web.progress import client_progress
 from web.state import db_session, portal
 
 bp = Blueprint("clinician", __name__)
-
-ORS_CUTOFF = Decimal(25)
-SRS_CUTOFF = Decimal(36)
-RELIABLE_CHANGE = Decimal(5)
 
 # The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
 PLAN_TITLES = {
@@ -83,21 +88,39 @@ class ActionForm(StaffForm):
     """A button that changes something: only its CSRF token is checked."""
 
 
+class SessionForm(StaffForm):
+    """'Start session N': the number makes a reload or a re-post find session N instead of making N+1."""
+
+    number = wtforms.IntegerField(
+        _l("Session"), [v.InputRequired(_l("The session number is missing.")), v.NumberRange(1, 100000)]
+    )
+
+
+SKIP_REASONS = {
+    "not_installed": _l("no such instrument is installed"),
+    "no_wording": _l("its licensed wording is not installed (see Plugins)"),
+}
+
+
 # -- helpers ---------------------------------------------------------------------
 
 
 def _own(model: Any, object_id: int) -> Any:
-    """Load an object that belongs to a client; 404 unless the clinician is assigned to that client."""
-    found = db_session().get(model, object_id)
-    if found is None:
-        abort(404)
-    client_id = found.episode.client_id if isinstance(found, CareSession) else found.client_id
-    own_client(client_id)
+    """Load a client's record; 404 unless the signed-in clinician may see that client (core.clients)."""
+    session = db_session()
+    found = client_record(session, model, object_id)
+    visible_client(session, _user(), client_id_of(found))
     return found
 
 
-def _link(token: str) -> str:
-    return url_for("client.answer", token=token, _external=True)
+def _user() -> User:
+    user = current_user()
+    assert user is not None  # the access rule let only signed-in clinicians in
+    return user
+
+
+def _lifetime() -> timedelta:
+    return timedelta(days=int(current_app.config["LINK_LIFETIME_DAYS"]))
 
 
 def _qr(url: str) -> str:
@@ -105,32 +128,32 @@ def _qr(url: str) -> str:
     return segno.make(url, error="m").svg_data_uri(scale=4, border=2)
 
 
-def _issue(assignment: Assignment, token: str) -> dict[str, Any]:
-    url = _link(token)
-    instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
-    return {"assignment": assignment, "title": instrument.short_title, "url": url, "qr": _qr(url)}
+def _hand_over(links: Any) -> None:
+    """Keep new links for the one links page that follows the redirect (the portal stores only their hashes).
+
+    They ride in the signed, HttpOnly session cookie of this browser, which already holds the right to
+    see them, and are removed when the links page shows them.
+    """
+    flask_session["links"] = [[link.assignment.id, link.token, link.moment] for link in links]
 
 
-def _moment(episode: Episode, instrument_id: str) -> str:
-    for rule in episode.plan or []:
-        if rule["instrument"] == instrument_id:
-            return rule["moment"]
-    return ""
-
-
-def _open_alerts(session: Any, client_ids: Any) -> list[Alert]:
-    return list(
-        session.scalars(
-            sa.select(Alert)
-            .where(Alert.client_id.in_(client_ids), Alert.acknowledged_at.is_(None))
-            .order_by(Alert.created_at.desc(), Alert.id.desc())
+def _handed_over(care: CareSession | None, assignments: Any) -> list[dict[str, Any]]:
+    by_id = {a.id: a for a in assignments}
+    shown = []
+    for assignment_id, token, moment in flask_session.pop("links", []):
+        assignment = by_id.get(assignment_id)
+        if assignment is None:
+            continue
+        url = url_for("client.answer", token=token, _external=True)
+        shown.append(
+            {"assignment": assignment, "title": _short_title(assignment), "url": url, "qr": _qr(url), "moment": moment}
         )
-    )
+    return shown
 
 
 def _titles() -> dict[str, str]:
-    rules = portal().engine.alert_rules
-    return {name: rule.title for name, rule in rules.items()}
+    """Alert titles by rule; flag-based rules are titled from their instrument's definition."""
+    return portal().engine.alert_titles()
 
 
 # -- caseload --------------------------------------------------------------------
@@ -140,11 +163,9 @@ def _titles() -> dict[str, str]:
 @allow("clinician")
 def caseload() -> Any:
     session = db_session()
-    user = current_user()
-    assert user is not None
-    ids = clinician_client_ids(session, user)
+    ids = visible_client_ids(_user())
     clients = session.scalars(sa.select(Client).where(Client.id.in_(ids)).order_by(Client.code)).all()
-    alerts = _open_alerts(session, ids)
+    alerts = open_alerts(session, ids)
     by_client: dict[int, list[Alert]] = defaultdict(list)
     for alert in alerts:
         by_client[alert.client_id].append(alert)
@@ -190,119 +211,6 @@ def _x_key(response: Response) -> tuple[str, str, Any]:
     return (f"d{day}", day, (1, response.submitted_at))
 
 
-def _charts(client: Client, episode: Episode | None, rows: list[tuple[Response, Score | None]]) -> list[dict[str, Any]]:
-    engine = portal().engine
-    by_instrument: dict[str, list[tuple[Response, dict[str, Decimal | None]]]] = defaultdict(list)
-    for response, score in rows:
-        if score is not None:
-            by_instrument[response.instrument_id].append((response, stored_score_values(score)))
-    charts: list[dict[str, Any]] = []
-
-    def href(response: Response) -> str:
-        return url_for("clinician.response", response_id=response.id)
-
-    def chart(
-        chart_id: str, title: str, parts: list[tuple[str, str, str]], y_min: Decimal, y_max: Decimal, **extra: Any
-    ) -> None:
-        """parts: (series name, instrument id, score name)."""
-        keys: dict[str, tuple[str, Any]] = {}
-        series = []
-        table_rows: dict[str, dict[str, Any]] = {}
-        for name, instrument_id, score_name in parts:
-            one = Series(name)
-            for response, values in by_instrument.get(instrument_id, []):
-                value = values.get(score_name)
-                if value is None:
-                    continue
-                key, label, order = _x_key(response)
-                keys[key] = (label, order)
-                one.points.append(
-                    Point(
-                        key,
-                        value,
-                        href(response),
-                        _("%(name)s %(value)s (%(when)s)", name=name, value=value, when=label),
-                    )
-                )
-                row = table_rows.setdefault(key, {"label": label, "order": order, "values": {}})
-                row["values"][name] = (value, href(response))
-            series.append(one)
-        if not any(s.points for s in series):
-            return
-        x_keys = [(k, label) for k, (label, _order) in sorted(keys.items(), key=lambda kv: kv[1][1])]
-        charts.append(
-            {
-                "id": chart_id,
-                "title": title,
-                "svg": line_chart(chart_id, title, x_keys, series, y_min, y_max, **extra),
-                "columns": [name for name, _i, _s in parts],
-                "rows": [table_rows[k] for k, _label in x_keys],
-                "notes": extra.get("notes_text", []),
-            }
-        )
-
-    # ORS and SRS, with the cutoffs and the reliable-change band around the intake ORS.
-    ors = by_instrument.get("ors", [])
-    shaded = []
-    notes = [_("ORS clinical cutoff %(value)s", value=ORS_CUTOFF), _("SRS cutoff %(value)s", value=SRS_CUTOFF)]
-    if ors and ors[0][1].get("total") is not None:
-        intake = ors[0][1]["total"]
-        assert intake is not None
-        band_label = _("intake ORS %(intake)s ± %(change)s", intake=intake, change=RELIABLE_CHANGE)
-        shaded = [Band(intake - RELIABLE_CHANGE, intake + RELIABLE_CHANGE, band_label)]
-        notes.append(
-            _(
-                "Reliable-change band: intake ORS %(intake)s ± %(change)s (%(low)s to %(high)s)",
-                intake=intake,
-                change=RELIABLE_CHANGE,
-                low=intake - RELIABLE_CHANGE,
-                high=intake + RELIABLE_CHANGE,
-            )
-        )
-    chart(
-        "chart-ors-srs",
-        _("ORS and SRS totals by session"),
-        [("ORS", "ors", "total"), ("SRS", "srs", "total")],
-        Decimal(0),
-        Decimal(40),
-        lines=[
-            Line(ORS_CUTOFF, _("ORS cutoff %(value)s", value=ORS_CUTOFF)),
-            Line(SRS_CUTOFF, _("SRS cutoff %(value)s", value=SRS_CUTOFF)),
-        ],
-        shaded=shaded,
-    )
-    if charts and charts[-1]["id"] == "chart-ors-srs":
-        charts[-1]["notes"] = notes
-    chart(
-        "chart-wai",
-        _("WAI-SR subscales (sums, 4 to 20)"),
-        [("Goal", "wai-sr", "goal"), ("Task", "wai-sr", "task"), ("Bond", "wai-sr", "bond")],
-        Decimal(4),
-        Decimal(20),
-    )
-    for instrument_id in ("phq9", "gad7", "core10"):
-        if instrument_id not in engine.instruments:
-            continue
-        instrument = engine.instruments.get(instrument_id)
-        scoring = instrument.scoring
-        if not scoring.bands or scoring.band_score is None:
-            continue
-        bands = [Band(b.minimum, b.maximum, b.label or b.id) for b in scoring.bands]
-        chart(
-            f"chart-{instrument_id}",
-            _("%(title)s %(score)s with its bands", title=instrument.short_title, score=scoring.band_score),
-            [(instrument.short_title, instrument_id, scoring.band_score)],
-            scoring.bands[0].minimum,
-            scoring.bands[-1].maximum,
-            bands=bands,
-        )
-        if charts and charts[-1]["id"] == f"chart-{instrument_id}":
-            charts[-1]["notes"] = [
-                _("%(band)s: %(low)s to %(high)s", band=b.label, low=b.low, high=b.high) for b in bands
-            ]
-    return charts
-
-
 def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, Any]]:
     engine = portal().engine
     grouped: dict[str, list[Response]] = defaultdict(list)
@@ -327,8 +235,8 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
 @bp.get("/clients/<int:client_id>")
 @allow("clinician")
 def client(client_id: int) -> Any:
-    found = own_client(client_id)
     session = db_session()
+    found = visible_client(session, _user(), client_id)
     episodes = found.episodes
     episode = None
     wanted = request.args.get("episode", type=int)
@@ -344,7 +252,7 @@ def client(client_id: int) -> Any:
     if episode is not None:
         query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
     rows = [(r, s) for r, s in session.execute(query).all()]
-    alerts = _open_alerts(session, [found.id])
+    alerts = open_alerts(session, [found.id])
     record(session, actor(), "client.view", f"client:{found.id}", address(), episode=episode.id if episode else None)
     session.commit()
     return render_template(
@@ -352,7 +260,8 @@ def client(client_id: int) -> Any:
         client=found,
         episodes=episodes,
         episode=episode,
-        charts=_charts(found, episode, rows),
+        next_number=next_session_number(session, episode) if episode else 1,
+        **client_progress(rows),
         detail=_item_detail(rows),
         alerts=alerts,
         titles=_titles(),
@@ -360,7 +269,7 @@ def client(client_id: int) -> Any:
         action_form=make_form(ActionForm),
         ack_form=make_form(AcknowledgeForm),
         plan_text=plan_text,
-        moment=_moment,
+        moment=plan_moment,
         now=datetime.now(UTC),
         is_expired=is_expired,
     )
@@ -369,89 +278,70 @@ def client(client_id: int) -> Any:
 @bp.post("/clients/<int:client_id>/episodes")
 @allow("clinician")
 def new_episode(client_id: int) -> Any:
-    found = own_client(client_id)
+    session = db_session()
+    found = visible_client(session, _user(), client_id)
     form = make_form(EpisodeForm)
     if not form.validate():
         return form_problem(form)
-    if form.plan.data == "custom":
-        try:
-            rules = parse_plan(form.custom.data or "", portal().engine.instruments)
-        except PlanError as exc:
-            form.custom.errors = [str(exc)]
-            return form_problem(form)
-        name = "custom"
-    else:
-        name = form.plan.data
-        rules = BUILTIN_PLANS[name][1]
-    session = db_session()
-    now = datetime.now(UTC)
-    for open_episode in found.episodes:
-        if open_episode.ended_at is None:
-            open_episode.ended_at = now
-    episode = Episode(client_id=found.id, title=(form.title.data or "").strip() or None, plan_name=name, plan=rules)
-    session.add(episode)
-    session.flush()
-    record(session, actor(), "episode.create", f"client:{found.id}", address(), episode=episode.id, plan=name)
+    episode = start_episode(
+        session,
+        portal().engine,
+        found,
+        title=form.title.data,
+        plan=form.plan.data,
+        custom_plan=form.custom.data,
+        actor=actor(),
+        address=address(),
+    )
     session.commit()
-    return redirect(url_for("clinician.client", client_id=found.id, episode=episode.id))
+    return redirect(url_for("clinician.client", client_id=found.id, episode=episode.id), 303)
 
 
 @bp.post("/episodes/<int:episode_id>/sessions")
 @allow("clinician")
 def new_session(episode_id: int) -> Any:
     episode = _own(Episode, episode_id)
-    form = make_form(ActionForm)
+    form = make_form(SessionForm)
     if not form.validate():
         return form_problem(form)
     session = db_session()
-    engine = portal().engine
-    number = (
-        session.scalar(sa.select(sa.func.max(CareSession.number)).where(CareSession.episode_id == episode.id)) or 0
-    ) + 1
-    care = CareSession(episode_id=episode.id, number=number)
-    session.add(care)
-    session.flush()
-    issued, skipped = [], []
-    lifetime = timedelta(days=int(current_app.config["LINK_LIFETIME_DAYS"]))
-    for rule in due_in_session(episode.plan or BUILTIN_PLANS[DEFAULT_PLAN][1], number):
-        try:
-            assignment, token = create_assignment(
-                session,
-                engine,
-                episode.client,
-                rule["instrument"],
-                episode_id=episode.id,
-                care_session_id=care.id,
-                language=episode.client.language,
-                lifetime=lifetime,
-            )
-        except KeyError:
-            skipped.append((rule["instrument"], _("no such instrument is installed")))
-            continue
-        except ValueError:
-            skipped.append((rule["instrument"], _("its licensed wording is not installed (see Plugins)")))
-            continue
-        issued.append(_issue(assignment, token) | {"moment": rule["moment"]})
-    record(
+    started = start_care_session(
         session,
-        actor(),
-        "session.create",
-        f"client:{episode.client_id}",
-        address(),
-        care_session=care.id,
-        number=number,
-        assignments=[i["assignment"].id for i in issued],
-        skipped=[s[0] for s in skipped],
+        portal().engine,
+        episode,
+        number=form.number.data,
+        lifetime=_lifetime(),
+        actor=actor(),
+        address=address(),
     )
     session.commit()
+    if not started.created:  # a reload, Back/Forward or a re-post: nothing new was made
+        return redirect(url_for("clinician.care_session", session_id=started.care.id, again=1), 303)
+    _hand_over(started.links)
+    flask_session["skipped"] = [list(pair) for pair in started.skipped]
+    return redirect(url_for("clinician.links", session_id=started.care.id), 303)
+
+
+@bp.get("/sessions/<int:session_id>/links")
+@allow("clinician")
+def links(session_id: int) -> Any:
+    """The links just made, shown once; a reload finds none and goes to the session page."""
+    care = _own(CareSession, session_id)
+    issued = _handed_over(care, care.assignments)
+    skipped = [
+        (instrument_id, SKIP_REASONS.get(reason, reason)) for instrument_id, reason in flask_session.pop("skipped", [])
+    ]
+    if not issued and not skipped:
+        return redirect(url_for("clinician.care_session", session_id=care.id))
     return render_template(
         "clinician/links.html",
-        client=episode.client,
+        client=care.episode.client,
         care=care,
         issued=issued,
         skipped=skipped,
         action_form=make_form(ActionForm),
-    ), 201
+        reissued=request.args.get("reissued") == "1",
+    )
 
 
 @bp.get("/sessions/<int:session_id>")
@@ -469,7 +359,10 @@ def care_session(session_id: int) -> Any:
         titles=titles,
         action_form=make_form(ActionForm),
         is_expired=is_expired,
-        moment=_moment,
+        moment=plan_moment,
+        again=request.args.get("again") == "1",
+        cancellable=all(a.completed_at is None for a in care.assignments)
+        and care.number == next_session_number(session, care.episode) - 1,
     )
 
 
@@ -480,6 +373,20 @@ def _short_title(assignment: Assignment) -> str:
         return assignment.instrument_id
 
 
+@bp.post("/sessions/<int:session_id>/cancel")
+@allow("clinician")
+def cancel_session(session_id: int) -> Any:
+    care = _own(CareSession, session_id)
+    form = make_form(ActionForm)
+    if not form.validate():
+        return form_problem(form)
+    client_id, episode_id = care.episode.client_id, care.episode_id
+    session = db_session()
+    cancel_care_session(session, care, actor=actor(), address=address())
+    session.commit()
+    return redirect(url_for("clinician.client", client_id=client_id, episode=episode_id, cancelled=1), 303)
+
+
 @bp.post("/assignments/<int:assignment_id>/reissue")
 @allow("clinician")
 def reissue(assignment_id: int) -> Any:
@@ -487,30 +394,11 @@ def reissue(assignment_id: int) -> Any:
     form = make_form(ActionForm)
     if not form.validate():
         return form_problem(form)
-    if assignment.completed_at is not None:
-        form.csrf_token.errors = []
-        return render_template(
-            "auth/problem.html",
-            problems=[
-                (_("Link"), "assignment", _("This questionnaire is already answered; its link cannot be re-issued."))
-            ],
-        ), 409
-    token = new_token()
-    assignment.token_hash = hash_token(token)
-    assignment.expires_at = datetime.now(UTC) + timedelta(days=int(current_app.config["LINK_LIFETIME_DAYS"]))
     session = db_session()
-    record(session, actor(), "link.reissue", f"client:{assignment.client_id}", address(), assignment=assignment.id)
+    link = reissue_link(session, assignment, lifetime=_lifetime(), actor=actor(), address=address())
     session.commit()
-    care = assignment.session
-    return render_template(
-        "clinician/links.html",
-        client=assignment.client,
-        care=care,
-        issued=[_issue(assignment, token) | {"moment": ""}],
-        skipped=[],
-        action_form=make_form(ActionForm),
-        reissued=True,
-    ), 201
+    _hand_over([link])
+    return redirect(url_for("clinician.links", session_id=assignment.session_id, reissued=1), 303)
 
 
 @bp.post("/sessions/<int:session_id>/kiosk")
@@ -521,37 +409,16 @@ def start_kiosk(session_id: int) -> Any:
     form = make_form(ActionForm)
     if not form.validate():
         return form_problem(form)
-    pending = [a.id for a in care.assignments if a.completed_at is None and not is_expired(a)]
-    if not pending:
-        return render_template(
-            "auth/problem.html",
-            problems=[(_("Kiosk"), "session", _("This session has no questionnaires left to answer."))],
-        ), 409
-    session = db_session()
-    token = new_token()
-    hours = int(current_app.config["KIOSK_HOURS"])
-    user = current_user()
-    assert user is not None
-    kiosk = KioskSession(
-        token_hash=hash_token(token),
-        client_id=care.episode.client_id,
-        created_by=user.id,
-        assignment_ids=pending,
-        expires_at=datetime.now(UTC) + timedelta(hours=hours),
-    )
-    session.add(kiosk)
     signed_in = current_session()
     assert signed_in is not None
-    end_session(signed_in, "kiosk")
-    session.flush()
-    record(
+    session = db_session()
+    _kiosk, token = unlock_kiosk(
         session,
-        actor(),
-        "kiosk.unlock",
-        f"client:{care.episode.client_id}",
-        address(),
-        kiosk=kiosk.id,
-        assignments=pending,
+        care,
+        user_session=signed_in,
+        hours=float(current_app.config["KIOSK_HOURS"]),
+        actor=actor(),
+        address=address(),
     )
     session.commit()
     g.clear_session_cookie = True
@@ -592,19 +459,9 @@ def acknowledge(alert_id: int) -> Any:
     form = make_form(AcknowledgeForm)
     if not form.validate():
         return form_problem(form)
-    if alert.acknowledged_at is not None:
-        return redirect(url_for("clinician.client", client_id=alert.client_id))
-    user = current_user()
-    assert user is not None
-    alert.acknowledged_at = datetime.now(UTC)
-    alert.acknowledged_by = user.id
-    alert.note = form.note.data.strip()
     session = db_session()
-    record(
-        session, actor(), "alert.acknowledge", f"client:{alert.client_id}", address(), alert=alert.id, rule=alert.rule
-    )
+    acknowledge_alert(session, alert, user_id=_user().id, note=form.note.data, actor=actor(), address=address())
     session.commit()
-    back = request.form.get("back")
-    if back == "caseload":
-        return redirect(url_for("clinician.caseload"))
-    return redirect(url_for("clinician.client", client_id=alert.client_id))
+    if request.form.get("back") == "caseload":
+        return redirect(url_for("clinician.caseload"), 303)
+    return redirect(url_for("clinician.client", client_id=alert.client_id), 303)

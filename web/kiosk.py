@@ -8,17 +8,14 @@ expires, or when someone presses "Lock", the device shows a neutral locked page.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from core import ResponseValidationError
-from core.audit import record
+from core.care import find_kiosk, kiosk_next, kiosk_position, lock_kiosk, submit_for_kiosk
 from core.models import Assignment, KioskSession
-from core.responses import is_expired, submit_response
-from core.tokens import hash_token
+from core.responses import LinkError
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
 from web.forms import (
     answers_from,
@@ -36,40 +33,21 @@ class LockForm(StaffForm):
     pass
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _kiosk() -> KioskSession | None:
     token = request.cookies.get(KIOSK_COOKIE)
     if not token:
         return None
-    found = db_session().scalar(sa.select(KioskSession).where(KioskSession.token_hash == hash_token(token)))
-    if found is None or found.ended_at is not None or datetime.now(UTC) >= _aware(found.expires_at):
+    found = find_kiosk(db_session(), token)
+    if found is None:
         g.clear_kiosk_cookie = True
         return None
     g.kiosk_context = f"kiosk:{found.token_hash}"
     return found
 
 
-def _next_assignment(kiosk: KioskSession) -> Assignment | None:
-    session = db_session()
-    for assignment_id in kiosk.assignment_ids:
-        assignment = session.get(Assignment, assignment_id)
-        if (
-            assignment is not None
-            and assignment.client_id == kiosk.client_id
-            and assignment.completed_at is None
-            and not is_expired(assignment)
-        ):
-            return assignment
-    return None
-
-
 def _lock(kiosk: KioskSession, reason: str) -> None:
     session = db_session()
-    kiosk.ended_at = datetime.now(UTC)
-    record(session, f"kiosk:{kiosk.id}", "kiosk.lock", f"kiosk:{kiosk.id}", address(), reason=reason)
+    lock_kiosk(session, kiosk, reason=reason, address=address())
     session.commit()
     g.clear_kiosk_cookie = True
 
@@ -81,6 +59,7 @@ def _locked() -> Any:
 def _form_page(kiosk: KioskSession, assignment: Assignment, form: Any, status: int = 200, unknown: bool = False) -> Any:
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     g.language = assignment.language
+    position, total = kiosk_position(kiosk, assignment)
     page = render_questionnaire(
         "kiosk/form.html",
         instrument,
@@ -89,8 +68,8 @@ def _form_page(kiosk: KioskSession, assignment: Assignment, form: Any, status: i
         action=url_for("kiosk.submit"),
         unknown=unknown,
         assignment=assignment,
-        position=kiosk.assignment_ids.index(assignment.id) + 1,
-        total=len(kiosk.assignment_ids),
+        position=position,
+        total=total,
         lock_form=make_form(LockForm),
     )
     return page, status
@@ -106,7 +85,7 @@ def kiosk() -> Any:
     found = _kiosk()
     if found is None:
         return _locked()
-    assignment = _next_assignment(found)
+    assignment = kiosk_next(db_session(), found)
     if assignment is None:
         _lock(found, "finished")
         return _locked()
@@ -120,32 +99,33 @@ def submit() -> Any:
     found = _kiosk()
     if found is None:
         return _locked(), 403
-    assignment = _next_assignment(found)
+    assignment = kiosk_next(db_session(), found)
     if assignment is None or request.form.get("assignment") != str(assignment.id):
-        return redirect(url_for("kiosk.kiosk"))  # a stale or repeated submit: show what is next
+        return redirect(url_for("kiosk.kiosk"), 303)  # a stale or repeated submit: show what is next
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
     form = questionnaire_form(instrument, request.form, _context(found, assignment))
     valid = form.validate()
     if not valid or has_unknown_fields(instrument, request.form, allowed=("assignment",)):
         return _form_page(found, assignment, form, 400 if form.csrf_token.errors else 422, unknown=valid)
-    session = db_session()
+    answers = answers_from(form, instrument)
+    kiosk_id, assignment_id = found.id, assignment.id
+    db_session().close()  # the submission runs in its own transaction, with the links' retries
     try:
-        submit_response(
-            session,
+        submit_for_kiosk(
+            portal().sessions,
             portal().engine,
-            assignment,
-            answers_from(form, instrument),
-            actor=f"kiosk:{found.id}",
+            kiosk_id,
+            assignment_id,
+            answers,
             address=address(),
+            retry_seconds=float(current_app.config["DB_RETRY_SECONDS"]),
         )
-        session.commit()
     except ResponseValidationError as exc:
-        session.rollback()
         mark_refused_answers(form, exc)
         return _form_page(found, assignment, form, 422)
-    except sa.exc.IntegrityError:
-        session.rollback()  # a double submit: the first one was stored
-    return redirect(url_for("kiosk.kiosk"))
+    except LinkError:
+        pass  # locked or expired meanwhile: the next page says so
+    return redirect(url_for("kiosk.kiosk"), 303)
 
 
 @bp.post("/lock")
@@ -158,4 +138,4 @@ def lock() -> Any:
     if not form.validate():
         return _locked(), 400
     _lock(found, "locked")
-    return redirect(url_for("kiosk.kiosk"))
+    return redirect(url_for("kiosk.kiosk"), 303)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, abort, render_template, request
+import sqlalchemy as sa
+import werkzeug.exceptions
+from flask import Flask, abort, current_app, render_template, request
 from flask_babel import get_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+
+from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput, NotFound
+from core.responses import is_retryable
+from web.access import core_message
 
 # No inline script or style anywhere, so the policy can stay this strict.
 CONTENT_SECURITY_POLICY = (
@@ -35,6 +42,8 @@ def init_app(app: Flask) -> None:
     for status in ERROR_PAGES:
         if status not in app.error_handler_spec.get(None, {}):
             app.register_error_handler(status, _error_page)
+    app.register_error_handler(DomainError, domain_problem)
+    app.register_error_handler(sa.exc.DBAPIError, _database_error)
 
 
 def _page_language() -> str:
@@ -76,3 +85,51 @@ def _error_page(error: Any) -> Any:
     if request.path.startswith("/api/"):
         return {"error": {"status": status, "message": str(title), "detail": str(message)}}, status
     return render_template("plain.html", title=str(title), message=str(message)), status
+
+
+# -- refusals from core and database outages ------------------------------------------
+
+# Field names that core operations report, as people read them on a page.
+FIELD_LABELS = {
+    "note": _l("Note"),
+    "number": _l("Session"),
+    "session": _l("Session"),
+    "episode": _l("Episode"),
+    "assignment": _l("Link"),
+    "plan": _l("Measurement plan"),
+    "custom": _l("Custom plan"),
+    "title": _l("Title"),
+}
+DOMAIN_STATUS = {InvalidInput: 422, Conflict: 409, DatabaseUnavailable: 503}
+
+
+def domain_problem(error: DomainError) -> Any:
+    """A core operation refused: 404 page for what the person may not see, else the field and the reason."""
+    if isinstance(error, NotFound):
+        return _error_page(werkzeug.exceptions.NotFound())
+    if isinstance(error, DatabaseUnavailable):
+        return _unavailable()
+    status = next((code for kind, code in DOMAIN_STATUS.items() if isinstance(error, kind)), 422)
+    field = error.field or "request"
+    label = FIELD_LABELS.get(field, field)
+    return render_template("auth/problem.html", problems=[(label, field, core_message(error.message))]), status
+
+
+def _database_error(error: sa.exc.DBAPIError) -> Any:
+    if not is_retryable(error):
+        raise error  # a defect, not an outage: the 500 page and the log
+    current_app.logger.warning("database unavailable: %s", type(error.orig).__name__)
+    return _unavailable()
+
+
+def _unavailable() -> Any:
+    """503 while the database cannot be reached. A client's questionnaire answers come back in a form to send again."""
+    if request.method == "POST" and request.blueprint in ("client", "kiosk"):
+        fields = [(name, value) for name, values in request.form.lists() for value in values]
+        return render_template("client/resend.html", fields=fields, action=request.path), 503
+    title = ERROR_PAGES[503][0]
+    return render_template(
+        "plain.html",
+        title=str(title),
+        message=_("The database cannot be reached just now. Nothing was changed; please try again in a moment."),
+    ), 503

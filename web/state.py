@@ -15,6 +15,7 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g
 
 from core import Engine
+from core.wording import refresh_wording
 
 EXTENSION_KEY = "rapportal"
 
@@ -41,13 +42,23 @@ def portal(app: Flask | None = None) -> Portal:
 
 
 def db_session() -> so.Session:
-    """The request's database session, opened on first use and closed when the request ends."""
+    """The request's database session, opened on first use and closed when the request ends.
+
+    Opening it also brings the licensed wording up to date (one small query in the request's own
+    transaction), so each request sees wording that any process or host installed before it.
+    """
     if "db_session" not in g:
         g.db_session = portal().sessions()
+        refresh_wording(g.db_session, portal().engine)
     return g.db_session
 
 
-def _close_db_session(_exc: BaseException | None) -> None:
+def drop_db_session() -> None:
+    """Close the request's session (after its connection failed, say); the next :func:`db_session` opens a new one."""
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+
+
+def _close_db_session(_exc: BaseException | None) -> None:
+    drop_db_session()

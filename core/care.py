@@ -1,0 +1,423 @@
+"""The care domain: episodes, sessions with their links, links, kiosks and alerts.
+
+Each function is one operation a clinic performs. It checks its input, adds its audit entry to
+the caller's transaction and raises a typed error from :mod:`core.errors`; the web views, the CLI
+and the API call these and only parse, commit and render. Access (whose client this is) is
+checked by the caller with :func:`core.clients.visible_client` before an operation is called.
+
+Links are shown once, when they are made: only their hashes are stored. To hand a link out again
+the clinician re-issues it, which replaces the hash (the old link stops working).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from core.accounts import end_session
+from core.audit import record
+from core.engine import Engine
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import Alert, Assignment, CareSession, Client, Episode, KioskSession, UserSession
+from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, parse_plan
+from core.responses import (
+    DEFAULT_LINK_LIFETIME,
+    DEFAULT_RETRY_SECONDS,
+    LinkError,
+    Submission,
+    create_assignment,
+    is_expired,
+    submit_answers,
+)
+from core.tokens import hash_token, new_token
+
+MAX_NOTE_LENGTH = 2000
+MAX_TITLE_LENGTH = 128
+
+# -- episodes ------------------------------------------------------------------------
+
+
+def start_episode(
+    session: so.Session,
+    engine: Engine,
+    client: Client,
+    *,
+    title: str | None,
+    plan: str,
+    custom_plan: str | None = None,
+    actor: str,
+    address: str | None,
+) -> Episode:
+    """Start an episode of care following a built-in plan or a custom one; the open episode ends.
+
+    ``plan`` names a built-in plan or is ``"custom"``, in which case ``custom_plan`` holds its text
+    form (see :mod:`core.plans`). Change is measured from the new episode's first administration.
+    """
+    if plan == "custom":
+        try:
+            rules = parse_plan(custom_plan or "", engine.instruments)
+        except PlanError as exc:
+            raise InvalidInput(str(exc), "custom") from None
+    elif plan in BUILTIN_PLANS:
+        rules = BUILTIN_PLANS[plan][1]
+    else:
+        raise InvalidInput(f"Choose one of: {', '.join([*BUILTIN_PLANS, 'custom'])}.", "plan")
+    title = (title or "").strip() or None
+    if title and len(title) > MAX_TITLE_LENGTH:
+        raise InvalidInput(f"Use at most {MAX_TITLE_LENGTH} characters.", "title")
+    now = datetime.now(UTC)
+    for open_episode in client.episodes:
+        if open_episode.ended_at is None:
+            open_episode.ended_at = now
+    episode = Episode(client_id=client.id, title=title, plan_name=plan, plan=rules, started_at=now)
+    session.add(episode)
+    session.flush()
+    record(session, actor, "episode.create", f"client:{client.id}", address, episode=episode.id)
+    return episode
+
+
+def plan_moment(episode: Episode, instrument_id: str) -> str:
+    """When the episode's plan gives the instrument: ``start``, ``end``, or ``""`` when the plan does not name it."""
+    for rule in episode.plan or []:
+        if rule["instrument"] == instrument_id:
+            return rule["moment"]
+    return ""
+
+
+# -- sessions and their links ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A link made just now: the token is shown to the clinician once and never stored."""
+
+    assignment: Assignment
+    token: str
+    moment: str
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    """The outcome of :func:`start_care_session`.
+
+    ``created`` is False when the session had been started already (a reload or a re-post): then
+    no links are made again. ``skipped`` lists (instrument id, reason) for instruments the plan
+    names that cannot be sent: reason ``not_installed`` or ``no_wording``.
+    """
+
+    care: CareSession
+    links: tuple[IssuedLink, ...]
+    skipped: tuple[tuple[str, str], ...]
+    created: bool
+
+
+def next_session_number(session: so.Session, episode: Episode) -> int:
+    return (
+        session.scalar(sa.select(sa.func.max(CareSession.number)).where(CareSession.episode_id == episode.id)) or 0
+    ) + 1
+
+
+def start_care_session(
+    session: so.Session,
+    engine: Engine,
+    episode: Episode,
+    *,
+    number: int,
+    lifetime: timedelta = DEFAULT_LINK_LIFETIME,
+    actor: str,
+    address: str | None,
+) -> StartedSession:
+    """Start session ``number`` of the episode and make the links its plan gives; idempotent.
+
+    The caller names the number it means to start (the button said "Start session 3"), so a
+    reload, Back/Forward or a re-post finds session 3 and starts nothing; two requests at once are
+    kept apart by the unique (episode, number) constraint. A number beyond the next one is refused.
+    """
+    existing = session.scalar(
+        sa.select(CareSession).where(CareSession.episode_id == episode.id, CareSession.number == number)
+    )
+    if existing is not None:
+        return StartedSession(existing, (), (), created=False)
+    if episode.ended_at is not None:
+        raise Conflict("This episode has ended: start a new episode first.", "episode")
+    expected = next_session_number(session, episode)
+    if number != expected:
+        raise Conflict(f"The next session of this episode is session {expected}, not {number}.", "number")
+    care = CareSession(episode_id=episode.id, number=number)
+    try:
+        with session.begin_nested():
+            session.add(care)
+            session.flush()
+    except sa.exc.IntegrityError:  # another request started the same session a moment ago
+        won = session.scalar(
+            sa.select(CareSession).where(CareSession.episode_id == episode.id, CareSession.number == number)
+        )
+        if won is None:
+            raise
+        return StartedSession(won, (), (), created=False)
+    links, skipped = [], []
+    client = episode.client
+    for rule in due_in_session(episode.plan or BUILTIN_PLANS[DEFAULT_PLAN][1], number):
+        try:
+            assignment, token = create_assignment(
+                session,
+                engine,
+                client,
+                rule["instrument"],
+                episode_id=episode.id,
+                care_session_id=care.id,
+                language=client.language,
+                lifetime=lifetime,
+            )
+        except KeyError:
+            skipped.append((rule["instrument"], "not_installed"))
+            continue
+        except ValueError:
+            skipped.append((rule["instrument"], "no_wording"))
+            continue
+        links.append(IssuedLink(assignment, token, rule["moment"]))
+    record(
+        session,
+        actor,
+        "session.create",
+        f"client:{client.id}",
+        address,
+        care_session=care.id,
+        number=number,
+        assignments=[link.assignment.id for link in links],
+    )
+    return StartedSession(care, tuple(links), tuple(skipped), created=True)
+
+
+def cancel_care_session(session: so.Session, care: CareSession, *, actor: str, address: str | None) -> None:
+    """Remove a session that was started by mistake, with its links; only while nothing was answered.
+
+    Its links stop working at once, and its number is free again for the next session.
+    """
+    if any(a.completed_at is not None for a in care.assignments):
+        raise Conflict("This session has answers: it cannot be cancelled.", "session")
+    if care.number != next_session_number(session, care.episode) - 1:
+        raise Conflict("Only the latest session of an episode can be cancelled.", "session")
+    client_id, care_id, number = care.episode.client_id, care.id, care.number
+    for assignment in list(care.assignments):
+        session.delete(assignment)
+    session.delete(care)
+    session.flush()
+    record(session, actor, "session.cancel", f"client:{client_id}", address, care_session=care_id, number=number)
+
+
+# -- links -------------------------------------------------------------------------------
+
+
+def reissue_link(
+    session: so.Session,
+    assignment: Assignment,
+    *,
+    lifetime: timedelta = DEFAULT_LINK_LIFETIME,
+    actor: str,
+    address: str | None,
+) -> IssuedLink:
+    """Replace an unanswered link with a new one (the old one stops working) and restart its lifetime."""
+    if assignment.completed_at is not None:
+        raise Conflict("This questionnaire is already answered; its link cannot be re-issued.", "assignment")
+    token = new_token()
+    assignment.token_hash = hash_token(token)
+    assignment.expires_at = datetime.now(UTC) + lifetime
+    session.flush()
+    record(session, actor, "link.reissue", f"client:{assignment.client_id}", address, assignment=assignment.id)
+    moment = plan_moment(assignment.session.episode, assignment.instrument_id) if assignment.session else ""
+    return IssuedLink(assignment, token, moment)
+
+
+def expire_link(session: so.Session, assignment: Assignment, *, actor: str, address: str | None) -> None:
+    """End an unanswered link now (a link sent to the wrong person, say); re-issuing makes a new one."""
+    if assignment.completed_at is not None:
+        raise Conflict("This questionnaire is already answered.", "assignment")
+    if not is_expired(assignment):
+        assignment.expires_at = datetime.now(UTC)
+        session.flush()
+    record(session, actor, "link.expire", f"client:{assignment.client_id}", address, assignment=assignment.id)
+
+
+# -- kiosk -------------------------------------------------------------------------------
+
+
+def unlock_kiosk(
+    session: so.Session,
+    care: CareSession,
+    *,
+    user_session: UserSession,
+    hours: float,
+    actor: str,
+    address: str | None,
+) -> tuple[KioskSession, str]:
+    """Hand this device to the client for the session's unanswered questionnaires; return the kiosk and its token.
+
+    The clinician's sign-in session on the device ends: the client cannot reach anything else.
+    """
+    pending = [a.id for a in care.assignments if a.completed_at is None and not is_expired(a)]
+    if not pending:
+        raise Conflict("This session has no questionnaires left to answer.", "session")
+    token = new_token()
+    kiosk = KioskSession(
+        token_hash=hash_token(token),
+        client_id=care.episode.client_id,
+        created_by=user_session.user_id,
+        assignment_ids=pending,
+        expires_at=datetime.now(UTC) + timedelta(hours=hours),
+    )
+    session.add(kiosk)
+    end_session(user_session, "kiosk")
+    session.flush()
+    record(
+        session,
+        actor,
+        "kiosk.unlock",
+        f"client:{care.episode.client_id}",
+        address,
+        kiosk=kiosk.id,
+        assignments=pending,
+    )
+    return kiosk, token
+
+
+def find_kiosk(session: so.Session, token: str, now: datetime | None = None) -> KioskSession | None:
+    """The live kiosk for a cookie token, or None when it is unknown, locked or past its time."""
+    found = session.scalar(sa.select(KioskSession).where(KioskSession.token_hash == hash_token(token)))
+    if found is None or found.ended_at is not None or (now or datetime.now(UTC)) >= _aware(found.expires_at):
+        return None
+    return found
+
+
+def kiosk_next(session: so.Session, kiosk: KioskSession) -> Assignment | None:
+    """The kiosk's next questionnaire to answer, in the order they were handed over; None when all are done."""
+    wanted = list(kiosk.assignment_ids)
+    rows = {
+        a.id: a
+        for a in session.scalars(
+            sa.select(Assignment).where(Assignment.id.in_(wanted), Assignment.client_id == kiosk.client_id)
+        )
+    }
+    for assignment_id in wanted:
+        assignment = rows.get(assignment_id)
+        if assignment is not None and assignment.completed_at is None and not is_expired(assignment):
+            return assignment
+    return None
+
+
+def kiosk_position(kiosk: KioskSession, assignment: Assignment) -> tuple[int, int]:
+    """(this questionnaire's place, how many) for "Questionnaire 1 of 2"."""
+    return kiosk.assignment_ids.index(assignment.id) + 1, len(kiosk.assignment_ids)
+
+
+def submit_for_kiosk(
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    kiosk_id: int,
+    assignment_id: int,
+    answers: Mapping[str, Any],
+    *,
+    address: str | None,
+    retry_seconds: float = DEFAULT_RETRY_SECONDS,
+) -> Submission:
+    """Store an answer given on a kiosk: the links' submission path, with its retries and double-submit guard.
+
+    Raises :class:`LinkError` (``expired``) when the kiosk was locked or the questionnaire is not one
+    of the kiosk's, and whatever :func:`core.responses.submit_answers` raises.
+    """
+
+    def locate(session: so.Session) -> Assignment:
+        kiosk = session.get(KioskSession, kiosk_id)
+        assignment = session.get(Assignment, assignment_id)
+        if (
+            kiosk is None
+            or kiosk.ended_at is not None
+            or datetime.now(UTC) >= _aware(kiosk.expires_at)
+            or assignment is None
+            or assignment.id not in kiosk.assignment_ids
+            or assignment.client_id != kiosk.client_id
+            or (assignment.response is None and is_expired(assignment))
+        ):
+            raise LinkError("expired")
+        return assignment
+
+    return submit_answers(
+        session_factory,
+        engine,
+        locate,
+        answers,
+        actor=f"kiosk:{kiosk_id}",
+        address=address,
+        retry_seconds=retry_seconds,
+    )
+
+
+def lock_kiosk(session: so.Session, kiosk: KioskSession, *, reason: str, address: str | None) -> None:
+    """Lock the device: ``reason`` is ``finished`` (all answered) or ``locked`` (someone pressed Lock)."""
+    if reason not in ("finished", "locked"):
+        raise InvalidInput("The reason is 'finished' or 'locked'.", "reason")
+    if kiosk.ended_at is None:
+        kiosk.ended_at = datetime.now(UTC)
+        session.flush()
+        record(session, f"kiosk:{kiosk.id}", "kiosk.lock", f"kiosk:{kiosk.id}", address, reason=reason)
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+def open_alerts(session: so.Session, client_ids: Any) -> list[Alert]:
+    """Unacknowledged alerts of the given clients (a list or a select of ids), newest first."""
+    return list(
+        session.scalars(
+            sa.select(Alert)
+            .where(Alert.client_id.in_(client_ids), Alert.acknowledged_at.is_(None))
+            .order_by(Alert.created_at.desc(), Alert.id.desc())
+        )
+    )
+
+
+def acknowledge_alert(
+    session: so.Session, alert: Alert, *, user_id: int, note: str, actor: str, address: str | None
+) -> bool:
+    """Close an alert with the clinician's note (what they did or decided); False if it was closed already.
+
+    The audit entry names the alert, never its rule: which rule fired is clinical content.
+    """
+    note = (note or "").strip()
+    if not note:
+        raise InvalidInput("Write a note: what you did or decided.", "note")
+    if len(note) > MAX_NOTE_LENGTH:
+        raise InvalidInput(f"Use at most {MAX_NOTE_LENGTH} characters.", "note")
+    if alert.acknowledged_at is not None:
+        return False
+    alert.acknowledged_at = datetime.now(UTC)
+    alert.acknowledged_by = user_id
+    alert.note = note
+    session.flush()
+    record(session, actor, "alert.acknowledge", f"client:{alert.client_id}", address, alert=alert.id)
+    return True
+
+
+def client_record(session: so.Session, model: type[Any], object_id: int) -> Any:
+    """Load an episode, session, assignment, response or alert by id; :class:`NotFound` when there is none.
+
+    The caller then checks that the record's client is visible to the person asking.
+    """
+    found = session.get(model, object_id)
+    if found is None:
+        raise NotFound("There is no such record.", model.__tablename__)
+    return found
+
+
+def client_id_of(found: Any) -> int:
+    """The client an episode, session, assignment, response or alert belongs to."""
+    return found.episode.client_id if isinstance(found, CareSession) else found.client_id
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -1,0 +1,138 @@
+"""Clients: create and edit them, assign their clinicians, and the one query of whom a user may see.
+
+Clinical data (answers, scores, alerts) is shown only to a client's assigned clinicians, main or
+further. :func:`visible_client_ids` is that rule as a query; every page, command and API call that
+returns client data goes through it (or :func:`visible_client`), so there is one place to change it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from core.audit import record
+from core.errors import InvalidInput, NotFound
+from core.models import Client, ClientClinician, User
+
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def visible_client_ids(user: User) -> sa.Select[tuple[int]]:
+    """The ids of the clients whose clinical data ``user`` may see: a clinician's assigned clients, else none."""
+    if user.role != "clinician" or not user.active:
+        return sa.select(Client.id).where(sa.false())
+    further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id == user.id)
+    return sa.select(Client.id).where(sa.or_(Client.clinician_id == user.id, Client.id.in_(further)))
+
+
+def visible_client(session: so.Session, user: User, client_id: int) -> Client:
+    """The client if ``user`` may see them; :class:`NotFound` otherwise (a stranger's client looks absent)."""
+    client = session.scalar(sa.select(Client).where(Client.id == client_id, Client.id.in_(visible_client_ids(user))))
+    if client is None:
+        raise NotFound("There is no such client.", "client")
+    return client
+
+
+def unassigned_clients(session: so.Session) -> list[Client]:
+    """Clients with no main clinician: no clinician can see them, so administrators are shown this list."""
+    return list(session.scalars(sa.select(Client).where(Client.clinician_id.is_(None)).order_by(Client.code)))
+
+
+def create_client(
+    session: so.Session,
+    *,
+    code: str,
+    display_name: str | None,
+    language: str,
+    languages: Collection[str],
+    clinician_id: int | None,
+    further_ids: Iterable[int] = (),
+    actor: str,
+    address: str | None,
+) -> Client:
+    """Add a client with a pseudonymous ``code`` (unique, never changed) and their clinicians; audited."""
+    code = (code or "").strip()
+    if not CODE_PATTERN.match(code):
+        raise InvalidInput("Use 1 to 64 letters, digits and . _ - only.", "code")
+    if session.scalar(sa.select(Client.id).where(Client.code == code)) is not None:
+        raise InvalidInput("A client with this code exists already.", "code")
+    client = Client(code=code, display_name=_display_name(display_name), language=_language(language, languages))
+    session.add(client)
+    session.flush()
+    _assign(session, client, clinician_id, further_ids)
+    record(session, actor, "client.create", f"client:{client.id}", address, **_assignment_detail(session, client))
+    return client
+
+
+def update_client(
+    session: so.Session,
+    client: Client,
+    *,
+    display_name: str | None,
+    language: str,
+    languages: Collection[str],
+    clinician_id: int | None,
+    further_ids: Iterable[int] = (),
+    actor: str,
+    address: str | None,
+) -> Client:
+    """Change a client's display name, questionnaire language and clinicians; audited (without the name)."""
+    client.display_name = _display_name(display_name)
+    client.language = _language(language, languages)
+    _assign(session, client, clinician_id, further_ids)
+    record(session, actor, "client.update", f"client:{client.id}", address, **_assignment_detail(session, client))
+    return client
+
+
+def clinicians(session: so.Session) -> list[User]:
+    """Active clinician accounts, by display name: those a client can be assigned to."""
+    return list(
+        session.scalars(
+            sa.select(User).where(User.role == "clinician", User.active.is_(True)).order_by(User.display_name)
+        )
+    )
+
+
+def _display_name(value: str | None) -> str | None:
+    name = (value or "").strip()
+    if len(name) > 128:
+        raise InvalidInput("Use at most 128 characters.", "display_name")
+    return name or None
+
+
+def _language(value: str, languages: Collection[str]) -> str:
+    if value not in languages:
+        raise InvalidInput(f"Choose one of: {', '.join(languages)}.", "language")
+    return value
+
+
+def _assign(session: so.Session, client: Client, main: int | None, further: Iterable[int]) -> None:
+    active = {user.id for user in clinicians(session)}
+    if main is not None and main not in active:
+        raise InvalidInput("Choose an active clinician.", "clinician")
+    wanted = set(further) - {main}
+    if wanted - active:
+        raise InvalidInput("Choose active clinicians only.", "further")
+    client.clinician_id = main
+    existing = {
+        row.user_id: row
+        for row in session.scalars(sa.select(ClientClinician).where(ClientClinician.client_id == client.id))
+    }
+    for user_id, row in existing.items():
+        if user_id not in wanted:
+            session.delete(row)
+    for user_id in wanted - set(existing):
+        session.add(ClientClinician(client_id=client.id, user_id=user_id))
+    session.flush()
+
+
+def _assignment_detail(session: so.Session, client: Client) -> dict[str, object]:
+    further = session.scalars(
+        sa.select(ClientClinician.user_id)
+        .where(ClientClinician.client_id == client.id)
+        .order_by(ClientClinician.user_id)
+    )
+    return {"clinician": client.clinician_id, "further": list(further)}
