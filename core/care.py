@@ -214,6 +214,39 @@ def cancel_care_session(session: so.Session, care: CareSession, *, actor: str, a
 # -- links -------------------------------------------------------------------------------
 
 
+def issue_link(
+    session: so.Session,
+    engine: Engine,
+    client: Client,
+    instrument_id: str,
+    *,
+    lifetime: timedelta = DEFAULT_LINK_LIFETIME,
+    allow_placeholder: bool = False,
+    actor: str,
+    address: str | None,
+) -> IssuedLink:
+    """Make one link outside any session (a demo, a one-off measure), in the client's language; audited.
+
+    ``allow_placeholder`` lets a demo send an instrument whose wording is the marked stand-in.
+    """
+    try:
+        assignment, token = create_assignment(
+            session,
+            engine,
+            client,
+            instrument_id,
+            language=client.language,
+            lifetime=lifetime,
+            allow_placeholder=allow_placeholder,
+        )
+    except KeyError:
+        raise NotFound(f"No instrument {instrument_id!r} is installed.", "instrument") from None
+    except ValueError:
+        raise Conflict(f"The licensed wording of {instrument_id} is not installed.", "instrument") from None
+    record(session, actor, "link.issue", f"client:{client.id}", address, assignment=assignment.id)
+    return IssuedLink(assignment, token, "")
+
+
 def reissue_link(
     session: so.Session,
     assignment: Assignment,

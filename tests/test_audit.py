@@ -113,3 +113,71 @@ def test_record_cuts_values_to_their_column_widths(app):
     with app.extensions["rapportal"].sessions.begin() as session:
         entry = record(session, "a" * 300, "export", "export:" + "x" * 300, "1" * 100, rows=1)
     assert (len(entry.actor), len(entry.target), len(entry.address)) == (128, 128, 64)
+
+
+def _strings(value):
+    """Every key and string value in an audit detail, at any depth."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield str(key)
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(app, world):
+    """Intake, answers that raise an urgent and a warning alert, a kiosk, acknowledgements and an export."""
+    import re
+
+    from staff_support import SRS_LOW, csrf
+
+    engine = app.extensions["rapportal"].engine
+    ann = app.test_client()
+    sign_in(ann, "ann")
+    token = page_token(ann, f"/clients/{world.client_id}")
+    ann.post(
+        f"/clients/{world.client_id}/episodes",
+        data={"csrf_token": token, "plan": "pcoms-phq9", "title": "Depression, second episode"},
+    )
+    episode_id = world.episode_id + 2  # make_world made two episodes
+    links = links_on(start_session(ann, episode_id, world.client_id).text)
+    answer(app, links["ors"], ORS_ANSWERS)
+    answer(app, links["phq9"], {f"phq9_{n}": "2" for n in range(1, 10)})  # item 9 above zero: urgent
+    answer(app, links["srs"], SRS_LOW)  # below the cutoff: a warning
+    page = ann.get(f"/clients/{world.client_id}").text
+    for alert_id in re.findall(r'action="/alerts/(\d+)/acknowledge"', page):
+        ann.post(f"/alerts/{alert_id}/acknowledge", data={"csrf_token": csrf(page), "note": "Safety plan made"})
+    ann.get("/caseload")
+    for response_id in re.findall(r'href="/responses/(\d+)"', page):
+        ann.get(f"/responses/{response_id}")
+    start_session(ann, episode_id, world.client_id)
+    kiosk = ann.post("/sessions/2/kiosk", data={"csrf_token": page_token(ann, "/sessions/2")})
+    assert kiosk.status_code == 302
+    device = ann  # the tablet: the clinician was signed out on it
+    form = device.get("/kiosk").text
+    assignment = re.search(r'name="assignment" value="(\d+)"', form).group(1)
+    device.post("/kiosk", data={**ORS_ANSWERS, "csrf_token": csrf(form), "assignment": assignment})
+    lock_token = csrf(device.get("/kiosk").text.split('class="kiosk-lock"')[1])
+    assert device.post("/kiosk/lock", data={"csrf_token": lock_token}).status_code == 303
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    export = admin.post("/admin/exports", data={"csrf_token": page_token(admin, "/admin/exports"), "format": "csv"})
+    assert export.status_code == 200 and export.data  # read to the end: the export is audited when done
+
+    forbidden = set(engine.alert_rules)
+    for instrument in engine.instruments:
+        forbidden |= set(instrument.scoring.flag_ids) | {band.id for band in instrument.scoring.bands}
+        forbidden |= {spec.name for spec in instrument.scoring.scores} | {item.id for item in instrument.items}
+        forbidden |= {option.label for item in instrument.items for option in item.options}
+    forbidden |= {"Safety plan made", "Depression, second episode"}
+    with app.extensions["rapportal"].sessions() as session:
+        entries = session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)).all()
+    actions = {entry.action for entry in entries}
+    assert {"response.submit", "alert.acknowledge", "kiosk.unlock", "kiosk.lock", "export", "client.view"} <= actions
+    assert sum(entry.action == "alert.acknowledge" for entry in entries) == 2
+    for entry in entries:
+        words = {entry.actor, entry.action, entry.target or "", *_strings(entry.detail)}
+        assert not words & forbidden, (entry.action, entry.detail, words & forbidden)
