@@ -3,7 +3,9 @@
 Each function is one operation a clinic performs. It checks its input, adds its audit entry to
 the caller's transaction and raises a typed error from :mod:`core.errors`; the web views, the CLI
 and the API call these and only parse, commit and render. Access (whose client this is) is
-checked by the caller with :func:`core.clients.visible_client` before an operation is called.
+checked when the record is loaded: :func:`visible_record` and :func:`core.clients.visible_client`
+raise :class:`NotFound` for a record the person may not see. Reads of client data
+(:func:`view_caseload`, :func:`view_client`, ...) are operations too: each is audited.
 
 Links are shown once, when they are made: only their hashes are stored. To hand a link out again
 the clinician re-issues it, which replaces the hash (the old link stops working).
@@ -21,9 +23,21 @@ import sqlalchemy.orm as so
 
 from core.accounts import end_session
 from core.audit import record
+from core.clients import visible_client, visible_client_ids
 from core.engine import Engine
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Alert, Assignment, CareSession, Client, Episode, KioskSession, UserSession
+from core.models import (
+    Alert,
+    Assignment,
+    CareSession,
+    Client,
+    Episode,
+    KioskSession,
+    Response,
+    Score,
+    User,
+    UserSession,
+)
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, parse_plan
 from core.responses import (
     DEFAULT_LINK_LIFETIME,
@@ -201,7 +215,7 @@ def cancel_care_session(session: so.Session, care: CareSession, *, actor: str, a
     """
     if any(a.completed_at is not None for a in care.assignments):
         raise Conflict("This session has answers: it cannot be cancelled.", "session")
-    if care.number != next_session_number(session, care.episode) - 1:
+    if not session_cancellable(session, care):
         raise Conflict("Only the latest session of an episode can be cancelled.", "session")
     client_id, care_id, number = care.episode.client_id, care.id, care.number
     for assignment in list(care.assignments):
@@ -436,20 +450,118 @@ def acknowledge_alert(
     return True
 
 
-def client_record(session: so.Session, model: type[Any], object_id: int) -> Any:
-    """Load an episode, session, assignment, response or alert by id; :class:`NotFound` when there is none.
+def visible_record(session: so.Session, user: User, model: type[Any], object_id: int) -> Any:
+    """An episode, session, assignment, response or alert by id, if ``user`` may see its client.
 
-    The caller then checks that the record's client is visible to the person asking.
+    :class:`NotFound` otherwise: a record of someone else's client looks like one that does not exist.
     """
     found = session.get(model, object_id)
     if found is None:
         raise NotFound("There is no such record.", model.__tablename__)
+    client_id = found.episode.client_id if isinstance(found, CareSession) else found.client_id
+    visible_client(session, user, client_id)
     return found
 
 
-def client_id_of(found: Any) -> int:
-    """The client an episode, session, assignment, response or alert belongs to."""
-    return found.episode.client_id if isinstance(found, CareSession) else found.client_id
+# -- reads of client data: each is audited -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caseload:
+    """A clinician's clients with their open alerts, unanswered links and last answer."""
+
+    clients: list[Client]
+    alerts: list[Alert]
+    pending: dict[int, int]
+    last_answer: dict[int, datetime]
+
+
+def view_caseload(session: so.Session, user: User, *, actor: str, address: str | None) -> Caseload:
+    """The clients ``user`` may see, with what needs their attention; audited as ``caseload.view``."""
+    ids = visible_client_ids(user)
+    clients = list(session.scalars(sa.select(Client).where(Client.id.in_(ids)).order_by(Client.code)))
+    alerts = open_alerts(session, ids)
+    pending = dict(
+        session.execute(
+            sa.select(Assignment.client_id, sa.func.count())
+            .where(Assignment.client_id.in_(ids), Assignment.completed_at.is_(None))
+            .group_by(Assignment.client_id)
+        ).all()
+    )
+    last_answer = dict(
+        session.execute(
+            sa.select(Response.client_id, sa.func.max(Response.submitted_at))
+            .where(Response.client_id.in_(ids))
+            .group_by(Response.client_id)
+        ).all()
+    )
+    # the caseload shows client codes and alert messages: a view of client data like any other
+    record(session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
+    return Caseload(clients, alerts, pending, last_answer)
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """One client's record as their clinician sees it: an episode, its responses with scores, open alerts.
+
+    ``responses`` are oldest first: those of ``episode`` and those given outside any episode.
+    """
+
+    client: Client
+    episode: Episode | None
+    responses: list[tuple[Response, Score | None]]
+    alerts: list[Alert]
+    next_session: int
+
+
+def view_client(
+    session: so.Session, user: User, client_id: int, *, episode_id: int | None = None, actor: str, address: str | None
+) -> ClientView:
+    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``."""
+    client = visible_client(session, user, client_id)
+    episode = None
+    for one in client.episodes:
+        if episode_id is None or one.id == episode_id:
+            episode = one
+    query = (
+        sa.select(Response, Score)
+        .outerjoin(Score, Score.response_id == Response.id)
+        .where(Response.client_id == client.id)
+        .order_by(Response.submitted_at, Response.id)
+    )
+    if episode is not None:
+        query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
+    responses = [(response, score) for response, score in session.execute(query).all()]
+    record(session, actor, "client.view", f"client:{client.id}", address, episode=episode.id if episode else None)
+    next_session = next_session_number(session, episode) if episode else 1
+    return ClientView(client, episode, responses, open_alerts(session, [client.id]), next_session)
+
+
+def view_care_session(
+    session: so.Session, user: User, session_id: int, *, actor: str, address: str | None
+) -> CareSession:
+    """A session with its questionnaires and their state; audited as ``session.view``."""
+    care = visible_record(session, user, CareSession, session_id)
+    record(session, actor, "session.view", f"client:{care.episode.client_id}", address, care_session=care.id)
+    return care
+
+
+def view_response(
+    session: so.Session, user: User, response_id: int, *, actor: str, address: str | None
+) -> tuple[Response, list[Alert]]:
+    """One response with the alerts it raised; audited as ``response.view``."""
+    response = visible_record(session, user, Response, response_id)
+    alerts = list(session.scalars(sa.select(Alert).where(Alert.response_id == response.id).order_by(Alert.id)))
+    record(session, actor, "response.view", f"client:{response.client_id}", address, response=response.id)
+    return response, alerts
+
+
+def session_cancellable(session: so.Session, care: CareSession) -> bool:
+    """Whether :func:`cancel_care_session` would accept this session: the latest, and nothing answered."""
+    return (
+        all(a.completed_at is None for a in care.assignments)
+        and care.number == next_session_number(session, care.episode) - 1
+    )
 
 
 def _aware(value: datetime) -> datetime:

@@ -20,9 +20,14 @@ from core.care import (
     start_episode,
     submit_for_kiosk,
     unlock_kiosk,
+    view_care_session,
+    view_caseload,
+    view_client,
+    view_response,
+    visible_record,
 )
 from core.db import create_schema, make_db_engine, make_session_factory
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Alert, Assignment, AuditEntry, CareSession, Client, Episode, Response, UserSession
 from core.responses import LinkError, find_assignment, is_expired, submit_by_token
 
@@ -300,3 +305,35 @@ def test_expired_helper_agrees_with_the_links_lifetime(db, engine, episode_id):
         assignment = session.get(Assignment, links[0][0])
         assert not is_expired(assignment)
         assert is_expired(assignment, now=datetime.now(UTC) + timedelta(days=8))
+
+
+# -- reads of client data ------------------------------------------------------------------
+
+
+def test_reads_of_client_data_are_audited_and_limited_to_the_clients_clinicians(db, engine, episode_id):
+    _started, links = _start(db, engine, episode_id)
+    submission = submit_by_token(db, engine, links[0][1], PHQ9_RISK)
+    with db.begin() as session:
+        ann = session.scalar(sa.select(Client)).clinician
+        stranger = create_user(session, "sam", "Sam", "clinician", "a long test password", actor="test", address=None)
+        caseload = view_caseload(session, ann, **WHO)
+        assert [c.code for c in caseload.clients] == ["C-1"] and len(caseload.alerts) == 1
+        assert caseload.pending == {1: 1} and 1 in caseload.last_answer
+        seen = view_client(session, ann, 1, **WHO)
+        assert seen.episode.id == episode_id and seen.next_session == 2
+        assert [r.id for r, _score in seen.responses] == [submission.response_id] and seen.responses[0][1].band
+        care = view_care_session(session, ann, seen.responses[0][0].assignment.session_id, **WHO)
+        response, alerts = view_response(session, ann, submission.response_id, **WHO)
+        assert care.number == 1 and response.id == submission.response_id and len(alerts) == 1
+        for read in (
+            lambda: view_client(session, stranger, 1, **WHO),
+            lambda: view_response(session, stranger, submission.response_id, **WHO),
+            lambda: visible_record(session, stranger, Alert, alerts[0].id),
+            lambda: visible_record(session, ann, Alert, 99_999),
+        ):
+            with pytest.raises(NotFound):
+                read()
+        assert view_caseload(session, stranger, **WHO).clients == []
+    actions = _actions(db)
+    for action in ("caseload.view", "client.view", "session.view", "response.view"):
+        assert action in actions

@@ -13,29 +13,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import segno
-import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
-from core.audit import record
 from core.care import (
     acknowledge_alert,
     cancel_care_session,
-    client_id_of,
-    client_record,
-    next_session_number,
-    open_alerts,
     plan_moment,
     reissue_link,
+    session_cancellable,
     start_care_session,
     start_episode,
     unlock_kiosk,
+    view_care_session,
+    view_caseload,
+    view_client,
+    view_response,
+    visible_record,
 )
-from core.clients import visible_client, visible_client_ids
-from core.models import Alert, Assignment, CareSession, Client, Episode, Response, Score, User
+from core.clients import visible_client
+from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
 from web.access import (
@@ -106,11 +106,8 @@ SKIP_REASONS = {
 
 
 def _own(model: Any, object_id: int) -> Any:
-    """Load a client's record; 404 unless the signed-in clinician may see that client (core.clients)."""
-    session = db_session()
-    found = client_record(session, model, object_id)
-    visible_client(session, _user(), client_id_of(found))
-    return found
+    """Load a client's record; 404 unless the signed-in clinician may see that client."""
+    return visible_record(db_session(), _user(), model, object_id)
 
 
 def _user() -> User:
@@ -163,38 +160,19 @@ def _titles() -> dict[str, str]:
 @allow("clinician")
 def caseload() -> Any:
     session = db_session()
-    ids = visible_client_ids(_user())
-    clients = session.scalars(sa.select(Client).where(Client.id.in_(ids)).order_by(Client.code)).all()
-    alerts = open_alerts(session, ids)
-    by_client: dict[int, list[Alert]] = defaultdict(list)
-    for alert in alerts:
-        by_client[alert.client_id].append(alert)
-    pending = dict(
-        session.execute(
-            sa.select(Assignment.client_id, sa.func.count())
-            .where(Assignment.client_id.in_(ids), Assignment.completed_at.is_(None))
-            .group_by(Assignment.client_id)
-        ).all()
-    )
-    last_seen = dict(
-        session.execute(
-            sa.select(Response.client_id, sa.func.max(Response.submitted_at))
-            .where(Response.client_id.in_(ids))
-            .group_by(Response.client_id)
-        ).all()
-    )
-    codes = {c.id: c.code for c in clients}
-    # the caseload shows client codes and alert messages: a view of client data like any other
-    record(session, actor(), "caseload.view", None, address(), clients=len(clients), alerts=len(alerts))
+    found = view_caseload(session, _user(), actor=actor(), address=address())
     session.commit()
+    by_client: dict[int, list[Alert]] = defaultdict(list)
+    for alert in found.alerts:
+        by_client[alert.client_id].append(alert)
     return render_template(
         "clinician/caseload.html",
-        clients=clients,
-        alerts=alerts,
+        clients=found.clients,
+        alerts=found.alerts,
         by_client=by_client,
-        pending=pending,
-        last_seen=last_seen,
-        codes=codes,
+        pending=found.pending,
+        last_seen=found.last_answer,
+        codes={c.id: c.code for c in found.clients},
         titles=_titles(),
         ack_form=make_form(AcknowledgeForm),
     )
@@ -236,34 +214,19 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
 @allow("clinician")
 def client(client_id: int) -> Any:
     session = db_session()
-    found = visible_client(session, _user(), client_id)
-    episodes = found.episodes
-    episode = None
-    wanted = request.args.get("episode", type=int)
-    for one in episodes:
-        if wanted is None or one.id == wanted:
-            episode = one
-    query = (
-        sa.select(Response, Score)
-        .outerjoin(Score, Score.response_id == Response.id)
-        .where(Response.client_id == found.id)
-        .order_by(Response.submitted_at, Response.id)
+    found = view_client(
+        session, _user(), client_id, episode_id=request.args.get("episode", type=int), actor=actor(), address=address()
     )
-    if episode is not None:
-        query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
-    rows = [(r, s) for r, s in session.execute(query).all()]
-    alerts = open_alerts(session, [found.id])
-    record(session, actor(), "client.view", f"client:{found.id}", address(), episode=episode.id if episode else None)
     session.commit()
     return render_template(
         "clinician/client.html",
-        client=found,
-        episodes=episodes,
-        episode=episode,
-        next_number=next_session_number(session, episode) if episode else 1,
-        **client_progress(rows),
-        detail=_item_detail(rows),
-        alerts=alerts,
+        client=found.client,
+        episodes=found.client.episodes,
+        episode=found.episode,
+        next_number=found.next_session,
+        **client_progress(found.responses),
+        detail=_item_detail(found.responses),
+        alerts=found.alerts,
         titles=_titles(),
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),
@@ -347,22 +310,19 @@ def links(session_id: int) -> Any:
 @bp.get("/sessions/<int:session_id>")
 @allow("clinician")
 def care_session(session_id: int) -> Any:
-    care = _own(CareSession, session_id)
     session = db_session()
-    record(session, actor(), "session.view", f"client:{care.episode.client_id}", address(), care_session=care.id)
+    care = view_care_session(session, _user(), session_id, actor=actor(), address=address())
     session.commit()
-    titles = {a.id: _short_title(a) for a in care.assignments}
     return render_template(
         "clinician/session.html",
         care=care,
         client=care.episode.client,
-        titles=titles,
+        titles={a.id: _short_title(a) for a in care.assignments},
         action_form=make_form(ActionForm),
         is_expired=is_expired,
         moment=plan_moment,
         again=request.args.get("again") == "1",
-        cancellable=all(a.completed_at is None for a in care.assignments)
-        and care.number == next_session_number(session, care.episode) - 1,
+        cancellable=session_cancellable(session, care),
     )
 
 
@@ -429,24 +389,21 @@ def start_kiosk(session_id: int) -> Any:
 @bp.get("/responses/<int:response_id>")
 @allow("clinician")
 def response(response_id: int) -> Any:
-    found = _own(Response, response_id)
     session = db_session()
+    found, alerts = view_response(session, _user(), response_id, actor=actor(), address=address())
+    session.commit()
     try:
         instrument = portal().engine.instruments.get(found.instrument_id, found.instrument_version)
     except KeyError:
         instrument = None
     score = found.score
-    values = stored_score_values(score) if score is not None else {}
-    alerts = session.scalars(sa.select(Alert).where(Alert.response_id == found.id)).all()
-    record(session, actor(), "response.view", f"client:{found.client_id}", address(), response=found.id)
-    session.commit()
     return render_template(
         "clinician/response.html",
         response=found,
         client=found.client,
         instrument=instrument,
         score=score,
-        values=values,
+        values=stored_score_values(score) if score is not None else {},
         alerts=alerts,
         titles=_titles(),
     )
