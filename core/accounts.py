@@ -1,8 +1,9 @@
-"""Accounts: argon2 password hashes, server-side sign-in sessions and the one-time setup token.
+"""Accounts: argon2 password hashes, signing in, server-side sessions and the one-time setup token.
 
-No Flask here: the web layer and the ``rapportal create-user`` command both use these functions.
+No Flask here: the web pages, the ``rapportal`` commands and the API all use these functions.
 A sign-in session is a row in ``user_sessions``; the cookie holds a random id whose SHA-256 is
-stored, so a copy of the database cannot be used to sign in.
+stored, so a copy of the database cannot be used to sign in. Failed sign-ins slow the next try
+with an exponential backoff per account and address (see :func:`sign_in`), never a hard lock.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
+import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -21,12 +26,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.audit import record
 from core.models import User, UserSession
+from core.throttle import Backoff, backoff_wait, clear_keys, forget_quiet, lock_keys, record_failure
 from core.tokens import hash_token, new_token
 
 ROLES = ("admin", "clinician", "auditor")
 ROLE_TITLES = {"admin": "Administrator", "clinician": "Clinician", "auditor": "Auditor (read-only)"}
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
+MAX_DISPLAY_NAME_LENGTH = 128
+LAST_ADMIN = "This is the last active administrator: add another one first."
 LAST_SEEN_RESOLUTION = timedelta(seconds=30)
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -110,6 +118,69 @@ def create_user(
     session.flush()
     record(session, actor, "user.create", f"user:{user.id}", address, role=role)
     return user
+
+
+def user_by_username(session: so.Session, username: str) -> User:
+    """The account called ``username`` (any case); :class:`AccountError` when there is none."""
+    user = session.scalar(sa.select(User).where(User.username == normalise_username(username)))
+    if user is None:
+        raise AccountError("username", "There is no such account.")
+    return user
+
+
+def _active_admin_ids(session: so.Session) -> list[int]:
+    # FOR UPDATE: two administrators demoting each other at once cannot both see the other one
+    # still there (PostgreSQL; SQLite transactions hold the write lock already).
+    query = sa.select(User.id).where(User.role == "admin", User.active.is_(True)).with_for_update()
+    return list(session.scalars(query))
+
+
+def update_user(
+    session: so.Session,
+    user: User,
+    *,
+    display_name: str,
+    role: str,
+    active: bool,
+    password: str | None = None,
+    actor: str,
+    address: str | None,
+) -> list[str]:
+    """Change an account's name, role, active state and (when given) password; return the fields changed.
+
+    Refuses to leave no active administrator. A new role or a deactivation ends the person's
+    sessions, as a new password does. Audited as ``user.update`` naming the fields, never the password.
+    Raises :class:`AccountError` naming the field; nothing is changed then.
+    """
+    name = (display_name or "").strip()
+    if not name:
+        raise AccountError("display_name", "Enter a name.")
+    if len(name) > MAX_DISPLAY_NAME_LENGTH:
+        raise AccountError("display_name", f"Use at most {MAX_DISPLAY_NAME_LENGTH} characters.")
+    if role not in ROLES:
+        raise AccountError("role", f"Choose one of: {', '.join(ROLES)}.")
+    if password:
+        problem = password_problem(password)
+        if problem:
+            raise AccountError("password", problem)
+    losing_admin = user.role == "admin" and user.active and (role != "admin" or not active)
+    if losing_admin and len(_active_admin_ids(session)) <= 1:
+        raise AccountError("role" if role != "admin" else "active", LAST_ADMIN)
+    changed = [
+        field
+        for field, value in (("display_name", name), ("role", role), ("active", active))
+        if getattr(user, field) != value
+    ]
+    user.display_name, user.role, user.active = name, role, active
+    if password:
+        set_password(session, user, password)
+        changed.append("password")
+    if "role" in changed or ("active" in changed and not active):
+        end_all_sessions(session, user.id, "account_changed")
+    detail: dict[str, Any] = {"changed": changed}
+    detail.update({field: getattr(user, field) for field in ("role", "active") if field in changed})
+    record(session, actor, "user.update", f"user:{user.id}", address, **detail)
+    return changed
 
 
 def any_user_exists(session: so.Session) -> bool:
@@ -220,3 +291,133 @@ def set_password(session: so.Session, user: User, password: str) -> None:
     # ending them here too makes the change visible at once.
     user.password_changed_at = datetime.now(UTC)
     end_all_sessions(session, user.id, "password_changed")
+
+
+# -- signing in -------------------------------------------------------------------
+
+SIGN_IN_KEYS = "signin-"
+
+
+@dataclass(frozen=True)
+class SignInLimits:
+    """How failed sign-ins slow the next try: per account and address, per account, per address."""
+
+    pair: Backoff
+    account: Backoff
+    address: Backoff
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SignInLimits:
+        """The limits from the ``LOGIN_*`` settings (see docs/settings.md)."""
+        forget = int(settings["LOGIN_FORGET_SECONDS"])
+
+        def rule(level: str) -> Backoff:
+            return Backoff(
+                int(settings[f"LOGIN{level}_FREE_FAILURES"]), int(settings[f"LOGIN{level}_MAX_WAIT_SECONDS"]), forget
+            )
+
+        return cls(pair=rule(""), account=rule("_ACCOUNT"), address=rule("_ADDRESS"))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A sign-in that happened: the person and the token for their cookie (only its hash is stored)."""
+
+    user: User
+    token: str
+
+
+class SignInRefused(Exception):
+    """A sign-in that did not happen.
+
+    ``reason`` is ``"credentials"`` (unknown name, wrong password or inactive account: never told
+    apart) or ``"throttled"`` (too many failures: try again in ``retry_after`` seconds).
+    """
+
+    def __init__(self, reason: str, retry_after: int = 0) -> None:
+        super().__init__(f"sign-in refused: {reason}" + (f", retry after {retry_after} s" if retry_after else ""))
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def throttle_address(address: str | None) -> str:
+    """What the sign-in throttle counts an address as: an IPv6 client by its /64, which one host may own whole."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return (address or "unknown")[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _pair_prefix(username: str) -> str:
+    # the typed name is hashed: it may be a password typed in the wrong field
+    return f"{SIGN_IN_KEYS}pair:{hash_token(username)}:"
+
+
+def _account_key(username: str) -> str:
+    return f"{SIGN_IN_KEYS}account:{hash_token(username)}"
+
+
+def sign_in(
+    session: so.Session,
+    username: str,
+    password: str,
+    address: str | None,
+    now: datetime | None = None,
+    *,
+    limits: SignInLimits,
+    replaces: UserSession | None = None,
+) -> SignIn:
+    """Sign a person in: check the throttle, then the password, then start a session; audited every way.
+
+    Each failure counts for the account-and-address pair, the account and the address; a wait
+    any of them still owes refuses the try (``throttled``) without checking the password. A success
+    clears the pair. Raises :class:`SignInRefused`; the failure counts and the audit entry are in
+    ``session`` then too, so the caller commits after a refusal as after a success. ``replaces``
+    is the browser's earlier session, ended here.
+    """
+    now = now or datetime.now(UTC)
+    name = normalise_username(username)[:64]
+    where = throttle_address(address)
+    pair_key = _pair_prefix(name) + where
+    counters = (
+        (pair_key, limits.pair),
+        (_account_key(name), limits.account),
+        (f"{SIGN_IN_KEYS}address:{where}", limits.address),
+    )
+    lock_keys(session, [key for key, _rule in counters])
+    user = session.scalar(sa.select(User).where(User.username == name))
+    # A name that is no account may be a password typed in the wrong field: keep it out of the audit trail.
+    audited_name = name if user is not None else "(no such account)"
+    wait = max(backoff_wait(session, key, rule, now) for key, rule in counters)
+    if wait > 0:
+        retry_after = math.ceil(wait)
+        record(session, "anonymous", "login.throttled", None, address, username=audited_name, retry_after=retry_after)
+        raise SignInRefused("throttled", retry_after)
+    if not verify_password(session, user, password):
+        forget_quiet(session, SIGN_IN_KEYS, max(rule.forget for _key, rule in counters), now)
+        for key, rule in counters:
+            record_failure(session, key, rule, now)
+        record(session, "anonymous", "login.failure", None, address, username=audited_name)
+        raise SignInRefused("credentials")
+    assert user is not None  # verify_password is False for no user
+    clear_keys(session, [pair_key])
+    if replaces is not None:
+        end_session(replaces, "replaced")
+    token = start_session(session, user, address)
+    record(session, f"user:{user.username}", "login.success", f"user:{user.id}", address)
+    return SignIn(user, token)
+
+
+def clear_sign_in_throttle(session: so.Session, user: User, actor: str, address: str | None) -> int:
+    """Forget the failed sign-ins of ``user`` (from every address), so they may try again at once; audited.
+
+    Returns how many counters were cleared. An address's own counter stays: it covers other accounts too.
+    """
+    cleared = clear_keys(session, [_account_key(user.username)], prefix=_pair_prefix(user.username))
+    record(session, actor, "user.unlock", f"user:{user.id}", address, counters=cleared)
+    return cleared

@@ -272,7 +272,11 @@ class KioskSession(Base):
 
 
 class ThrottleCounter(Base):
-    """Attempts per key (an address, an account) in a fixed time window; shared by every process."""
+    """Attempts per key, shared by every process: see core/throttle.py.
+
+    A fixed-window counter has one row per window (``window_start`` numbers the window); a backoff
+    counter has one row, whose ``window_start`` is its last failure in milliseconds since the epoch.
+    """
 
     __tablename__ = "throttle_counters"
 

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from wtforms import validators as v
 
 from core.accounts import (
     AccountError,
+    SignInLimits,
+    SignInRefused,
     any_user_exists,
     check_setup_token,
     claim_first_setup,
     create_user,
     end_session,
-    normalise_username,
     set_password,
+    sign_in,
     start_session,
     verify_password,
 )
 from core.audit import record
 from core.models import User
-from core.throttle import attempts, count_attempt
 from web.access import (
     StaffForm,
     actor,
@@ -162,35 +164,40 @@ def login() -> Any:
         return render_template("auth/login.html", form=form, problem=None)
     if not form.validate():
         return render_template("auth/login.html", form=form, problem=None), form_status(form)
-    config = current_app.config
     session = db_session()
-    window = int(config["LOGIN_WINDOW_SECONDS"])
-    username = normalise_username(form.username.data)[:64]
-    account_key, address_key = f"login-account:{username}", f"login-address:{address()}"
-    user = session.scalar(sa.select(User).where(User.username == username))
-    # A name that is no account may be a password typed in the wrong field: keep it out of the audit trail.
-    audited_name = username if user is not None else "(no such account)"
-    if attempts(session, account_key, window) >= int(config["LOGIN_LIMIT_PER_ACCOUNT"]) or attempts(
-        session, address_key, window
-    ) >= int(config["LOGIN_LIMIT_PER_ADDRESS"]):
-        record(session, "anonymous", "login.throttled", None, address(), username=audited_name)
-        session.commit()
-        problem = _("Too many attempts. Please wait a few minutes and try again.")
-        return render_template("auth/login.html", form=form, problem=problem), 429
-    if not verify_password(session, user, form.password.data):
-        count_attempt(session, account_key, window)
-        count_attempt(session, address_key, window)
-        record(session, "anonymous", "login.failure", None, address(), username=audited_name)
-        session.commit()
+    try:
+        signed_in = sign_in(
+            session,
+            form.username.data,
+            form.password.data,
+            address(),
+            limits=SignInLimits.from_settings(current_app.config),
+            replaces=current_session(),
+        )
+    except SignInRefused as refused:
+        session.commit()  # the failure counts and its audit entry are kept
+        if refused.reason == "throttled":
+            page = render_template("auth/login.html", form=form, problem=_wait_message(refused.retry_after))
+            return page, 429, {"Retry-After": str(refused.retry_after)}
         return render_template("auth/login.html", form=form, problem=SAME_ANSWER), 401
-    assert user is not None
-    previous = current_session()
-    if previous is not None:
-        end_session(previous, "replaced")
-    g.new_session_token = start_session(session, user, address())
-    record(session, f"user:{user.username}", "login.success", f"user:{user.id}", address())
+    g.new_session_token = signed_in.token
     session.commit()
-    return redirect(_safe_next(request.args.get("next")) or home_for(user))
+    return redirect(_safe_next(request.args.get("next")) or home_for(signed_in.user))
+
+
+def _wait_message(seconds: int) -> str:
+    """How long a throttled sign-in must wait, in seconds or (from a minute on) whole minutes."""
+    if seconds < 60:
+        return ngettext(
+            "Too many attempts. Please wait %(num)d second and try again.",
+            "Too many attempts. Please wait %(num)d seconds and try again.",
+            seconds,
+        )
+    return ngettext(
+        "Too many attempts. Please wait %(num)d minute and try again.",
+        "Too many attempts. Please wait %(num)d minutes and try again.",
+        math.ceil(seconds / 60),
+    )
 
 
 @bp.post("/logout")

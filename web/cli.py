@@ -19,7 +19,14 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from core import Engine, ExportSelection, ResponseValidationError, WordingError
-from core.accounts import AccountError, any_user_exists, create_user, setup_token
+from core.accounts import (
+    AccountError,
+    any_user_exists,
+    clear_sign_in_throttle,
+    create_user,
+    setup_token,
+    user_by_username,
+)
 from core.export import ExportError, list_exporters, prepare_export, run_export
 from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
 from core.migrations import MigrationError, current_revision, head_revision, upgrade
@@ -455,3 +462,16 @@ def export(
         temp.unlink(missing_ok=True)
         raise
     click.echo(f"Wrote {count} responses to {output} ({plan.exporter.title})")
+
+
+@cli.command("unlock-user")
+@click.argument("username")
+def unlock_user(username: str) -> None:
+    """Clear an account's sign-in waits after failed sign-ins, so its owner can try again at once (audited)."""
+    with portal().sessions.begin() as session:
+        try:
+            user = user_by_username(session, username)
+        except AccountError as exc:
+            fail(f"{exc.field}: {exc.message}")
+        cleared = clear_sign_in_throttle(session, user, actor=f"cli:{getpass.getuser()}", address=None)
+        click.echo(f"Cleared the sign-in waits of {user.username} ({cleared} counters)")
