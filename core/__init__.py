@@ -8,13 +8,14 @@ core's submodules are internal and may change.
 
 from __future__ import annotations
 
-from core.alerts import Alert, AlertRule, flag_alert
+from core.alerts import Alert, AlertContext, AlertRule, flag_alert
 from core.engine import Engine, build_engine
 from core.export import ExportColumn, ExportContext, as_utc, item_label, neutralise_cell, wide_values, write_text_lines
 from core.exporters import Exporter, ExportRow, ExportSelection
 from core.hookspecs import hookimpl
 from core.instruments import Band, Instrument, InstrumentDefinitionError, Item, Option, WordingError
 from core.plugins import DEFAULT_PLUGINS, get_plugin_manager
+from core.progress import Administration, Chart, Progress, ScoreSummary, episode_progress, reliable_change_threshold
 from core.registries import DuplicateRegistrationError, PluginRegistrationError
 from core.scoring import (
     COMPARISONS,
@@ -34,10 +35,13 @@ __all__ = [
     "COMPARISONS",
     "DEFAULT_PLUGINS",
     "NOT_SCORABLE",
+    "Administration",
     "Alert",
+    "AlertContext",
     "AlertRule",
     "AnswerError",
     "Band",
+    "Chart",
     "DuplicateRegistrationError",
     "Engine",
     "ExportColumn",
@@ -50,8 +54,10 @@ __all__ = [
     "Item",
     "Option",
     "PluginRegistrationError",
+    "Progress",
     "ResponseValidationError",
     "ScoreResult",
+    "ScoreSummary",
     "ScoringContext",
     "ScoringRule",
     "Widget",
@@ -60,11 +66,13 @@ __all__ = [
     "as_utc",
     "build_engine",
     "decimal_to_json",
+    "episode_progress",
     "flag_alert",
     "get_plugin_manager",
     "hookimpl",
     "item_label",
     "neutralise_cell",
+    "reliable_change_threshold",
     "round_half_up",
     "score_response",
     "validate_answers",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pluggy
 
-from core.alerts import Alert, AlertRule, evaluate_alerts
+from core.alerts import Alert, AlertContext, AlertRule, evaluate_alerts
 from core.exporters import Exporter
 from core.instruments import (
     Instrument,
@@ -23,6 +23,7 @@ from core.instruments import (
     load_instrument,
 )
 from core.plugins import get_plugin_manager
+from core.progress import chart_specs
 from core.registries import PluginRegistrationError, call_each, collect
 from core.scoring import ScoreResult, ScoringRule, score_response
 from core.validation import validate_answers
@@ -51,12 +52,17 @@ class Engine:
         """Load one definition; a broken file is recorded in ``instruments.errors`` and skipped."""
         try:
             instrument = load_instrument(path, self.scoring_rules)
-            self._check_widgets(instrument)
+            self.check_instrument(instrument)
         except InstrumentDefinitionError as error:
             self.instruments.errors.append(error)
             return None
         self.instruments.add(instrument, plugin)
         return instrument
+
+    def check_instrument(self, instrument: Instrument) -> None:
+        """What a loaded definition needs beyond itself: installed widgets, and charts of scores it has."""
+        self._check_widgets(instrument)
+        chart_specs(instrument)
 
     def _check_widgets(self, instrument: Instrument) -> None:
         """Every item needs an installed widget, or its form could not be drawn.
@@ -115,8 +121,18 @@ class Engine:
             validate_answers(instrument, entry)
         return score_response(instrument, answers, history)
 
-    def alerts_for(self, result: ScoreResult) -> list[Alert]:
-        return evaluate_alerts(self.alert_rules, result)
+    def alerts_for(self, context: AlertContext) -> list[Alert]:
+        """Every alert the context's response raises, in rule-name order."""
+        return evaluate_alerts(self.alert_rules, context)
+
+    def alert_titles(self) -> dict[str, str]:
+        """Each alert rule's title for clinicians; flag-based rules take theirs from the newest definition."""
+        titles = {}
+        for name, rule in self.alert_rules.items():
+            only = rule.instruments[0] if len(rule.instruments) == 1 else None
+            instrument = self.instruments.get(only) if only in self.instruments else None
+            titles[name] = rule.title_for(instrument)
+        return titles
 
 
 def _name(obj: Any) -> str:

@@ -68,9 +68,19 @@ def register_exporters() -> list[Exporter]:
 def register_alert_rules() -> list[AlertRule]:
     """Return alert rules that turn a scored response into clinician alerts.
 
+    Each rule's ``evaluate(context)`` is called while the response is stored, with a
+    :class:`core.alerts.AlertContext`: the instrument version in force, the ``ScoreResult``, the
+    answers, the session number (or None) and the client's earlier scores in the episode, loaded
+    only when the rule reads them. :func:`core.alerts.flag_alert` builds a rule that fires on a
+    scoring flag and words its message from the flag's label and parameters.
+
     :return: :class:`core.alerts.AlertRule` objects; names must be unique across plugins.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``evaluate`` receives an ``AlertContext`` instead of the bare ``ScoreResult`` (read
+       ``context.result``); ``flag_alert`` takes an optional ``advice`` instead of a title and
+       message, and its rules are titled from the definition (``AlertRule.flag``).
     """
 
 

@@ -122,14 +122,15 @@ def test_newcomer_path(app, runner, live_server, page, browser, tmp_path: Path, 
 
     # Both points on the client's chart, and the SRS alert.
     page.goto(f"{base}/caseload")
-    assert "SRS below 36" in page.inner_text("main")
+    assert "SRS: Alliance concern" in page.inner_text("main")
     page.click("text=C-0042 >> nth=-1")
-    chart = page.locator("#chart-ors-srs")
-    labels = [chart.locator("a.chart-point").nth(i).get_attribute("aria-label") for i in range(2)]
-    assert labels[0].startswith("ORS ") and labels[1].startswith("SRS ")
-    srs_total = float(labels[1].split()[1])
+    ors_label = page.locator("#chart-ors-total a.chart-point").first.get_attribute("aria-label")
+    srs_label = page.locator("#chart-srs-total a.chart-point").first.get_attribute("aria-label")
+    assert ors_label.startswith("ORS ") and srs_label.startswith("SRS ")
+    srs_total = float(srs_label.split()[1])
     assert srs_total < 36
-    assert "SRS below 36" in page.inner_text("section[aria-labelledby=client-alerts]")
+    alerts = page.inner_text("section[aria-labelledby=client-alerts]")
+    assert "SRS: Alliance concern" in alerts and f"SRS {srs_label.split()[1]} in session 1 (cutoff 36)" in alerts
     check_accessibility(page, "client page")
     screenshot(page, "staff-client")
 
@@ -139,6 +140,6 @@ def test_newcomer_path(app, runner, live_server, page, browser, tmp_path: Path, 
     assert page.locator("#client-alerts").count() == 0
 
     # Every point leads to its response.
-    page.locator("#chart-ors-srs a.chart-point").first.click()
+    page.locator("#chart-ors-total a.chart-point").first.click()
     assert "/responses/" in page.url
     check_accessibility(page, "response page")

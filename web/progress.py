@@ -1,0 +1,170 @@
+"""The client page's charts and score summary, drawn from each instrument's definition.
+
+:func:`core.episode_progress` decides what to show (series, cutoff lines, bands, reliable-change bands, the
+summary); this module only turns it into SVG (:mod:`web.charts`), translated notes and template values. No
+instrument is named here: a plugin instrument is drawn by the same code as a built-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from flask import url_for
+from flask_babel import gettext as _
+
+from core import Administration, Chart, Instrument, Progress, episode_progress
+from core.models import Response, Score
+from core.responses import stored_score_values
+from web.charts import Band, Line, Point, Series, line_chart
+from web.state import portal
+
+
+def client_progress(rows: Sequence[tuple[Response, Score | None]]) -> dict[str, Any]:
+    """Template values for the client page: ``charts``, ``summary`` and ``answered`` (any scored response)."""
+    grouped: dict[str, list[tuple[Response, Administration]]] = {}
+    for response, score in rows:
+        if score is not None:
+            grouped.setdefault(response.instrument_id, []).append((response, _administration(response, score)))
+    charts: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    for instrument_id, entries in grouped.items():
+        instrument = _in_force(instrument_id, entries[-1][0].instrument_version)
+        if instrument is None:
+            continue
+        labels = {a.response_id: _when(response) for response, a in entries}
+        found = episode_progress(instrument, [a for _response, a in entries])
+        charts.extend(_chart(instrument, chart, labels) for chart in found.charts)
+        summary.extend(_summary(found, labels))
+    return {"charts": charts, "summary": summary, "answered": bool(grouped)}
+
+
+def _administration(response: Response, score: Score) -> Administration:
+    care = response.assignment.session if response.assignment is not None else None
+    return Administration(
+        response_id=response.id,
+        version=response.instrument_version,
+        scores=stored_score_values(score),
+        band=score.band,
+        session_number=care.number if care is not None else None,
+        submitted_at=response.submitted_at,
+    )
+
+
+def _in_force(instrument_id: str, version: str) -> Instrument | None:
+    """The version the latest response was answered with, else the newest installed; None when neither is."""
+    instruments = portal().engine.instruments
+    if instrument_id not in instruments:
+        return None
+    try:
+        return instruments.get(instrument_id, version)
+    except KeyError:
+        return instruments.get(instrument_id)
+
+
+def _when(response: Response) -> str:
+    care = response.assignment.session if response.assignment is not None else None
+    if care is not None:
+        return f"S{care.number}"
+    return response.submitted_at.strftime("%Y-%m-%d")
+
+
+def _href(response_id: int) -> str:
+    return url_for("clinician.response", response_id=response_id)
+
+
+def _number(value: Decimal) -> str:
+    """Scores as stored (30.0 stays 30.0); a computed reliable change to two decimals."""
+    if value.as_tuple().exponent < -2:  # type: ignore[operator]
+        value = value.quantize(Decimal("0.01"))
+    return str(value)
+
+
+def _signed(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:+}"
+
+
+def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> dict[str, Any]:
+    chart_id = f"chart-{instrument.id}-{chart.id}"
+    x_keys = [(f"r{a.response_id}", labels[a.response_id]) for a in chart.administrations]
+    series = []
+    table: dict[str, dict[str, Any]] = {key: {"label": label, "values": {}} for key, label in x_keys}
+    for one in chart.series:
+        drawn = Series(one.label)
+        for point in one.points:
+            key, when = f"r{point.administration.response_id}", labels[point.administration.response_id]
+            href = _href(point.administration.response_id)
+            text = _("%(name)s %(value)s (%(when)s)", name=one.label, value=_number(point.value), when=when)
+            drawn.points.append(Point(key, point.value, href, text))
+            table[key]["values"][one.label] = (_number(point.value), href)
+        series.append(drawn)
+    lines = [
+        Line(line.value, _("%(op)s %(value)s: %(label)s", op=line.op, value=_number(line.value), label=line.label))
+        for line in chart.lines
+    ]
+    bands = [Band(band.low, band.high, band.label) for band in chart.bands]
+    shaded = [
+        Band(
+            band.low,
+            band.high,
+            _(
+                "first %(title)s %(value)s ± %(change)s",
+                title=instrument.short_title,
+                value=_number(band.first),
+                change=_number(band.amount),
+            ),
+        )
+        for band in chart.change_bands
+    ]
+    notes = [line.label for line in lines]
+    notes += [_("%(band)s: %(low)s to %(high)s", band=b.label, low=b.low, high=b.high) for b in chart.bands]
+    notes += [
+        _(
+            "Reliable-change band: first %(title)s %(value)s ± %(change)s (%(low)s to %(high)s)",
+            title=instrument.short_title,
+            value=_number(band.first),
+            change=_number(band.amount),
+            low=_number(band.low),
+            high=_number(band.high),
+        )
+        for band in chart.change_bands
+    ]
+    return {
+        "id": chart_id,
+        "title": chart.title,
+        "svg": line_chart(
+            chart_id, chart.title, x_keys, series, chart.y_min, chart.y_max, lines=lines, bands=bands, shaded=shaded
+        ),
+        "columns": [one.label for one in chart.series],
+        "rows": [table[key] for key, _label in x_keys],
+        "notes": notes,
+    }
+
+
+def _summary(found: Progress, labels: dict[int, str]) -> list[dict[str, Any]]:
+    rows = []
+    for entry in found.summary:
+        response_id = entry.latest.administration.response_id
+        rows.append(
+            {
+                "title": found.instrument.short_title,
+                "label": entry.label,
+                "value": _number(entry.latest.value),
+                "when": labels[response_id],
+                "href": _href(response_id),
+                "band": entry.band_label,
+                "since_first": _signed(entry.since_first),
+                "since_previous": _signed(entry.since_previous),
+                "direction": _direction(entry.direction),
+            }
+        )
+    return rows
+
+
+def _direction(direction: str | None) -> str | None:
+    if direction == "higher_is_better":
+        return _("higher is better")
+    if direction == "lower_is_better":
+        return _("lower is better")
+    return None
