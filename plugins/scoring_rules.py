@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from core import COMPARISONS, ScoringContext, ScoringRule, hookimpl, round_half_up
+from core import COMPARISONS, ScoringContext, ScoringRule, hookimpl, reliable_change_threshold, round_half_up
 
 _ITEMS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}
 _SCORE = {"type": "string"}
@@ -85,12 +85,6 @@ def _change(params: Mapping[str, Any], ctx: ScoringContext, against: str) -> Dec
     current = ctx.scores.get(params["score"])
     before = _against({**params, "against": against}, ctx)
     return None if current is None or before is None else current - before
-
-
-def reliable_change_threshold(sd: Any, reliability: Any, z: Any = "1.96") -> Decimal:
-    """Jacobson & Truax (1991): the smallest reliable change, z x sqrt(2) x SD x sqrt(1 - r)."""
-    s_diff = Decimal(2).sqrt() * _dec(sd) * (1 - _dec(reliability)).sqrt()
-    return _dec(z) * s_diff
 
 
 def _improvement(params: Mapping[str, Any], ctx: ScoringContext, against: str) -> Decimal | None:
