@@ -293,6 +293,39 @@ def set_password(session: so.Session, user: User, password: str) -> None:
     end_all_sessions(session, user.id, "password_changed")
 
 
+def change_password(session: so.Session, user: User, current: str, new: str, *, actor: str, address: str | None) -> str:
+    """A user changes their own password: every session ends and this one gets a new token (returned).
+
+    Raises :class:`AccountError` on ``current`` when it is wrong, on ``password`` when the new one is refused.
+    """
+    if not verify_password(session, user, current):
+        raise AccountError("current", "This is not your current password.")
+    set_password(session, user, new)
+    record(session, actor, "password.change", f"user:{user.id}", address)
+    return start_session(session, user, address)
+
+
+def sign_out(session: so.Session, user_session: UserSession, *, actor: str, address: str | None) -> None:
+    """End a sign-in session at the user's request; audited."""
+    end_session(user_session, "logout")
+    record(session, actor, "logout", f"user:{user_session.user_id}", address)
+
+
+def set_up_first_admin(
+    session: so.Session, username: str, display_name: str, password: str, *, address: str | None
+) -> SignIn | None:
+    """Create the first administrator and sign them in; None when an account exists already (setup is over).
+
+    Two setups at the same moment cannot both succeed (:func:`claim_first_setup`).
+    """
+    if not claim_first_setup(session):
+        return None
+    user = create_user(session, username, display_name, "admin", password, actor="setup", address=address)
+    token = start_session(session, user, address)
+    record(session, f"user:{user.username}", "setup.first_admin", f"user:{user.id}", address)
+    return SignIn(user, token)
+
+
 # -- signing in -------------------------------------------------------------------
 
 SIGN_IN_KEYS = "signin-"

@@ -36,6 +36,18 @@ def visible_client(session: so.Session, user: User, client_id: int) -> Client:
     return client
 
 
+def list_clients(session: so.Session, *, actor: str, address: str | None) -> list[tuple[Client, User | None]]:
+    """Every client by code with their main clinician, for administrators (no clinical data); audited."""
+    rows = [
+        (client, clinician)
+        for client, clinician in session.execute(
+            sa.select(Client, User).outerjoin(User, User.id == Client.clinician_id).order_by(Client.code)
+        )
+    ]
+    record(session, actor, "clients.list", None, address, clients=len(rows))
+    return rows
+
+
 def unassigned_clients(session: so.Session) -> list[Client]:
     """Clients with no main clinician: no clinician can see them, so administrators are shown this list."""
     return list(session.scalars(sa.select(Client).where(Client.clinician_id.is_(None)).order_by(Client.code)))

@@ -59,7 +59,7 @@ def test_setup_link_creates_the_first_administrator_and_signs_in(app, client):
     response = client.post(
         path, data={"csrf_token": token, "username": "Boss", "password": PASSWORD, "confirm": PASSWORD}
     )
-    assert response.status_code == 302 and response.location.endswith("/admin/users")
+    assert response.status_code == 303 and response.location.endswith("/admin/users")
     assert client.get("/admin/users").status_code == 200
     with app.extensions["rapportal"].sessions() as session:
         boss = session.scalar(sa.select(User))
@@ -243,7 +243,7 @@ def test_changing_the_password_ends_other_sessions(app, world):
     response = laptop.post(
         "/account/password", data={"csrf_token": token, "current": PASSWORD, "password": new, "confirm": new}
     )
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert laptop.get("/caseload").status_code == 200  # this browser got a new session
     assert tablet.get("/caseload").status_code == 302  # the other one is signed out
     assert sign_in(app.test_client(), "ann", new).status_code == 302
@@ -606,3 +606,43 @@ def test_an_account_change_on_the_admin_page_is_audited_by_field_without_the_pas
     (entry,) = entries(app, "user.update")
     assert entry.actor == "user:admin" and entry.detail == {"changed": ["display_name", "password"]}
     assert new_password not in json.dumps(entry.detail)
+
+
+# -- own password, sign-out and first setup as core operations ----------------------------------
+
+
+def test_change_password_checks_the_current_one_and_hands_back_a_new_session(app, world):
+    with app.extensions["rapportal"].sessions.begin() as session:
+        ann = session.get(User, world.users["ann"])
+        with pytest.raises(accounts.AccountError) as refused:
+            accounts.change_password(
+                session, ann, "wrong password!", "a new long password", actor="user:ann", address=None
+            )
+        assert refused.value.field == "current"
+        with pytest.raises(accounts.AccountError) as refused:
+            accounts.change_password(session, ann, PASSWORD, "short", actor="user:ann", address=None)
+        assert refused.value.field == "password"
+        token = accounts.change_password(session, ann, PASSWORD, "a new long password", actor="user:ann", address=None)
+        fresh = session.scalar(sa.select(UserSession).where(UserSession.token_hash == hash_token(token)))
+        assert fresh.user_id == ann.id and fresh.ended_at is None
+    assert ("user:ann", "password.change", f"user:{world.users['ann']}") in audit_actions(app)
+
+
+def test_sign_out_ends_the_session_and_is_audited(app, world):
+    with app.extensions["rapportal"].sessions.begin() as session:
+        ann = session.get(User, world.users["ann"])
+        token = accounts.start_session(session, ann, None)
+        found = session.scalar(sa.select(UserSession).where(UserSession.token_hash == hash_token(token)))
+        accounts.sign_out(session, found, actor="user:ann", address="192.0.2.4")
+        assert found.end_reason == "logout"
+    assert ("user:ann", "logout", f"user:{world.users['ann']}") in audit_actions(app)
+
+
+def test_first_setup_happens_once(app):
+    with app.extensions["rapportal"].sessions.begin() as session:
+        first = accounts.set_up_first_admin(session, "Root", "", PASSWORD, address=None)
+        assert first.user.role == "admin" and first.user.username == "root" and first.token
+    with app.extensions["rapportal"].sessions.begin() as session:
+        assert accounts.set_up_first_admin(session, "second", "", PASSWORD, address=None) is None
+    actions = [a for _actor, a, _t in audit_actions(app)]
+    assert actions.count("setup.first_admin") == 1 and actions.count("user.create") == 1

@@ -260,6 +260,7 @@ def _core_messages() -> dict[str, Any]:
         ),
         "The password cannot be only spaces.": _l("The password cannot be only spaces."),
         "A client with this code exists already.": _l("A client with this code exists already."),
+        "This is not your current password.": _l("This is not your current password."),
         "Write a note: what you did or decided.": _l("Write a note: what you did or decided."),
         "This questionnaire is already answered; its link cannot be re-issued.": _l(
             "This questionnaire is already answered; its link cannot be re-issued."

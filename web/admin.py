@@ -32,7 +32,7 @@ from wtforms import validators as v
 from core import ExportSelection, WordingError
 from core.accounts import LAST_ADMIN, ROLES, AccountError, clear_sign_in_throttle, create_user, update_user
 from core.audit import record
-from core.clients import clinicians, create_client, unassigned_clients, update_client
+from core.clients import clinicians, create_client, list_clients, unassigned_clients, update_client
 from core.errors import InvalidInput
 from core.export import ExportError, iter_export, list_exporters
 from core.models import AuditEntry, Client, ClientClinician, User
@@ -240,9 +240,8 @@ def clients() -> Any:
                 session.commit()
                 return redirect(url_for("admin.clients", created=client.code), 303)
         status = form_status(form)
-    rows = session.execute(
-        sa.select(Client, User).outerjoin(User, User.id == Client.clinician_id).order_by(Client.code)
-    ).all()
+    rows = list_clients(session, actor=actor(), address=address())
+    session.commit()
     further = {}
     for client_id, name in session.execute(
         sa.select(ClientClinician.client_id, User.display_name).join(User, User.id == ClientClinician.user_id)

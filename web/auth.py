@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 import wtforms
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from wtforms import validators as v
@@ -18,16 +17,12 @@ from core.accounts import (
     SignInLimits,
     SignInRefused,
     any_user_exists,
+    change_password,
     check_setup_token,
-    claim_first_setup,
-    create_user,
-    end_session,
-    set_password,
+    set_up_first_admin,
     sign_in,
-    start_session,
-    verify_password,
+    sign_out,
 )
-from core.audit import record
 from core.models import User
 from web.access import (
     StaffForm,
@@ -131,25 +126,18 @@ def setup(token: str) -> Any:
     form = make_form(SetupForm)
     if request.method == "POST":
         if form.validate():
-            if not claim_first_setup(session):  # another setup won the race
-                abort(404)
             try:
-                user = create_user(
-                    session,
-                    form.username.data,
-                    form.display_name.data or "",
-                    "admin",
-                    form.password.data,
-                    actor="setup",
-                    address=address(),
+                signed_in = set_up_first_admin(
+                    session, form.username.data, form.display_name.data or "", form.password.data, address=address()
                 )
             except AccountError as exc:
                 form[exc.field].errors = [core_message(exc.message)]
             else:
-                g.new_session_token = start_session(session, user, address())
-                record(session, f"user:{user.username}", "setup.first_admin", f"user:{user.id}", address())
+                if signed_in is None:  # another setup won the race
+                    abort(404)
+                g.new_session_token = signed_in.token
                 session.commit()
-                return redirect(url_for("admin.users"))
+                return redirect(url_for("admin.users"), 303)
         return render_template("auth/setup.html", form=form, token=token), form_status(form)
     return render_template("auth/setup.html", form=form, token=token)
 
@@ -209,8 +197,7 @@ def logout() -> Any:
         return form_problem(form)
     session = db_session()
     assert found is not None
-    end_session(found, "logout")
-    record(session, actor(), "logout", f"user:{found.user_id}", address())
+    sign_out(session, found, actor=actor(), address=address())
     session.commit()
     g.clear_session_cookie = True
     return redirect(url_for("auth.login"))
@@ -225,18 +212,16 @@ def password() -> Any:
     if request.method == "POST":
         session = db_session()
         if form.validate():
-            if not verify_password(session, user, form.current.data):
-                form.current.errors = [_("This is not your current password.")]
+            try:
+                # every session ends with the change; this browser gets a new one
+                g.new_session_token = change_password(
+                    session, user, form.current.data, form.password.data, actor=actor(), address=address()
+                )
+            except AccountError as exc:
+                session.rollback()
+                form[exc.field].errors = [core_message(exc.message)]
             else:
-                try:
-                    set_password(session, user, form.password.data)
-                except AccountError as exc:
-                    form[exc.field].errors = [core_message(exc.message)]
-                else:
-                    record(session, actor(), "password.change", f"user:{user.id}", address())
-                    # Every session ended with the change; this browser gets a new one.
-                    g.new_session_token = start_session(session, user, address())
-                    session.commit()
-                    return redirect(url_for("auth.password", changed=1))
+                session.commit()
+                return redirect(url_for("auth.password", changed=1), 303)
         return render_template("auth/password.html", form=form, changed=False), form_status(form)
     return render_template("auth/password.html", form=form, changed=request.args.get("changed") == "1")
