@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.models import AuditEntry, utcnow
@@ -38,3 +39,39 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+AUDIT_PAGE_SIZE = 100
+
+
+def browse_audit(
+    session: so.Session,
+    *,
+    contains: dict[str, str],
+    since: datetime | None = None,
+    before: datetime | None = None,
+    page: int = 1,
+    page_size: int = AUDIT_PAGE_SIZE,
+    viewer: str,
+    address: str | None,
+) -> tuple[list[AuditEntry], bool]:
+    """One page of the trail, newest first, and whether there are more; the browsing itself is audited.
+
+    ``contains`` filters ``actor``, ``action`` and ``target`` by substring; ``since`` and ``before``
+    bound the time. The ``audit.view`` entry records the filters, so who looked for what is on record too.
+    """
+    columns = {"actor": AuditEntry.actor, "action": AuditEntry.action, "target": AuditEntry.target}
+    query = sa.select(AuditEntry)
+    for name, value in contains.items():
+        query = query.where(columns[name].contains(value, autoescape=True))
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if before is not None:
+        query = query.where(AuditEntry.at < before)
+    rows = list(
+        session.scalars(query.order_by(AuditEntry.id.desc()).offset((page - 1) * page_size).limit(page_size + 1))
+    )
+    filters = dict(contains)
+    filters.update({name: value.date().isoformat() for name, value in (("since", since), ("before", before)) if value})
+    record(session, viewer, "audit.view", None, address, filters=filters, page=page)
+    return rows[:page_size], len(rows) > page_size

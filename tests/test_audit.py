@@ -181,3 +181,35 @@ def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(ap
     for entry in entries:
         words = {entry.actor, entry.action, entry.target or "", *_strings(entry.detail)}
         assert not words & forbidden, (entry.action, entry.detail, words & forbidden)
+
+
+def test_browsing_the_trail_filters_pages_and_is_itself_recorded(app):
+    from datetime import UTC, datetime
+
+    from core.audit import browse_audit
+
+    sessions = app.extensions["rapportal"].sessions
+    with sessions.begin() as session:
+        for number in range(5):
+            record(session, "user:ann", "client.view", f"client:{number}", at=datetime(2026, 3, 1 + number, tzinfo=UTC))
+        record(session, "user:bob", "client.view", "client:9", at=datetime(2026, 3, 3, tzinfo=UTC))
+    with sessions.begin() as session:
+        first, more = browse_audit(session, contains={"actor": "ann"}, page_size=2, viewer="user:audrey", address=None)
+        assert [e.target for e in first] == ["client:4", "client:3"] and more
+        last, more = browse_audit(
+            session, contains={"actor": "ann"}, page=3, page_size=2, viewer="user:audrey", address=None
+        )
+        assert [e.target for e in last] == ["client:0"] and not more
+        dated, _more = browse_audit(
+            session,
+            contains={},
+            since=datetime(2026, 3, 3, tzinfo=UTC),
+            before=datetime(2026, 3, 4, tzinfo=UTC),
+            viewer="user:audrey",
+            address=None,
+        )
+        assert sorted(e.target for e in dated) == ["client:2", "client:9"]
+    with sessions() as session:
+        views = session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "audit.view")).all()
+    assert len(views) == 3 and views[0].detail == {"filters": {"actor": "ann"}, "page": 1}
+    assert views[2].detail["filters"] == {"since": "2026-03-03", "before": "2026-03-04"}

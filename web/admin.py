@@ -31,11 +31,11 @@ from wtforms import validators as v
 
 from core import ExportSelection, WordingError
 from core.accounts import LAST_ADMIN, ROLES, AccountError, clear_sign_in_throttle, create_user, update_user
-from core.audit import record
+from core.audit import browse_audit
 from core.clients import clinicians, create_client, list_clients, unassigned_clients, update_client
 from core.errors import InvalidInput
 from core.export import ExportError, iter_export, list_exporters
-from core.models import AuditEntry, Client, ClientClinician, User
+from core.models import Client, ClientClinician, User
 from core.plugins import describe_plugins
 from core.wording import install_wording as store_wording  # the view below is install_wording
 from web.access import (
@@ -53,8 +53,6 @@ from web.access import (
 from web.state import db_session, portal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-AUDIT_PAGE_SIZE = 100
 
 
 def _clinician_choices(blank: bool = True) -> list[tuple[str, str]]:
@@ -436,13 +434,10 @@ def download_export() -> Any:
 def audit() -> Any:
     session = db_session()
     args = request.args
-    query = sa.select(AuditEntry)
-    filters: dict[str, str] = {}
-    for name, column in (("actor", AuditEntry.actor), ("action", AuditEntry.action), ("target", AuditEntry.target)):
-        value = args.get(name, "").strip()[:128]
-        if value:
-            filters[name] = value
-            query = query.where(column.contains(value, autoescape=True))
+    contains = {name: args.get(name, "").strip()[:128] for name in ("actor", "action", "target")}
+    contains = {name: value for name, value in contains.items() if value}
+    shown: dict[str, str] = dict(contains)
+    bounds: dict[str, datetime] = {}
     problems = []
     for name in ("since", "until"):
         value = args.get(name, "").strip()
@@ -456,12 +451,8 @@ def audit() -> Any:
         if day.date() > LATEST_DATE:
             problems.append(_("%(field)s: use a date up to 9998-12-31.", field=name))
             continue
-        filters[name] = value
-        query = (
-            query.where(AuditEntry.at >= day)
-            if name == "since"
-            else query.where(AuditEntry.at < day + timedelta(days=1))
-        )
+        shown[name] = value
+        bounds["since" if name == "since" else "before"] = day if name == "since" else day + timedelta(days=1)
     try:
         page = max(1, int(args.get("page", "1")))
     except ValueError:
@@ -472,18 +463,8 @@ def audit() -> Any:
         page = 1
     if problems:
         return render_template(
-            "admin/audit.html", entries=[], filters=filters, problems=problems, page=1, more=False
+            "admin/audit.html", entries=[], filters=shown, problems=problems, page=1, more=False
         ), 422
-    rows = session.scalars(
-        query.order_by(AuditEntry.id.desc()).offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE + 1)
-    ).all()
-    record(session, actor(), "audit.view", None, address(), filters=filters, page=page)
+    entries, more = browse_audit(session, contains=contains, page=page, viewer=actor(), address=address(), **bounds)
     session.commit()
-    return render_template(
-        "admin/audit.html",
-        entries=rows[:AUDIT_PAGE_SIZE],
-        more=len(rows) > AUDIT_PAGE_SIZE,
-        filters=filters,
-        problems=[],
-        page=page,
-    )
+    return render_template("admin/audit.html", entries=entries, more=more, filters=shown, problems=[], page=page)
