@@ -5,8 +5,6 @@ Build one per application (or script) with :func:`build_engine`; nothing here is
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ from core.instruments import (
     Instrument,
     InstrumentDefinitionError,
     InstrumentRegistry,
-    WordingError,
     load_instrument,
 )
 from core.plugins import get_plugin_manager
@@ -33,13 +30,13 @@ from core.widgets import Widget
 class Engine:
     """Registries of instruments, scoring rules, exporters, alert rules and widgets."""
 
-    def __init__(self, pm: pluggy.PluginManager, wording_dir: Path | None = None) -> None:
+    def __init__(self, pm: pluggy.PluginManager) -> None:
         self.plugin_manager = pm
         self.scoring_rules: dict[str, ScoringRule] = collect(pm, "register_scoring_rules", ScoringRule, _name)
         self.exporters: dict[str, Exporter] = collect(pm, "register_exporters", Exporter, _name)
         self.alert_rules: dict[str, AlertRule] = collect(pm, "register_alert_rules", AlertRule, _name)
         self.widgets: dict[str, Widget] = collect(pm, "register_widgets", Widget, _name)
-        self.instruments = InstrumentRegistry(wording_dir)
+        self.instruments = InstrumentRegistry()  # licensed wording: see core/wording.py
         for plugin, paths in call_each(pm, "register_instruments"):
             for path in paths:
                 if not isinstance(path, Path):
@@ -81,30 +78,6 @@ class Engine:
                     f"no widget {item.widget!r} is installed (known: {known})",
                 )
 
-    # -- licensed wording ----------------------------------------------------
-
-    def install_wording(self, instrument_id: str, wording: Any) -> Path:
-        """Check a licensed-wording document against every version of the instrument and keep it.
-
-        The file is written atomically to the instance folder, where every process picks it up.
-        """
-        path = self.instruments.wording_path(instrument_id)
-        if path is None:
-            raise WordingError("no wording folder is configured")
-        versions = [i for i in self.instruments.all_versions() if i.id == instrument_id]
-        if not versions:
-            raise WordingError(f"no instrument {instrument_id!r} is installed")
-        if versions[0].licence.wording_bundled:
-            raise WordingError(f"{instrument_id} ships its own wording; nothing to install")
-        for instrument in versions:
-            instrument.with_wording(wording, str(path))  # raises WordingError when it does not fit
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(wording, ensure_ascii=False, indent=2), encoding="utf-8")
-        tmp.replace(path)
-        self.instruments.refresh_wording(instrument_id)
-        return path
-
     # -- scoring ---------------------------------------------------------------
 
     def score(
@@ -141,7 +114,6 @@ def _name(obj: Any) -> str:
 
 def build_engine(
     blocked_plugins: Iterable[str] = (),
-    wording_dir: Path | None = None,
     load_entrypoints: bool = True,
     extra_plugins: Iterable[object] = (),
 ) -> Engine:
@@ -151,4 +123,4 @@ def build_engine(
         # name hand-registered plugins readably (a module's name, else the class name)
         pm.register(plugin, name=getattr(plugin, "__name__", None) or type(plugin).__name__)
     pm.check_pending()
-    return Engine(pm, wording_dir=wording_dir)
+    return Engine(pm)

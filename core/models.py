@@ -283,3 +283,21 @@ class ThrottleCounter(Base):
     key: so.Mapped[str] = so.mapped_column(sa.String(160), primary_key=True)
     window_start: so.Mapped[int] = so.mapped_column(sa.BigInteger, primary_key=True)
     count: so.Mapped[int] = so.mapped_column(default=0)
+
+
+class InstrumentWording(Base):
+    """One installed version of an instrument's licensed wording, shared by every host on this database.
+
+    Every install adds a row with the next version number; rows are never changed, and the newest applies.
+    """
+
+    __tablename__ = "instrument_wordings"
+    __table_args__ = (sa.UniqueConstraint("instrument_id", "version"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    instrument_id: so.Mapped[str] = so.mapped_column(sa.String(64))
+    version: so.Mapped[int]  # 1, 2, 3, ... per instrument
+    document: so.Mapped[dict[str, Any]]  # the wording file as installed (licensed text: never exported or audited)
+    placeholder: so.Mapped[bool] = so.mapped_column(default=False)
+    installed_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    installed_by: so.Mapped[str] = so.mapped_column(sa.String(128))

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from core import Engine, build_engine
 from core.db import make_db_engine
 from core.instruments import placeholder_wording
+from core.wording import install_wording
 from web import create_app
 
 
@@ -125,12 +126,13 @@ def runner(app: Any) -> Any:
 @pytest.fixture
 def licensed_wording(app: Any) -> None:
     """Install real-looking (not placeholder-flagged) test wording for every licensed built-in instrument."""
-    eng = app.extensions["rapportal"].engine
-    for instrument in eng.instruments:
-        if not instrument.licence.wording_bundled:
-            wording = placeholder_wording(instrument)
-            wording["placeholder"] = False  # lets tests send them like a clinic with a licence
-            eng.install_wording(instrument.id, wording)
+    state = app.extensions["rapportal"]
+    with state.sessions.begin() as session:
+        for instrument in state.engine.instruments:
+            if not instrument.licence.wording_bundled:
+                wording = placeholder_wording(instrument)
+                wording["placeholder"] = False  # lets tests send them like a clinic with a licence
+                install_wording(session, state.engine, instrument.id, wording, actor="test")
 
 
 def write_json(path: Path, document: Any) -> Path:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from plugin_support import InstrumentFiles
 
 from core import InstrumentDefinitionError, WordingError, build_engine
-from core.instruments import check_examples, load_instrument, placeholder_wording
+from core.instruments import WordingVersion, check_examples, check_wording, load_instrument, placeholder_wording
 from core.schemas import INSTRUMENTS_DIR
 
 BUILTIN_IDS = ["core10", "gad7", "ors", "phq9", "srs", "wai-sr"]
@@ -222,23 +223,36 @@ def test_worked_example_that_disagrees_is_reported(tmp_path, engine):
     assert problems == [f"{path}: /x-examples/0 (all zero: minimal): score 'total' is 0, expected 1"]
 
 
-def test_installing_wording_makes_a_licensed_instrument_sendable(tmp_path):
-    engine = build_engine(load_entrypoints=False, wording_dir=tmp_path)
+def stored(instrument_id, document, number=1):
+    """A wording version as core.wording reads it from the database."""
+    return WordingVersion(instrument_id, number, document, bool(document.get("placeholder")), datetime.now(UTC), "test")
+
+
+def test_applied_wording_makes_a_licensed_instrument_sendable(engine):
     wording = placeholder_wording(engine.instruments.get("srs"))
     wording["placeholder"] = False
     wording["items"]["srs_1"]["text"] = "Licensed text for item 1"
-    engine.install_wording("srs", wording)
-    assert engine.instruments.get("srs").sendable
-    assert engine.instruments.get("srs").item("srs_1").text == "Licensed text for item 1"
-    reloaded = build_engine(load_entrypoints=False, wording_dir=tmp_path)
-    assert reloaded.instruments.get("srs").item("srs_1").text == "Licensed text for item 1"
+    engine.instruments.use_wording([stored("srs", wording)])
+    srs = engine.instruments.get("srs")
+    assert srs.sendable and srs.item("srs_1").text == "Licensed text for item 1"
+    assert srs.wording_source == "database: srs wording version 1"
 
 
-def test_placeholder_wording_is_never_sendable(tmp_path):
-    engine = build_engine(load_entrypoints=False, wording_dir=tmp_path)
-    engine.install_wording("ors", placeholder_wording(engine.instruments.get("ors")))
+def test_placeholder_wording_is_never_sendable(engine):
+    engine.instruments.use_wording([stored("ors", placeholder_wording(engine.instruments.get("ors")))])
     ors = engine.instruments.get("ors")
-    assert ors.wording_installed and not ors.sendable
+    assert ors.wording_installed and ors.wording_placeholder and not ors.sendable
+
+
+def test_a_newer_wording_version_replaces_the_applied_one_and_an_older_one_is_ignored(engine):
+    first, second = (placeholder_wording(engine.instruments.get("srs")) for _ in range(2))
+    second["items"]["srs_1"] = {"text": "Second text"}  # no anchors: the definition's own apply again
+    engine.instruments.use_wording([stored("srs", first, 1)])
+    engine.instruments.use_wording([stored("srs", second, 2)])
+    engine.instruments.use_wording([stored("srs", first, 1)])
+    item = engine.instruments.get("srs").item("srs_1")
+    assert item.text == "Second text"
+    assert item.anchors != ("[PLACEHOLDER low end]", "[PLACEHOLDER high end]")
 
 
 @pytest.mark.parametrize(
@@ -248,31 +262,33 @@ def test_placeholder_wording_is_never_sendable(tmp_path):
         (lambda w: w["items"].__setitem__("srs_9", "x"), "srs_9: not an item of srs"),
         (lambda w: w.__setitem__("instrument", "ors"), "is for 'ors', not 'srs'"),
         (lambda w: w["items"].__setitem__("srs_2", "  "), "srs_2: the text must be a non-empty string"),
+        (lambda w: w.__setitem__("placeholder", "no"), "'placeholder' must be true or false"),
     ],
 )
-def test_wording_that_does_not_fit_the_item_ids_is_refused(tmp_path, change, message):
-    engine = build_engine(load_entrypoints=False, wording_dir=tmp_path)
-    wording = copy.deepcopy(placeholder_wording(engine.instruments.get("srs")))
+def test_wording_that_does_not_fit_the_item_ids_is_refused(engine, change, message):
+    srs = engine.instruments.get("srs")
+    wording = copy.deepcopy(placeholder_wording(srs))
     change(wording)
     with pytest.raises(WordingError, match=re.escape(message)):
-        engine.install_wording("srs", wording)
-    assert not (tmp_path / "srs.json").exists()
+        check_wording(srs, wording)
 
 
-def test_wording_installed_by_another_process_is_picked_up(tmp_path):
-    worker = build_engine(load_entrypoints=False, wording_dir=tmp_path)
-    assert not worker.instruments.get("srs").wording_installed
-    admin = build_engine(load_entrypoints=False, wording_dir=tmp_path)
-    admin.install_wording("srs", placeholder_wording(admin.instruments.get("srs")))
-    assert worker.instruments.get("srs").wording_installed
-    assert worker.instruments.get("srs").item("srs_1").anchors == ("[PLACEHOLDER low end]", "[PLACEHOLDER high end]")
-
-
-def test_a_wording_file_that_no_longer_fits_is_reported_not_applied(tmp_path):
-    (tmp_path / "ors.json").write_text('{"instrument": "ors", "items": {}}')
-    engine = build_engine(load_entrypoints=False, wording_dir=tmp_path)
-    assert not engine.instruments.get("ors").wording_installed
-    assert any("wording not applied: no wording for item(s)" in str(e) for e in engine.instruments.errors)
+def test_stored_wording_that_does_not_fit_a_newer_definition_is_reported_not_applied(tmp_path, engine):
+    wording = placeholder_wording(engine.instruments.get("ors"))
+    document = json.loads((INSTRUMENTS_DIR / "ors" / "ors.json").read_text())
+    document["x-instrument"]["version"] = "9.0.0"
+    document["properties"]["ors_5"] = document["properties"]["ors_4"]
+    newer = tmp_path / "ors-9.json"
+    newer.write_text(json.dumps(document))
+    upgraded = build_engine(load_entrypoints=False, extra_plugins=[InstrumentFiles(newer)])
+    upgraded.instruments.use_wording([stored("ors", wording)])
+    upgraded.instruments.use_wording([stored("ors", wording)], stamp="again")
+    assert upgraded.instruments.get("ors", "1.0.0").wording_installed
+    assert not upgraded.instruments.get("ors", "9.0.0").wording_installed
+    reports = [str(e) for e in upgraded.instruments.errors if "wording not applied" in str(e)]
+    assert reports == [
+        "database: ors wording version 1: /: wording not applied to ors 9.0.0: no wording for item(s) ors_5"
+    ]
 
 
 def test_languages_are_the_definitions_own_and_its_translations(tmp_path):

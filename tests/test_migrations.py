@@ -207,3 +207,16 @@ def test_upgrade_to_0004_keeps_clients_and_gives_them_the_default_language(db: s
     with db.connect() as connection:
         languages = connection.execute(sa.text("SELECT DISTINCT language FROM clients")).scalars().all()
     assert languages == ["en"]
+
+
+def test_upgrade_to_0005_adds_an_empty_wording_store_and_downgrading_to_0004_removes_it(db: sa.Engine) -> None:
+    upgrade(db, "0004")
+    _seed(db)
+    upgrade(db, "0005")
+    assert _read(db) == _expected()
+    with db.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM instrument_wordings")).scalar() == 0
+        command.downgrade(alembic_config(connection), "0004")
+        connection.commit()
+    assert "instrument_wordings" not in sa.inspect(db).get_table_names()
+    assert _read(db) == _expected()

@@ -31,9 +31,11 @@ from core.export import ExportError, list_exporters, prepare_export, run_export
 from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
 from core.migrations import MigrationError, current_revision, head_revision, upgrade
 from core.migrations.backup import BackupError, backup_database
-from core.models import Client
+from core.models import Client, InstrumentWording
 from core.plugins import describe_plugins
 from core.responses import create_assignment
+from core.wording import import_wording_folder, refresh_wording
+from core.wording import install_wording as store_wording  # the command below is install_wording
 from web.serve import check_can_listen, serve
 from web.state import portal
 
@@ -62,7 +64,7 @@ def instruments() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_instruments(as_json: bool) -> None:
     """List installed instruments (newest version of each) and definitions that failed to load."""
-    eng = engine()
+    eng = engine_with_wording()
     rows = [
         {
             "id": i.id,
@@ -101,7 +103,7 @@ def _wording_status(inst: Any) -> str:
 def show_instrument(instrument_id: str, version: str | None) -> None:
     """Show an instrument's items, scores, bands, flags and licence."""
     try:
-        inst = engine().instruments.get(instrument_id, version)
+        inst = engine_with_wording().instruments.get(instrument_id, version)
     except KeyError:
         fail(f"no instrument {instrument_id!r}{' version ' + version if version else ''} is installed")
     click.echo(f"{inst.title}  ({inst.id} {inst.version}, {inst.language})")
@@ -158,16 +160,59 @@ def check_instruments(paths: tuple[Path, ...]) -> None:
 @click.argument("instrument_id")
 @click.argument("wording_file", type=click.File("r", encoding="utf-8"))
 def install_wording(instrument_id: str, wording_file: Any) -> None:
-    """Install licensed item wording (a JSON file checked against the instrument's item ids)."""
+    """Install licensed item wording (a JSON file checked against the instrument's item ids) for every host."""
     try:
         wording = json.load(wording_file)
     except json.JSONDecodeError as exc:
         fail(f"{wording_file.name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    except UnicodeDecodeError:
+        fail(f"{wording_file.name}: the file is not UTF-8 text")
+    except RecursionError:
+        fail(f"{wording_file.name}: the file is nested too deeply to be a wording file")
+    state = portal()
     try:
-        path = engine().install_wording(instrument_id, wording)
+        with state.sessions.begin() as session:
+            version = store_wording(session, state.engine, instrument_id, wording, actor=cli_actor(), address=None)
     except WordingError as exc:
         fail(f"{wording_file.name}: {exc}")
-    click.echo(f"Installed wording for {instrument_id} at {path}")
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"cannot store the wording in {state.db.url!r} (run `rapportal db upgrade` first?): {_db_reason(exc)}")
+    kind = "placeholder wording" if version.placeholder else "wording"
+    click.echo(f"Installed {kind} version {version.number} for {instrument_id}: every host on this database uses it")
+
+
+def cli_actor() -> str:
+    """Who the audit trail names for a command run on the server."""
+    return f"cli:{getpass.getuser()}"
+
+
+def engine_with_wording() -> Engine:
+    """The engine with the licensed wording stored in the database applied (none before the first upgrade)."""
+    state = portal()
+    try:
+        with state.sessions() as session:
+            if sa.inspect(session.connection()).has_table(InstrumentWording.__tablename__):
+                refresh_wording(session, state.engine)
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"cannot read the installed wording from {state.db.url!r}: {_db_reason(exc)}")
+    return state.engine
+
+
+def import_instance_wording(app: Any) -> None:
+    """Copy wording files kept in the instance folder before revision 0005 into the database; say what happened."""
+    state = portal(app)
+    folder = Path(app.instance_path) / "wording"
+    try:
+        with state.sessions.begin() as session:
+            report = import_wording_folder(session, state.engine, folder, actor=cli_actor())
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"cannot import the wording in {folder} into {state.db.url!r}: {_db_reason(exc)}")
+    for line in report:
+        click.echo(line, err=True)
+
+
+def _db_reason(exc: sa.exc.SQLAlchemyError) -> str:
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())  # one line, even for psycopg's messages
 
 
 @cli.command("plugins")
@@ -233,9 +278,12 @@ def demo(base_url: str | None) -> None:
     if base_url is None:
         config = current_app.config
         base_url = f"http://{config.get('HOST') or '127.0.0.1'}:{config.get('PORT') or 8000}"
-    for inst in list(eng.instruments):
-        if not inst.wording_installed:
-            eng.install_wording(inst.id, placeholder_wording(inst))
+    import_instance_wording(current_app)
+    with state.sessions.begin() as session:
+        refresh_wording(session, eng)
+        for inst in list(eng.instruments):
+            if not inst.wording_installed:
+                store_wording(session, eng, inst.id, placeholder_wording(inst), actor=cli_actor(), address=None)
     with state.sessions.begin() as session:
         code = f"DEMO-{secrets.token_hex(3).upper()}"
         client = Client(code=code, display_name="Demo client")
@@ -264,6 +312,7 @@ def serve_command(host: str | None, port: int | None, workers: int | None) -> No
     port = port or int(app.config.get("PORT") or 8000)
     workers = workers or int(app.config.get("WORKERS") or 4)
     revision = _upgrade_database(app)
+    import_instance_wording(app)  # wording kept in the instance folder before revision 0005
     try:
         check_can_listen(host, port)
     except OSError as exc:
@@ -345,6 +394,8 @@ def db_upgrade(revision: str) -> None:
         reached = upgrade(portal().db, revision)
     except MigrationError as exc:
         fail(str(exc))
+    if reached == head_revision():
+        import_instance_wording(current_app)  # wording kept in the instance folder before revision 0005
     click.echo(f"Database at revision {reached}")
 
 
