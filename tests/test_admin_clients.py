@@ -20,7 +20,9 @@ def admin(app):
 def test_a_client_without_a_main_clinician_is_listed_as_unseen(app, admin):
     page = admin.get("/admin/clients").text
     assert "no main clinician" not in page
-    made = admin.post("/admin/clients", data={"csrf_token": csrf(page), "code": "C-0", "language": "en", "clinician": ""})
+    made = admin.post(
+        "/admin/clients", data={"csrf_token": csrf(page), "code": "C-0", "language": "en", "clinician": ""}
+    )
     assert made.status_code == 303
     page = admin.get("/admin/clients").text
     warning = page[page.index("no main clinician") : page.index("</div>", page.index("no main clinician"))]

@@ -229,3 +229,56 @@ def test_demo_says_which_instance_folder_and_database_it_wrote_to(app_config, tm
     assert f"Database:        {shown}" in lines
     assert "not-for-the-screen" not in result.output and "***" not in result.output
     app.extensions["rapportal"].db.dispose()
+
+
+# --- clients from the command line: the same operation as the web page --------------------------------------------
+
+
+def _client_entries(app):
+    from core.models import AuditEntry
+
+    with app.extensions["rapportal"].sessions() as session:
+        return [
+            (e.actor.split(":")[0], e.target.split(":")[0], sorted(e.detail))
+            for e in session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "client.create"))
+        ]
+
+
+def test_a_client_made_on_the_command_line_is_audited_like_one_made_on_the_web(app, runner):
+    from staff_support import csrf, make_world, sign_in
+
+    make_world(app)
+    made = runner.invoke(
+        args=["clients", "create", "C-77", "--clinician", "ann", "--further", "bob", "--language", "de"]
+    )
+    assert made.exit_code == 0, made.output
+    assert "Created client C-77" in made.output
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    page = admin.get("/admin/clients").text
+    data = {"csrf_token": csrf(page), "code": "C-78", "language": "en", "clinician": "3"}
+    assert admin.post("/admin/clients", data=data).status_code == 303
+    cli_entry, web_entry = _client_entries(app)
+    assert cli_entry == ("cli", "client", ["clinician", "further"])
+    assert web_entry == ("user", "client", ["clinician", "further"])
+    listing = runner.invoke(args=["clients", "list"])
+    assert "C-77" in listing.output and "ann" in listing.output
+
+
+def test_a_bad_client_on_the_command_line_is_one_line_and_exit_1(app, runner):
+    from staff_support import make_world
+
+    make_world(app)
+    for args, reason in (
+        (["C-1"], "exists already"),
+        (["has space"], "code: Use 1 to 64"),
+        (["C-9", "--clinician", "admin"], "no active clinician"),
+        (["C-9", "--language", "xx"], "language: Choose one of"),
+    ):
+        result = runner.invoke(args=["clients", "create", *args])
+        assert result.exit_code == 1 and reason in result.output and "Traceback" not in result.output, args
+
+
+def test_a_client_without_a_clinician_is_created_with_a_warning(app, runner):
+    result = runner.invoke(args=["clients", "create", "C-5"])
+    assert result.exit_code == 0 and "no clinician can see this client" in result.output

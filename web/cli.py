@@ -27,13 +27,15 @@ from core.accounts import (
     setup_token,
     user_by_username,
 )
+from core.care import issue_link
+from core.clients import create_client, list_clients
+from core.errors import DomainError
 from core.export import ExportError, list_exporters, prepare_export, run_export
 from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
 from core.migrations import MigrationError, current_revision, head_revision, upgrade
 from core.migrations.backup import BackupError, backup_database
-from core.models import Client, InstrumentWording
+from core.models import InstrumentWording, User
 from core.plugins import describe_plugins
-from core.responses import create_assignment
 from core.wording import import_wording_folder, refresh_wording
 from core.wording import install_wording as store_wording  # the command below is install_wording
 from web.serve import check_can_listen, serve
@@ -263,7 +265,8 @@ def score(instrument_id: str, input_file: Any, version: str | None) -> None:
 
 @cli.command("demo")
 @click.option("--base-url", default=None, help="Where the portal is served (default: the serve command's address).")
-def demo(base_url: str | None) -> None:
+@click.option("--clinician", default=None, metavar="USERNAME", help="Assign the demo client to this clinician.")
+def demo(base_url: str | None, clinician: str | None) -> None:
     """Create a demo client with a link for every instrument and print the links.
 
     Licensed instruments without installed wording get clearly marked placeholder wording,
@@ -285,13 +288,21 @@ def demo(base_url: str | None) -> None:
             if not inst.wording_installed:
                 store_wording(session, eng, inst.id, placeholder_wording(inst), actor=cli_actor(), address=None)
     with state.sessions.begin() as session:
-        code = f"DEMO-{secrets.token_hex(3).upper()}"
-        client = Client(code=code, display_name="Demo client")
-        session.add(client)
+        client = create_client(
+            session,
+            code=f"DEMO-{secrets.token_hex(3).upper()}",
+            display_name="Demo client",
+            language="en",
+            languages=current_app.config["LANGUAGES"],
+            clinician_id=_clinician_id(session, clinician),
+            actor=cli_actor(),
+            address=None,
+        )
+        code = client.code
         links = []
         for inst in eng.instruments:
-            _assignment, token = create_assignment(session, eng, client, inst.id, allow_placeholder=True)
-            links.append((inst, f"{base_url.rstrip('/')}/a/{token}"))
+            link = issue_link(session, eng, client, inst.id, allow_placeholder=True, actor=cli_actor(), address=None)
+            links.append((inst, f"{base_url.rstrip('/')}/a/{link.token}"))
     # Say where the demo wrote: it uses whatever instance and database the settings point at.
     click.echo(f"Instance folder: {current_app.instance_path}")
     click.echo(f"Database:        {portal().db.url._replace(password=None).render_as_string(hide_password=False)}")
@@ -299,6 +310,59 @@ def demo(base_url: str | None) -> None:
     for inst, link in links:
         note = "  (placeholder wording)" if inst.wording_placeholder else ""
         click.echo(f"  {inst.short_title:<8} {link}{note}")
+
+
+def _clinician_id(session: Any, username: str | None) -> int | None:
+    """The id of an active clinician account, for --clinician; a clear error when there is none."""
+    if username is None:
+        return None
+    user = session.scalar(sa.select(User).where(User.username == username.strip().lower()))
+    if user is None or user.role != "clinician" or not user.active:
+        fail(f"--clinician {username!r}: no active clinician has this username (see the Users page)")
+    return user.id
+
+
+@cli.group("clients")
+def clients_group() -> None:
+    """Add and list clients (the administrator's Clients page, from the server)."""
+
+
+@clients_group.command("create")
+@click.argument("code")
+@click.option("--name", "display_name", default=None, help="Display name (identifying; optional).")
+@click.option("--language", default="en", show_default=True, help="Language of the client's questionnaires.")
+@click.option("--clinician", default=None, metavar="USERNAME", help="The main clinician.")
+@click.option("--further", multiple=True, metavar="USERNAME", help="A further clinician (repeatable).")
+def create_client_command(
+    code: str, display_name: str | None, language: str, clinician: str | None, further: tuple[str, ...]
+) -> None:
+    """Add a client with a pseudonymous CODE; audited like the web page's Add client."""
+    with portal().sessions.begin() as session:
+        try:
+            client = create_client(
+                session,
+                code=code,
+                display_name=display_name,
+                language=language,
+                languages=current_app.config["LANGUAGES"],
+                clinician_id=_clinician_id(session, clinician),
+                further_ids=[_clinician_id(session, name) for name in further],
+                actor=cli_actor(),
+                address=None,
+            )
+        except DomainError as exc:
+            fail(str(exc))
+        click.echo(f"Created client {client.code}")
+        if client.clinician_id is None:
+            click.echo("Warning: no main clinician, so no clinician can see this client yet (--clinician).", err=True)
+
+
+@clients_group.command("list")
+def list_clients_command() -> None:
+    """List clients by code with their main clinician (no display names: those identify people)."""
+    with portal().sessions.begin() as session:
+        for client, clinician in list_clients(session, actor=cli_actor(), address=None):
+            click.echo(f"{client.code:<24} {clinician.username if clinician else '(no clinician)'}")
 
 
 @cli.command("serve", with_appcontext=False)
