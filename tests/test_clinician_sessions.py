@@ -127,3 +127,19 @@ def test_acknowledging_twice_changes_nothing_the_second_time(app, ann, world):
     assert ann.post(f"/alerts/{alert_id}/acknowledge", data=data).status_code == 303
     assert ann.post(f"/alerts/{alert_id}/acknowledge", data=data | {"note": "later"}).status_code == 303
     assert [a for _actor, a, _t in audit_actions(app)].count("alert.acknowledge") == 1
+
+
+def test_a_link_can_be_ended_from_the_session_page_and_then_reissued(app, ann, world):
+    links = links_on(
+        ann.post(f"/episodes/{world.episode_id}/sessions", data=_start_form(ann, world), follow_redirects=True).text
+    )
+    with app.extensions["rapportal"].sessions() as session:
+        ors_id = session.scalar(sa.select(Assignment.id).where(Assignment.instrument_id == "ors"))
+    page = ann.get("/sessions/1").text
+    ended = ann.post(f"/assignments/{ors_id}/expire", data={"csrf_token": csrf(page)})
+    assert ended.status_code == 303 and ended.location.endswith("/sessions/1")
+    assert app.test_client().get(links["ors"]).status_code == 410
+    assert "link expired" in ann.get("/sessions/1").text
+    assert "link.expire" in [a for _actor, a, _t in audit_actions(app)]
+    reissued = ann.post(f"/assignments/{ors_id}/reissue", data={"csrf_token": csrf(page)}, follow_redirects=True)
+    assert app.test_client().get(links_on(reissued.text)["ors"]).status_code == 200

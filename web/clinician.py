@@ -22,6 +22,7 @@ from wtforms import validators as v
 from core.care import (
     acknowledge_alert,
     cancel_care_session,
+    expire_link,
     plan_moment,
     reissue_link,
     session_cancellable,
@@ -359,6 +360,20 @@ def reissue(assignment_id: int) -> Any:
     session.commit()
     _hand_over([link])
     return redirect(url_for("clinician.links", session_id=assignment.session_id, reissued=1), 303)
+
+
+@bp.post("/assignments/<int:assignment_id>/expire")
+@allow("clinician")
+def expire(assignment_id: int) -> Any:
+    """End an unanswered link now (sent to the wrong person, say); re-issuing makes a new one."""
+    assignment = _own(Assignment, assignment_id)
+    form = make_form(ActionForm)
+    if not form.validate():
+        return form_problem(form)
+    session = db_session()
+    expire_link(session, assignment, actor=actor(), address=address())
+    session.commit()
+    return redirect(url_for("clinician.care_session", session_id=assignment.session_id), 303)
 
 
 @bp.post("/sessions/<int:session_id>/kiosk")
