@@ -29,7 +29,7 @@ from core.models import User, UserSession
 from core.throttle import Backoff, backoff_wait, clear_keys, forget_quiet, lock_keys, record_failure
 from core.tokens import hash_token, new_token
 
-ROLES = ("admin", "clinician", "auditor")
+ROLES = ("admin", "clinician", "supervisor", "auditor")
 ROLE_TITLES = {"admin": "Administrator", "clinician": "Clinician", "auditor": "Auditor (read-only)"}
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024

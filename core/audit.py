@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from core.models import AuditEntry, utcnow
+from core.models import AuditEntry, User, UserSite, utcnow
+from core.scope import site_client_ids, site_user_ids
 
 
 def record(
@@ -44,6 +45,28 @@ def record(
 AUDIT_PAGE_SIZE = 100
 
 
+def site_entries(user: User) -> sa.ColumnElement[bool]:
+    """A condition on ``AuditEntry``: the entry belongs to ``user``'s sites (always true when portal-wide).
+
+    An entry about a client (target ``client:<id>``) belongs to the client's site; any other entry
+    belongs to the sites of the user who made it (actor ``user:<name>``).
+    """
+    if not user.active:
+        return sa.false()
+    limited = sa.exists(sa.select(UserSite.site_id).where(UserSite.user_id == user.id))
+    clients = site_client_ids(user).subquery()
+    client_targets = sa.select(sa.literal("client:", sa.String) + sa.cast(clients.c.id, sa.String))
+    people = sa.select(sa.literal("user:", sa.String) + User.username).where(User.id.in_(site_user_ids(user)))
+    return sa.or_(
+        ~limited,
+        AuditEntry.target.in_(client_targets),
+        sa.and_(
+            sa.or_(AuditEntry.target.is_(None), ~AuditEntry.target.like("client:%")),
+            AuditEntry.actor.in_(people),
+        ),
+    )
+
+
 def browse_audit(
     session: so.Session,
     *,
@@ -53,15 +76,19 @@ def browse_audit(
     page: int = 1,
     page_size: int = AUDIT_PAGE_SIZE,
     viewer: str,
+    viewer_user: User | None = None,
     address: str | None,
 ) -> tuple[list[AuditEntry], bool]:
     """One page of the trail, newest first, and whether there are more; the browsing itself is audited.
 
     ``contains`` filters ``actor``, ``action`` and ``target`` by substring; ``since`` and ``before``
     bound the time. The ``audit.view`` entry records the filters, so who looked for what is on record too.
+    A ``viewer_user`` limited to sites sees only :func:`site_entries`.
     """
     columns = {"actor": AuditEntry.actor, "action": AuditEntry.action, "target": AuditEntry.target}
     query = sa.select(AuditEntry)
+    if viewer_user is not None:
+        query = query.where(site_entries(viewer_user))
     for name, value in contains.items():
         query = query.where(columns[name].contains(value, autoescape=True))
     if since is not None:

@@ -1,8 +1,11 @@
 """Clients: create and edit them, assign their clinicians, and the one query of whom a user may see.
 
 Clinical data (answers, scores, alerts) is shown only to a client's assigned clinicians, main or
-further. :func:`visible_client_ids` is that rule as a query; every page, command and API call that
-returns client data goes through it (or :func:`visible_client`), so there is one place to change it.
+further, and read-only to those clinicians' supervisors. :func:`visible_client_ids` is that rule as a
+query; every page, command and API call that returns client data goes through it (or
+:func:`visible_client`), so there is one place to change it. Both it and :func:`site_client_ids` (the
+clients an administrator manages, exports and sees in the audit trail) keep to the asker's sites: a
+user with no site is portal-wide, a user with sites sees only clients at those sites.
 """
 
 from __future__ import annotations
@@ -15,17 +18,29 @@ import sqlalchemy.orm as so
 
 from core.audit import record
 from core.errors import InvalidInput, NotFound
-from core.models import Client, ClientClinician, User
+from core.models import DEFAULT_SITE_ID, Client, ClientClinician, Site, Supervision, User
+from core.scope import at_sites_of, site_client_ids
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def visible_client_ids(user: User) -> sa.Select[tuple[int]]:
-    """The ids of the clients whose clinical data ``user`` may see: a clinician's assigned clients, else none."""
-    if user.role != "clinician" or not user.active:
+    """The ids of the clients whose clinical data ``user`` may see, at the user's sites.
+
+    A clinician's assigned clients; a supervisor's supervised clinicians' clients (read-only); else none.
+    """
+    if user.role == "clinician":
+        clinician_ids: sa.Select[tuple[int]] | None = sa.select(sa.literal(user.id))
+    elif user.role == "supervisor":
+        clinician_ids = sa.select(Supervision.clinician_id).where(Supervision.supervisor_id == user.id)
+    else:
+        clinician_ids = None
+    if clinician_ids is None or not user.active:
         return sa.select(Client.id).where(sa.false())
-    further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id == user.id)
-    return sa.select(Client.id).where(sa.or_(Client.clinician_id == user.id, Client.id.in_(further)))
+    further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id.in_(clinician_ids))
+    return sa.select(Client.id).where(
+        sa.or_(Client.clinician_id.in_(clinician_ids), Client.id.in_(further)), at_sites_of(user)
+    )
 
 
 def visible_client(session: so.Session, user: User, client_id: int) -> Client:
@@ -36,21 +51,38 @@ def visible_client(session: so.Session, user: User, client_id: int) -> Client:
     return client
 
 
-def list_clients(session: so.Session, *, actor: str, address: str | None) -> list[tuple[Client, User | None]]:
-    """Every client by code with their main clinician, for administrators (no clinical data); audited."""
-    rows = [
-        (client, clinician)
-        for client, clinician in session.execute(
-            sa.select(Client, User).outerjoin(User, User.id == Client.clinician_id).order_by(Client.code)
-        )
-    ]
+def managed_client(session: so.Session, user: User, client_id: int) -> Client:
+    """The client if they are at ``user``'s sites (an administrator's edit page); :class:`NotFound` otherwise."""
+    client = session.scalar(sa.select(Client).where(Client.id == client_id, Client.id.in_(site_client_ids(user))))
+    if client is None:
+        raise NotFound("There is no such client.", "client")
+    return client
+
+
+def list_clients(
+    session: so.Session, *, viewer: User | None = None, actor: str, address: str | None
+) -> list[tuple[Client, User | None]]:
+    """Every client by code with their main clinician, for administrators (no clinical data); audited.
+
+    With a ``viewer``, only the clients at the viewer's sites (:func:`site_client_ids`).
+    """
+    query = sa.select(Client, User).outerjoin(User, User.id == Client.clinician_id).order_by(Client.code)
+    if viewer is not None:
+        query = query.where(Client.id.in_(site_client_ids(viewer)))
+    rows = [(client, clinician) for client, clinician in session.execute(query)]
     record(session, actor, "clients.list", None, address, clients=len(rows))
     return rows
 
 
-def unassigned_clients(session: so.Session) -> list[Client]:
-    """Clients with no main clinician: no clinician can see them, so administrators are shown this list."""
-    return list(session.scalars(sa.select(Client).where(Client.clinician_id.is_(None)).order_by(Client.code)))
+def unassigned_clients(session: so.Session, viewer: User | None = None) -> list[Client]:
+    """Clients with no main clinician: no clinician can see them, so administrators are shown this list.
+
+    With a ``viewer``, only those at the viewer's sites.
+    """
+    query = sa.select(Client).where(Client.clinician_id.is_(None)).order_by(Client.code)
+    if viewer is not None:
+        query = query.where(Client.id.in_(site_client_ids(viewer)))
+    return list(session.scalars(query))
 
 
 def create_client(
@@ -62,20 +94,26 @@ def create_client(
     languages: Collection[str],
     clinician_id: int | None,
     further_ids: Iterable[int] = (),
+    site_id: int = DEFAULT_SITE_ID,
     actor: str,
     address: str | None,
 ) -> Client:
-    """Add a client with a pseudonymous ``code`` (unique, never changed) and their clinicians; audited."""
+    """Add a client with a pseudonymous ``code`` (unique, never changed) at a site, with their clinicians; audited."""
     code = (code or "").strip()
     if not CODE_PATTERN.match(code):
         raise InvalidInput("Use 1 to 64 letters, digits and . _ - only.", "code")
     if session.scalar(sa.select(Client.id).where(Client.code == code)) is not None:
         raise InvalidInput("A client with this code exists already.", "code")
-    client = Client(code=code, display_name=_display_name(display_name), language=_language(language, languages))
+    if session.get(Site, site_id) is None:
+        raise InvalidInput("Choose an existing site.", "site")
+    client = Client(
+        code=code, display_name=_display_name(display_name), language=_language(language, languages), site_id=site_id
+    )
     session.add(client)
     session.flush()
     _assign(session, client, clinician_id, further_ids)
-    record(session, actor, "client.create", f"client:{client.id}", address, **_assignment_detail(session, client))
+    detail = _assignment_detail(session, client)
+    record(session, actor, "client.create", f"client:{client.id}", address, site=client.site_id, **detail)
     return client
 
 

@@ -380,6 +380,8 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
         query = query.where(sa.or_(Client.clinician_id.in_(selected), Client.id.in_(further)))
     if selection.clients:
         query = query.where(Client.code.in_(selection.clients))
+    if selection.sites:
+        query = query.where(Client.site_id.in_(selection.sites))
     return query.order_by(Response.id)
 
 

@@ -21,6 +21,7 @@ class ExportSelection:
     clinicians: tuple[str, ...] = ()
     clients: tuple[str, ...] = ()
     identifying: bool = False
+    sites: tuple[int, ...] = ()  # limited to clients at these sites (a site-limited administrator's); () for all
 
     def to_json(self) -> dict[str, Any]:
         """The selection as plain JSON values, as the audit log and the codebook record it."""
@@ -31,6 +32,7 @@ class ExportSelection:
             "clinicians": list(self.clinicians),
             "clients": list(self.clients),
             "identifying": self.identifying,
+            **({"sites": list(self.sites)} if self.sites else {}),
         }
 
 

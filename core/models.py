@@ -30,13 +30,50 @@ class User(Base):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     username: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     display_name: so.Mapped[str] = so.mapped_column(sa.String(128))
-    role: so.Mapped[str] = so.mapped_column(sa.String(16))  # admin | clinician | auditor
+    role: so.Mapped[str] = so.mapped_column(sa.String(16))  # admin | clinician | supervisor | auditor
     password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     active: so.Mapped[bool] = so.mapped_column(default=True)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     password_changed_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
     clients: so.Mapped[list[Client]] = so.relationship(back_populates="clinician")
+
+
+DEFAULT_SITE_ID = 1  # the site revision 0006 (or create_all) makes first; it holds the clients made before sites
+DEFAULT_SITE_NAME = "Main site"
+
+
+class Site(Base):
+    """A clinic of the practice group: its clients, clinicians and supervisors, and its name on pages."""
+
+    __tablename__ = "sites"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+@sa.event.listens_for(Site.__table__, "after_create")
+def _default_site(table: sa.Table, connection: sa.Connection, **_kw: Any) -> None:
+    connection.execute(table.insert().values(name=DEFAULT_SITE_NAME, created_at=utcnow()))
+
+
+class UserSite(Base):
+    """A site a user belongs to. A user with no site is portal-wide; one with sites is limited to them."""
+
+    __tablename__ = "user_sites"
+
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), primary_key=True)
+    site_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sites.id"), primary_key=True, index=True)
+
+
+class Supervision(Base):
+    """A clinician assigned to a supervisor, who sees their outcome reports and their clients read-only."""
+
+    __tablename__ = "supervisions"
+
+    supervisor_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), primary_key=True)
+    clinician_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), primary_key=True, index=True)
 
 
 class Client(Base):
@@ -51,8 +88,11 @@ class Client(Base):
     language: so.Mapped[str] = so.mapped_column(sa.String(16), default="en", server_default="en")
     clinician_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    # the site (clinic) the client is seen at: see core/sites.py; revision 0006 put earlier clients in the default site
+    site_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sites.id"), index=True, default=DEFAULT_SITE_ID)
 
     clinician: so.Mapped[User | None] = so.relationship(back_populates="clients")
+    site: so.Mapped[Site] = so.relationship()
     episodes: so.Mapped[list[Episode]] = so.relationship(back_populates="client", order_by="Episode.id")
 
 

@@ -3,6 +3,10 @@
 Each endpoint must carry an access rule (``web.access.allow`` or ``OTHER_ENDPOINTS``); the
 walk then checks that no role reaches a route its rule does not grant, and that the roles
 it does grant get through. A clinician reaches another clinician's client only as a 404.
+
+Two sites: ann's client C-1 is at North, bob's client C-2 at South. The supervisor (sue, at North,
+supervising ann) and the site-limited administrator (nadia, at North) walk every route too, and no
+page they reach shows anything of South.
 """
 
 from __future__ import annotations
@@ -12,15 +16,25 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from staff_support import SRS_LOW, make_world, sign_in
+from staff_support import PASSWORD, SRS_LOW, make_world, page_token, sign_in
 
-from core.models import Alert, CareSession, KioskSession
+from core.accounts import create_user
+from core.models import Alert, AuditEntry, CareSession, Client, KioskSession
 from core.responses import create_assignment, submit_response
+from core.sites import create_site, set_supervised, set_user_sites
 from core.tokens import hash_token
 from web.access import KIOSK_COOKIE, access_rule
 
-ROLES = ("anonymous", "link", "clinician", "other_clinician", "auditor", "admin", "kiosk")
-SIGNED_IN = {"clinician": "ann", "other_clinician": "bob", "auditor": "audrey", "admin": "admin"}
+ROLES = ("anonymous", "link", "clinician", "other_clinician", "supervisor", "auditor", "admin", "site_admin", "kiosk")
+SIGNED_IN = {
+    "clinician": "ann",
+    "other_clinician": "bob",
+    "supervisor": "sue",
+    "auditor": "audrey",
+    "admin": "admin",
+    "site_admin": "nadia",
+}
+NORTH_ONLY = ("supervisor", "site_admin")  # limited to North: nothing of South (client C-2) may show
 # Arguments that name something belonging to one client: only that client's clinicians reach it.
 CLIENT_SCOPED = {"client_id", "episode_id", "session_id", "assignment_id", "alert_id", "response_id"}
 # Public pages that exist only before the first account (tests/test_accounts.py covers them).
@@ -36,9 +50,17 @@ def world(app, licensed_wording):
     world = make_world(app)
     state = app.extensions["rapportal"]
     with state.sessions.begin() as session:
-        from core.models import Client
-
+        north = create_site(session, "North", actor="test", address=None)
+        south = create_site(session, "South", actor="test", address=None)
+        for name, role in (("sue", "supervisor"), ("nadia", "admin")):
+            user = create_user(session, name, name.title(), role, PASSWORD, actor="test", address=None)
+            world.users[name] = user.id
+            set_user_sites(session, user, [north.id], actor="test", address=None)
+            if role == "supervisor":
+                set_supervised(session, user, [world.users["ann"]], actor="test", address=None)
+        session.get(Client, world.other_client_id).site_id = south.id
         client = session.get(Client, world.client_id)
+        client.site_id = north.id
         care = CareSession(episode_id=world.episode_id, number=1)
         session.add(care)
         session.flush()
@@ -96,6 +118,8 @@ def granted(rule_roles: tuple[str, ...], role: str, arguments: set[str]) -> bool
         return "link" in rule_roles
     if role == "other_clinician":
         return "clinician" in rule_roles and not arguments & CLIENT_SCOPED
+    if role == "site_admin":
+        return "admin" in rule_roles  # the walk's records are all at North, the administrator's site
     return role in rule_roles
 
 
@@ -144,6 +168,8 @@ def test_each_role_reaches_exactly_what_its_rule_grants(app, world):
                     expected = False  # a wrong token opens nothing
                 if reached(response, rule.endpoint, method) != expected:
                     problems.append(f"{method} {path} ({rule.endpoint}) as {role}: {response.status_code}")
+                if role in NORTH_ONLY:
+                    assert b"C-2" not in response.data, f"{method} {path} showed South's client to {role}"
                 if rule.endpoint.startswith("kiosk.") and role != "kiosk":
                     assert b'name="assignment"' not in response.data, f"{rule.endpoint} showed a form to {role}"
     assert walked > 100
@@ -164,3 +190,50 @@ def test_administrator_sees_no_answers(app, world):
     assert admin.get(f"/clients/{world.client_id}").status_code == 403
     assert admin.get(f"/responses/{world.args['response_id']}").status_code == 403
     assert "Client One" in admin.get("/admin/clients").text  # but manages the client list
+
+
+def test_a_site_limited_administrator_sees_nothing_of_another_site(app, world):
+    nadia, admin = visitor(app, "site_admin", world), visitor(app, "admin", world)
+    assert "C-2" in admin.get("/admin/clients").text  # the portal-wide administrator does
+    page = nadia.get("/admin/clients")
+    assert "C-1" in page.text and "C-2" not in page.text
+    assert nadia.get(f"/admin/clients/{world.other_client_id}").status_code == 404
+    bob = visitor(app, "other_clinician", world)
+    assert bob.get(f"/clients/{world.other_client_id}").status_code == 200  # an entry about C-2
+    assert visitor(app, "clinician", world).get(f"/clients/{world.client_id}").status_code == 200  # and C-1
+    trail = nadia.get("/admin/audit").text
+    assert f"client:{world.other_client_id}<" not in trail and f"client:{world.client_id}<" in trail
+    token = page_token(nadia, "/admin/exports")
+    csv_rows = nadia.post("/admin/exports", data={"csrf_token": token, "format": "csv"}).text
+    assert "C-1" in csv_rows and "C-2" not in csv_rows
+
+
+def test_a_supervisor_reads_their_clinicians_clients_and_changes_nothing(app, world):
+    sue = visitor(app, "supervisor", world)
+    page = sue.get(f"/clients/{world.client_id}")
+    assert page.status_code == 200 and "<form" not in page.text.split("</header>", 1)[1]
+    assert sue.get(f"/clients/{world.other_client_id}").status_code == 404
+    token = page_token(sue, "/reports")
+    refused = sue.post(f"/alerts/{world.args['alert_id']}/acknowledge", data={"csrf_token": token, "note": "seen"})
+    assert refused.status_code == 403
+    with app.extensions["rapportal"].sessions.begin() as session:
+        assert session.get(Alert, world.args["alert_id"]).acknowledged_at is None
+        views = session.scalars(
+            sa.select(AuditEntry).where(AuditEntry.actor == "user:sue", AuditEntry.action == "client.view")
+        ).all()
+    assert [entry.target for entry in views] == [f"client:{world.client_id}"]
+
+
+def test_outcome_reports_open_for_their_roles_and_download_as_csv(app, world):
+    sue = visitor(app, "supervisor", world)
+    page = sue.get("/reports", query_string={"scope": f"clinician:{world.users['ann']}", "since": "2020-01-01"})
+    assert page.status_code == 200 and "Ann" in page.text
+    assert "too few to report" in page.text
+    assert sue.get("/reports", query_string={"scope": f"clinician:{world.users['bob']}"}).status_code == 404
+    assert sue.get("/reports", query_string={"scope": "clinician:x"}).status_code == 422
+    assert sue.get("/reports", query_string={"scope": "portal", "since": "2026-13-01"}).status_code == 422
+    csv_file = sue.get("/reports/csv", query_string={"scope": f"clinician:{world.users['ann']}"})
+    assert csv_file.mimetype == "text/csv" and csv_file.text.startswith("measure,instrument,figure")
+    nadia = visitor(app, "site_admin", world)
+    assert nadia.get("/reports", query_string={"scope": "portal"}).status_code == 404
+    assert visitor(app, "auditor", world).get("/reports").status_code == 403

@@ -259,8 +259,8 @@ def test_a_client_made_on_the_command_line_is_audited_like_one_made_on_the_web(a
     data = {"csrf_token": csrf(page), "code": "C-78", "language": "en", "clinician": "3"}
     assert admin.post("/admin/clients", data=data).status_code == 303
     cli_entry, web_entry = _client_entries(app)
-    assert cli_entry == ("cli", "client", ["clinician", "further"])
-    assert web_entry == ("user", "client", ["clinician", "further"])
+    assert cli_entry == ("cli", "client", ["clinician", "further", "site"])
+    assert web_entry == ("user", "client", ["clinician", "further", "site"])
     listing = runner.invoke(args=["clients", "list"])
     assert "C-77" in listing.output and "ann" in listing.output
 
@@ -282,3 +282,29 @@ def test_a_bad_client_on_the_command_line_is_one_line_and_exit_1(app, runner):
 def test_a_client_without_a_clinician_is_created_with_a_warning(app, runner):
     result = runner.invoke(args=["clients", "create", "C-5"])
     assert result.exit_code == 0 and "no clinician can see this client" in result.output
+
+
+def test_sites_are_made_assigned_and_clients_moved_on_the_command_line_audited(app, runner):
+    from staff_support import make_world
+
+    world = make_world(app)
+    assert runner.invoke(args=["sites", "create", "North"]).exit_code == 0
+    assert runner.invoke(args=["sites", "create", "North"]).exit_code != 0  # the name is taken
+    assert runner.invoke(args=["sites", "assign", "ann", "North"]).exit_code == 0
+    refused = runner.invoke(args=["sites", "assign", "ann", "Nowhere"])
+    assert refused.exit_code != 0 and "no such site" in refused.output
+    refused = runner.invoke(args=["sites", "supervise", "ann", "bob"])
+    assert refused.exit_code != 0 and "supervisor" in refused.output
+    moved = runner.invoke(args=["sites", "move-client", "C-1", "North"])
+    assert moved.exit_code == 0, moved.output
+    made = runner.invoke(args=["clients", "create", "C-N", "--clinician", "ann", "--site", "North"])
+    assert made.exit_code == 0, made.output
+    assert runner.invoke(args=["clients", "create", "C-X", "--site", "Nowhere"]).exit_code != 0
+    listed = runner.invoke(args=["sites", "list"]).output
+    assert "North" in listed and "2 clients" in listed
+    from core.models import AuditEntry, Client
+
+    with app.extensions["rapportal"].sessions() as session:
+        assert session.get(Client, world.client_id).site.name == "North"
+        actions = [e.action for e in session.scalars(sa.select(AuditEntry).where(AuditEntry.actor.like("cli:%")))]
+    assert {"site.create", "user.sites", "client.move"} <= set(actions)

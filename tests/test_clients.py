@@ -55,7 +55,7 @@ def test_a_new_client_is_audited_with_their_clinicians_but_not_their_name(db):
         client = _new(session, further_ids=[_user(session, "bob").id])
         entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "client.create"))
         assert entry.target == f"client:{client.id}" and entry.actor == "user:admin"
-        assert entry.detail == {"clinician": _user(session, "ann").id, "further": [_user(session, "bob").id]}
+        assert entry.detail == {"clinician": _user(session, "ann").id, "further": [_user(session, "bob").id], "site": 1}
         assert "Client One" not in str(entry.detail)
 
 

@@ -220,3 +220,32 @@ def test_upgrade_to_0005_adds_an_empty_wording_store_and_downgrading_to_0004_rem
         connection.commit()
     assert "instrument_wordings" not in sa.inspect(db).get_table_names()
     assert _read(db) == _expected()
+
+
+def test_upgrade_to_0006_puts_every_client_in_the_default_site_and_keeps_every_row(db: sa.Engine) -> None:
+    upgrade(db, "0005")
+    _seed(db)
+    with db.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO clients (id, code, display_name, clinician_id, created_at, language) "
+                    "VALUES (2, 'C-002', 'Two', NULL, :now, 'de')"),
+            {"now": NOW},
+        )  # fmt: skip
+    upgrade(db, "0006")
+    found = _read(db)
+    expected = _expected()
+    assert found["clients"][0] == expected["clients"][0]
+    assert {table: rows for table, rows in found.items() if table != "clients"} == {
+        table: rows for table, rows in expected.items() if table != "clients"
+    }
+    with db.connect() as connection:
+        sites = connection.execute(sa.text("SELECT id, name FROM sites")).all()
+        clients = connection.execute(sa.text("SELECT code, language, site_id FROM clients ORDER BY id")).all()
+    assert [tuple(row) for row in sites] == [(1, "Main site")]
+    assert [tuple(row) for row in clients] == [("C-001", "en", 1), ("C-002", "de", 1)]
+    assert schema_differences(db) == []
+    with db.connect() as connection:
+        command.downgrade(alembic_config(connection), "0005")
+        connection.commit()
+    assert "sites" not in sa.inspect(db).get_table_names()
+    assert _read(db)["clients"][0] == expected["clients"][0]

@@ -4,7 +4,7 @@ Every view of the staff blueprints is decorated with :func:`allow`; a staff view
 rule is refused (403). Endpoints of other blueprints are listed in :data:`OTHER_ENDPOINTS`.
 ``tests/test_access.py`` walks the whole URL map and fails for an endpoint that has no rule.
 
-Roles: ``admin``, ``clinician``, ``auditor`` (signed-in accounts); ``public`` (anyone);
+Roles: ``admin``, ``clinician``, ``supervisor``, ``auditor`` (signed-in accounts); ``public`` (anyone);
 ``link`` (whoever holds a questionnaire link); ``kiosk`` (a device unlocked for one client).
 """
 
@@ -23,6 +23,7 @@ from werkzeug.datastructures import CombinedMultiDict
 
 from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, load_session
 from core.models import User, UserSession
+from core.sites import site_name
 from core.tokens import hash_token, new_token
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
 from web.state import db_session
@@ -30,8 +31,8 @@ from web.state import db_session
 SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
 KIOSK_COOKIE = "rapportal_kiosk"
-STAFF_ROLES = ("admin", "clinician", "auditor")
-STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk")
+STAFF_ROLES = ("admin", "clinician", "supervisor", "auditor")
+STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk", "reports")
 
 # Endpoints that other modules own, with the rule that applies to them.
 OTHER_ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -244,7 +245,12 @@ def form_problem(form: Any) -> Any:
 # core/ keeps its messages in English (logs, the CLI, the API); the staff pages translate the
 # ones they show here, when they show them. A message not listed is shown as it is.
 
-ROLE_TITLES = {"admin": _l("Administrator"), "clinician": _l("Clinician"), "auditor": _l("Auditor (read-only)")}
+ROLE_TITLES = {
+    "admin": _l("Administrator"),
+    "clinician": _l("Clinician"),
+    "supervisor": _l("Supervisor (read-only)"),
+    "auditor": _l("Auditor (read-only)"),
+}
 
 
 def _core_messages() -> dict[str, Any]:
@@ -289,7 +295,21 @@ def _template_context() -> dict[str, Any]:
     def logout_token() -> str:
         return make_form(StaffForm).csrf_token.current_token
 
-    return {"current_user": current_user, "logout_token": logout_token, "role_title": role_title}
+    def read_only() -> bool:
+        user = current_user()
+        return user is not None and user.role == "supervisor"
+
+    def clinic_name() -> str:
+        found = site_name(db_session(), current_user()) if current_user() is not None else None
+        return found or str(current_app.config["CLINIC_NAME"])
+
+    return {
+        "current_user": current_user,
+        "logout_token": logout_token,
+        "role_title": role_title,
+        "read_only": read_only,
+        "clinic_name": clinic_name,
+    }
 
 
 def _unauthorised(_error: Any) -> Any:

@@ -32,11 +32,12 @@ from wtforms import validators as v
 from core import ExportSelection, WordingError
 from core.accounts import LAST_ADMIN, ROLES, AccountError, clear_sign_in_throttle, create_user, update_user
 from core.audit import browse_audit
-from core.clients import clinicians, create_client, list_clients, unassigned_clients, update_client
-from core.errors import InvalidInput
+from core.clients import clinicians, create_client, list_clients, managed_client, unassigned_clients, update_client
+from core.errors import InvalidInput, NotFound
 from core.export import ExportError, iter_export, list_exporters
-from core.models import Client, ClientClinician, User
+from core.models import ClientClinician, User
 from core.plugins import describe_plugins
+from core.sites import managed_sites, move_client, site_ids_of
 from core.wording import install_wording as store_wording  # the view below is install_wording
 from web.access import (
     ROLE_TITLES,
@@ -46,6 +47,7 @@ from web.access import (
     allow,
     choices,
     core_message,
+    current_user,
     form_problem,
     form_status,
     make_form,
@@ -175,6 +177,7 @@ class EditClientForm(StaffForm):
     language = wtforms.SelectField(_l("Language of the questionnaires"), choices=[], validate_choice=True)
     clinician = wtforms.SelectField(_l("Main clinician"), choices=[], validate_choice=True)
     further = wtforms.SelectMultipleField(_l("Further clinicians"), choices=[], validate_choice=True)
+    site = wtforms.SelectField(_l("Site"), choices=[], validate_choice=True)
 
 
 class ClientForm(EditClientForm):
@@ -201,6 +204,10 @@ def _client_form(form_class: type[EditClientForm]) -> EditClientForm:
     form.language.choices = _language_choices()
     form.clinician.choices = _clinician_choices()
     form.further.choices = _clinician_choices(blank=False)
+    sites = managed_sites(db_session(), current_user())
+    form.site.choices = choices((str(site.id), site.name) for site in sites)
+    if not form.site.data and sites:  # not sent: the first of the administrator's sites
+        form.site.data = str(sites[0].id)
     return form
 
 
@@ -230,7 +237,9 @@ def clients() -> Any:
     if request.method == "POST":
         if form.validate():
             try:
-                client = create_client(session, code=form.code.data, **_client_fields(form))
+                client = create_client(
+                    session, code=form.code.data, site_id=int(form.site.data), **_client_fields(form)
+                )
             except InvalidInput as exc:
                 session.rollback()
                 _refused(form, exc)
@@ -238,7 +247,7 @@ def clients() -> Any:
                 session.commit()
                 return redirect(url_for("admin.clients", created=client.code), 303)
         status = form_status(form)
-    rows = list_clients(session, actor=actor(), address=address())
+    rows = list_clients(session, viewer=current_user(), actor=actor(), address=address())
     session.commit()
     further = {}
     for client_id, name in session.execute(
@@ -250,7 +259,7 @@ def clients() -> Any:
         form=form,
         rows=rows,
         further=further,
-        unassigned=unassigned_clients(session),
+        unassigned=unassigned_clients(session, current_user()),
         created=request.args.get("created"),
     ), status
 
@@ -259,14 +268,18 @@ def clients() -> Any:
 @allow("admin")
 def client(client_id: int) -> Any:
     session = db_session()
-    found = session.get(Client, client_id)
-    if found is None:
+    try:
+        found = managed_client(session, current_user(), client_id)
+    except NotFound:
         abort(404)
     form = _client_form(EditClientForm)
+    if "site" not in request.form:
+        form.site.data = str(found.site_id)  # a form without the field keeps the client where they are
     if request.method == "GET":
         form.display_name.data = found.display_name
         form.language.data = found.language
         form.clinician.data = str(found.clinician_id or "")
+        form.site.data = str(found.site_id)
         form.further.data = [
             str(i)
             for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
@@ -275,6 +288,8 @@ def client(client_id: int) -> Any:
     if form.validate():
         try:
             update_client(session, found, **_client_fields(form))
+            if int(form.site.data) != found.site_id:
+                move_client(session, current_user(), found, int(form.site.data), actor=actor(), address=address())
         except InvalidInput as exc:
             session.rollback()
             _refused(form, exc)
@@ -410,6 +425,7 @@ def download_export() -> Any:
         since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
         until=datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1) if until else None,
         identifying=bool(form.identifying.data),
+        sites=tuple(site_ids_of(db_session(), current_user())),
     )
     state = portal()
     try:
@@ -465,6 +481,14 @@ def audit() -> Any:
         return render_template(
             "admin/audit.html", entries=[], filters=shown, problems=problems, page=1, more=False
         ), 422
-    entries, more = browse_audit(session, contains=contains, page=page, viewer=actor(), address=address(), **bounds)
+    entries, more = browse_audit(
+        session,
+        contains=contains,
+        page=page,
+        viewer=actor(),
+        viewer_user=current_user(),
+        address=address(),
+        **bounds,
+    )
     session.commit()
     return render_template("admin/audit.html", entries=entries, more=more, filters=shown, problems=[], page=page)

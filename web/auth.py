@@ -81,6 +81,8 @@ def home_for(user: User) -> str:
         return url_for("clinician.caseload")
     if user.role == "admin":
         return url_for("admin.users")
+    if user.role == "supervisor":
+        return url_for("reports.reports")
     return url_for("admin.audit")
 
 
@@ -189,7 +191,7 @@ def _wait_message(seconds: int) -> str:
 
 
 @bp.post("/logout")
-@allow("admin", "clinician", "auditor")
+@allow("admin", "clinician", "supervisor", "auditor")
 def logout() -> Any:
     form = make_form(LogoutForm)
     found = current_session()
@@ -204,7 +206,7 @@ def logout() -> Any:
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
-@allow("admin", "clinician", "auditor")
+@allow("admin", "clinician", "supervisor", "auditor")
 def password() -> Any:
     user = current_user()
     assert user is not None

@@ -149,3 +149,27 @@ def line_chart(
         legend_x += 24 + 8 * len(one.name)
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def share_chart(chart_id: str, title: str, rows: list[tuple[str, Decimal | None]], withheld: str) -> Markup:
+    """An SVG bar chart of shares (0 to 1) drawn from 0 % to 100 %; a row without a value says ``withheld``."""
+    label_w, bar_w, row_h = 260, WIDTH - 260 - RIGHT - 48, 28
+    height = TOP + row_h * len(rows) + 8
+    parts = [
+        f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'aria-labelledby="{escape(chart_id)}-title"><title id="{escape(chart_id)}-title">{escape(title)}</title>'
+    ]
+    for n, (label, value) in enumerate(rows):
+        y = TOP + n * row_h
+        parts.append(f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end" font-size="12">{escape(label)}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y + 4}" width="{bar_w}" height="18" fill="{BAND_SHADES[0]}"/>')
+        if value is None:
+            parts.append(f'<text x="{label_w + 6}" y="{y + 17}" font-size="12">{escape(withheld)}</text>')
+            continue
+        share = max(Decimal(0), min(Decimal(1), Decimal(value)))
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 4}" width="{float(share) * bar_w:.1f}" height="18" fill="{PALETTE[0]}"/>'
+        )
+        parts.append(f'<text x="{label_w + bar_w + 6}" y="{y + 17}" font-size="12">{share * 100:.0f} %</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

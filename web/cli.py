@@ -34,8 +34,9 @@ from core.export import ExportError, list_exporters, prepare_export, run_export
 from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
 from core.migrations import MigrationError, current_revision, head_revision, upgrade
 from core.migrations.backup import BackupError, backup_database
-from core.models import InstrumentWording, User
+from core.models import DEFAULT_SITE_ID, Client, InstrumentWording, Site, User
 from core.plugins import describe_plugins
+from core.sites import create_site, move_client, set_supervised, set_user_sites, sites
 from core.wording import import_wording_folder, refresh_wording
 from core.wording import install_wording as store_wording  # the command below is install_wording
 from web.serve import check_can_listen, serve
@@ -333,15 +334,23 @@ def clients_group() -> None:
 @click.option("--language", default="en", show_default=True, help="Language of the client's questionnaires.")
 @click.option("--clinician", default=None, metavar="USERNAME", help="The main clinician.")
 @click.option("--further", multiple=True, metavar="USERNAME", help="A further clinician (repeatable).")
+@click.option("--site", "site_name", default=None, metavar="NAME", help="The client's site (default: Main site).")
 def create_client_command(
-    code: str, display_name: str | None, language: str, clinician: str | None, further: tuple[str, ...]
+    code: str,
+    display_name: str | None,
+    language: str,
+    clinician: str | None,
+    further: tuple[str, ...],
+    site_name: str | None,
 ) -> None:
     """Add a client with a pseudonymous CODE; audited like the web page's Add client."""
     with portal().sessions.begin() as session:
+        site_id = _site_id(session, site_name) if site_name else DEFAULT_SITE_ID
         try:
             client = create_client(
                 session,
                 code=code,
+                site_id=site_id,
                 display_name=display_name,
                 language=language,
                 languages=current_app.config["LANGUAGES"],
@@ -363,6 +372,89 @@ def list_clients_command() -> None:
     with portal().sessions.begin() as session:
         for client, clinician in list_clients(session, actor=cli_actor(), address=None):
             click.echo(f"{client.code:<24} {clinician.username if clinician else '(no clinician)'}")
+
+
+@cli.group("sites")
+def sites_group() -> None:
+    """Sites (clinics): create and list them, put people at sites, assign supervisors, move clients."""
+
+
+def _site_id(session: Any, name: str) -> int:
+    found = session.scalar(sa.select(Site.id).where(Site.name == name.strip()))
+    if found is None:
+        fail(f"site {name!r}: there is no such site (rapportal sites list)")
+    return found
+
+
+def _account(session: Any, username: str) -> User:
+    user = session.scalar(sa.select(User).where(User.username == username.strip().lower()))
+    if user is None:
+        fail(f"{username!r}: there is no such account")
+    return user
+
+
+@sites_group.command("list")
+def list_sites_command() -> None:
+    """List the sites with how many clients each has."""
+    with portal().sessions.begin() as session:
+        counts = dict(session.execute(sa.select(Client.site_id, sa.func.count()).group_by(Client.site_id)).all())
+        for site in sites(session):
+            click.echo(f"{site.name:<32} {counts.get(site.id, 0)} clients")
+
+
+@sites_group.command("create")
+@click.argument("name")
+def create_site_command(name: str) -> None:
+    """Add a site called NAME."""
+    with portal().sessions.begin() as session:
+        try:
+            create_site(session, name, actor=cli_actor(), address=None)
+        except DomainError as exc:
+            fail(str(exc))
+    click.echo(f"Created site {name.strip()}")
+
+
+@sites_group.command("assign")
+@click.argument("username")
+@click.argument("site_names", nargs=-1)
+def assign_sites_command(username: str, site_names: tuple[str, ...]) -> None:
+    """Put USERNAME at exactly these sites (none: portal-wide)."""
+    with portal().sessions.begin() as session:
+        user = _account(session, username)
+        set_user_sites(session, user, [_site_id(session, n) for n in site_names], actor=cli_actor(), address=None)
+    click.echo(f"{user.username}: {', '.join(site_names) or 'portal-wide'}")
+
+
+@sites_group.command("supervise")
+@click.argument("supervisor")
+@click.argument("clinicians", nargs=-1)
+def supervise_command(supervisor: str, clinicians: tuple[str, ...]) -> None:
+    """Assign exactly these CLINICIANS (usernames) to SUPERVISOR."""
+    with portal().sessions.begin() as session:
+        user = _account(session, supervisor)
+        try:
+            set_supervised(
+                session, user, [_account(session, n).id for n in clinicians], actor=cli_actor(), address=None
+            )
+        except DomainError as exc:
+            fail(str(exc))
+    click.echo(f"{user.username} supervises: {', '.join(clinicians) or 'nobody'}")
+
+
+@sites_group.command("move-client")
+@click.argument("code")
+@click.argument("site_name")
+def move_client_command(code: str, site_name: str) -> None:
+    """Move the client with CODE to the site SITE_NAME (audited)."""
+    with portal().sessions.begin() as session:
+        client = session.scalar(sa.select(Client).where(Client.code == code))
+        if client is None:
+            fail(f"client {code!r}: there is no such client")
+        try:
+            move_client(session, None, client, _site_id(session, site_name), actor=cli_actor(), address=None)
+        except DomainError as exc:
+            fail(str(exc))
+    click.echo(f"Moved {code} to {site_name}")
 
 
 @cli.command("serve", with_appcontext=False)

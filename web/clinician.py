@@ -1,7 +1,9 @@
 """The clinician's side: caseload, client page with charts, sessions and their links, alerts.
 
 A clinician sees only the clients they are assigned to (main or further clinician); any
-other client's pages answer 404, the same as a client that does not exist.
+other client's pages answer 404, the same as a client that does not exist. A supervisor opens the
+same reading pages (caseload, client, session, response) for their clinicians' clients, read-only:
+no button that changes something is shown to them, and every such view is audited in core.
 Links are shown once, when they are made: only their hashes are stored. To hand a link out
 again the clinician re-issues it, which replaces the hash (the old link stops working).
 """
@@ -158,7 +160,7 @@ def _titles() -> dict[str, str]:
 
 
 @bp.get("/caseload")
-@allow("clinician")
+@allow("clinician", "supervisor")
 def caseload() -> Any:
     session = db_session()
     found = view_caseload(session, _user(), actor=actor(), address=address())
@@ -212,7 +214,7 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
 
 
 @bp.get("/clients/<int:client_id>")
-@allow("clinician")
+@allow("clinician", "supervisor")
 def client(client_id: int) -> Any:
     session = db_session()
     found = view_client(
@@ -309,7 +311,7 @@ def links(session_id: int) -> Any:
 
 
 @bp.get("/sessions/<int:session_id>")
-@allow("clinician")
+@allow("clinician", "supervisor")
 def care_session(session_id: int) -> Any:
     session = db_session()
     care = view_care_session(session, _user(), session_id, actor=actor(), address=address())
@@ -402,7 +404,7 @@ def start_kiosk(session_id: int) -> Any:
 
 
 @bp.get("/responses/<int:response_id>")
-@allow("clinician")
+@allow("clinician", "supervisor")
 def response(response_id: int) -> Any:
     session = db_session()
     found, alerts = view_response(session, _user(), response_id, actor=actor(), address=address())

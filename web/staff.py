@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web import access, admin, auth, clinician, kiosk
+from web import access, admin, auth, clinician, kiosk, reports
 
 
 def init_app(app: Flask) -> None:
@@ -18,3 +18,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(clinician.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(kiosk.bp)
+    reports.init_app(app)

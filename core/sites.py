@@ -1,0 +1,117 @@
+"""Sites: the clinics of one portal. Create them, say who belongs where, who supervises whom, move clients.
+
+A user with no site is portal-wide; a user given sites is limited to them (:mod:`core.scope` holds the
+queries). Each client is at one site. Every change here is audited in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from core.audit import record
+from core.clients import site_client_ids
+from core.errors import InvalidInput, NotFound
+from core.models import Client, Site, Supervision, User, UserSite
+from core.scope import user_site_ids
+
+
+def sites(session: so.Session) -> list[Site]:
+    """Every site, by name."""
+    return list(session.scalars(sa.select(Site).order_by(Site.name)))
+
+
+def create_site(session: so.Session, name: str, *, actor: str, address: str | None) -> Site:
+    """Add a site called ``name`` (unique, 1 to 128 characters); audited as ``site.create``."""
+    name = (name or "").strip()
+    if not name or len(name) > 128:
+        raise InvalidInput("Use 1 to 128 characters.", "name")
+    if session.scalar(sa.select(Site.id).where(Site.name == name)) is not None:
+        raise InvalidInput("A site with this name exists already.", "name")
+    site = Site(name=name)
+    session.add(site)
+    session.flush()
+    record(session, actor, "site.create", f"site:{site.id}", address)
+    return site
+
+
+def managed_sites(session: so.Session, user: User) -> list[Site]:
+    """The sites ``user`` works at, by name: every site for a portal-wide user."""
+    own = site_ids_of(session, user)
+    query = sa.select(Site).order_by(Site.name)
+    return list(session.scalars(query.where(Site.id.in_(own)) if own else query))
+
+
+def site_ids_of(session: so.Session, user: User) -> list[int]:
+    """The ids of the sites ``user`` belongs to; empty for a portal-wide user."""
+    return list(session.scalars(user_site_ids(user).order_by(UserSite.site_id)))
+
+
+def set_user_sites(
+    session: so.Session, user: User, site_ids: Iterable[int], *, actor: str, address: str | None
+) -> list[int]:
+    """Put ``user`` at exactly these sites (none: portal-wide); audited as ``user.sites``."""
+    wanted = sorted(set(site_ids))
+    known = set(session.scalars(sa.select(Site.id).where(Site.id.in_(wanted))))
+    if set(wanted) - known:
+        raise InvalidInput("Choose existing sites only.", "sites")
+    session.execute(sa.delete(UserSite).where(UserSite.user_id == user.id))
+    session.add_all(UserSite(user_id=user.id, site_id=site_id) for site_id in wanted)
+    session.flush()
+    record(session, actor, "user.sites", f"user:{user.id}", address, sites=wanted)
+    return wanted
+
+
+def set_supervised(
+    session: so.Session, supervisor: User, clinician_ids: Iterable[int], *, actor: str, address: str | None
+) -> list[int]:
+    """Assign exactly these clinicians to ``supervisor``; audited as ``user.supervises``."""
+    if supervisor.role != "supervisor":
+        raise InvalidInput("Only a supervisor can have clinicians assigned.", "supervisor")
+    wanted = sorted(set(clinician_ids))
+    known = set(session.scalars(sa.select(User.id).where(User.id.in_(wanted), User.role == "clinician")))
+    if set(wanted) - known:
+        raise InvalidInput("Choose clinicians only.", "clinicians")
+    session.execute(sa.delete(Supervision).where(Supervision.supervisor_id == supervisor.id))
+    session.add_all(Supervision(supervisor_id=supervisor.id, clinician_id=user_id) for user_id in wanted)
+    session.flush()
+    record(session, actor, "user.supervises", f"user:{supervisor.id}", address, clinicians=wanted)
+    return wanted
+
+
+def supervised_ids(session: so.Session, supervisor: User) -> list[int]:
+    """The ids of the clinicians assigned to ``supervisor``."""
+    query = sa.select(Supervision.clinician_id).where(Supervision.supervisor_id == supervisor.id)
+    return list(session.scalars(query.order_by(Supervision.clinician_id)))
+
+
+def move_client(
+    session: so.Session, viewer: User | None, client: Client, site_id: int, *, actor: str, address: str | None
+) -> None:
+    """Move ``client`` to another site; audited as ``client.move`` with both sites.
+
+    ``viewer`` (an administrator) must manage the client and the new site: a site-limited
+    administrator moves clients only between their own sites. None is the server's operator (the CLI).
+    """
+    if viewer is not None:
+        managed = sa.select(Client.id).where(Client.id == client.id, Client.id.in_(site_client_ids(viewer)))
+        if session.scalar(managed) is None:
+            raise NotFound("There is no such client.", "client")
+    site = session.get(Site, site_id)
+    own = site_ids_of(session, viewer) if viewer is not None else []
+    if site is None or (own and site_id not in own):
+        raise InvalidInput("Choose one of your sites.", "site")
+    before = client.site_id
+    client.site_id = site.id
+    session.flush()
+    record(session, actor, "client.move", f"client:{client.id}", address, site_from=before, site_to=site.id)
+
+
+def site_name(session: so.Session, user: User | None) -> str | None:
+    """The name of the one site ``user`` belongs to, for the page header; None when portal-wide or at several."""
+    if user is None:
+        return None
+    names = list(session.scalars(sa.select(Site.name).where(Site.id.in_(user_site_ids(user))).limit(2)))
+    return names[0] if len(names) == 1 else None
