@@ -35,10 +35,19 @@ class DatabaseSettingsError(RuntimeError):
     """The database connection lacks a setting that durability or concurrency depends on."""
 
 
-def _begin_immediate(conn: Any) -> None:
-    # BEGIN IMMEDIATE takes the write lock at the start, so concurrent writers wait (busy
-    # timeout) instead of failing half-way with "database is locked".
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+READ_ONLY = "rapportal_read_only"  # execution option of the engine behind read-only sessions
+
+
+class ReadOnlySessionError(RuntimeError):
+    """Something tried to write through a session opened for reading (:func:`make_read_session_factory`)."""
+
+
+def _begin(conn: Any) -> None:
+    # A writing transaction takes the write lock at the start (BEGIN IMMEDIATE), so concurrent
+    # writers wait (busy timeout) instead of failing half-way with "database is locked". A
+    # read-only one begins deferred and never takes it: in WAL mode it reads a snapshot while
+    # another connection writes, so page views neither wait for submissions nor hold them up.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_db_engine(url: str, **kwargs: Any) -> sa.Engine:
@@ -46,7 +55,7 @@ def make_db_engine(url: str, **kwargs: Any) -> sa.Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
         sa.event.listen(engine, "connect", _configure_sqlite)
-        sa.event.listen(engine, "begin", _begin_immediate)
+        sa.event.listen(engine, "begin", _begin)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
@@ -55,6 +64,30 @@ def make_db_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
     return so.sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
+    """Sessions for reading only: on SQLite their transactions do not take the write lock.
+
+    A read that turned into a write could fail half-way under concurrency (SQLite cannot upgrade
+    a deferred transaction whose snapshot another writer has overtaken), so these sessions refuse
+    every write with :class:`ReadOnlySessionError`; write through a session of
+    :func:`make_session_factory` instead.
+    """
+    factory = so.sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    sa.event.listen(factory, "before_flush", _refuse_flush)
+    sa.event.listen(factory, "do_orm_execute", _refuse_write_statement)
+    return factory
+
+
+def _refuse_flush(session: so.Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySessionError("a read-only session cannot store changes")
+
+
+def _refuse_write_statement(state: so.ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlySessionError("a read-only session cannot run INSERT, UPDATE or DELETE")
 
 
 def create_schema(engine: sa.Engine) -> None:

@@ -71,7 +71,9 @@ def create_assignment(
 
 
 def find_assignment(session: so.Session, token: str) -> Assignment | None:
-    return session.scalar(sa.select(Assignment).where(Assignment.token_hash == hash_token(token)))
+    """The link's assignment with its response, if any, in one query (every caller asks for it next)."""
+    query = sa.select(Assignment).options(so.joinedload(Assignment.response))
+    return session.scalar(query.where(Assignment.token_hash == hash_token(token)))
 
 
 def is_expired(assignment: Assignment, now: datetime | None = None) -> bool:

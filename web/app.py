@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from core import build_engine
-from core.db import create_schema, make_db_engine, make_session_factory
+from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
 from web import cli, client, health, pages, staff, state
 
 
@@ -66,7 +66,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Behind a reverse proxy, the client's address (throttles, audit) and scheme (Secure
         # cookies) come from the X-Forwarded-* headers that the last ``hops`` proxies set.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
-    state.init_app(app, state.Portal(engine=engine, db=db, sessions=make_session_factory(db)))
+    state.init_app(
+        app,
+        state.Portal(
+            engine=engine, db=db, sessions=make_session_factory(db), read_sessions=make_read_session_factory(db)
+        ),
+    )
     babel.init_app(app, locale_selector=_select_language)
     cli.init_app(app)
     pages.init_app(app)

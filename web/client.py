@@ -31,11 +31,12 @@ THROTTLE_WINDOW = 600  # seconds
 
 def _check_throttle() -> None:
     limit = current_app.config["LINK_GUESS_LIMIT"]
-    if attempts(db_session(), f"link:{address()}", THROTTLE_WINDOW) >= limit:
+    if attempts(db_session(read_only=True), f"link:{address()}", THROTTLE_WINDOW) >= limit:
         abort(429)
 
 
 def _unknown_link() -> Any:
+    drop_db_session()  # the lookup read without the write lock; counting the guess writes
     session = db_session()
     count_attempt(session, f"link:{address()}", THROTTLE_WINDOW)
     session.commit()
@@ -43,11 +44,15 @@ def _unknown_link() -> Any:
 
 
 def _load(token: str) -> Assignment:
-    """The link's assignment, waiting a few seconds for a database that restarts (then 503)."""
+    """The link's assignment, waiting a few seconds for a database that restarts (then 503).
+
+    The lookup only reads (on SQLite without the write lock), so page views never queue behind
+    submissions; the submission itself opens its own writing transaction.
+    """
 
     def find() -> Assignment | None:
         _check_throttle()
-        found = find_assignment(db_session(), token)
+        found = find_assignment(db_session(read_only=True), token)
         if found is not None:
             _ = found.response  # loaded now, inside the retries
         return found

@@ -27,6 +27,7 @@ class Portal:
     engine: Engine
     db: sa.Engine
     sessions: so.sessionmaker[so.Session]
+    read_sessions: so.sessionmaker[so.Session]
     form_classes: dict[tuple[str, str, str | None], type] = field(default_factory=dict)
     widget_templates: dict[str, Any] = field(default_factory=dict)
 
@@ -41,15 +42,19 @@ def portal(app: Flask | None = None) -> Portal:
     return (app or current_app).extensions[EXTENSION_KEY]
 
 
-def db_session() -> so.Session:
+def db_session(*, read_only: bool = False) -> so.Session:
     """The request's database session, opened on first use and closed when the request ends.
 
+    ``read_only`` on the first use opens it for reading only (``core.db.make_read_session_factory``):
+    on SQLite its transactions do not take the write lock, and it refuses to write. A request that
+    must write after all calls :func:`drop_db_session` first and then asks for a writing session.
     Opening it also brings the licensed wording up to date (one small query in the request's own
     transaction), so each request sees wording that any process or host installed before it.
     """
     if "db_session" not in g:
-        g.db_session = portal().sessions()
-        refresh_wording(g.db_session, portal().engine)
+        state = portal()
+        g.db_session = (state.read_sessions if read_only else state.sessions)()
+        refresh_wording(g.db_session, state.engine)
     return g.db_session
 
 

@@ -1,0 +1,110 @@
+"""Database sessions: writing transactions take SQLite's write lock up front, read-only ones never do."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from test_production_support import CSRF
+
+from core.db import (
+    ReadOnlySessionError,
+    create_schema,
+    make_db_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
+from core.models import Client, ThrottleCounter
+from core.responses import create_assignment
+from web import create_app
+
+
+def _write_elsewhere(path: Path) -> None:
+    """A second writer that waits at most 0.2 s for the write lock."""
+    other = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO throttle_counters (key, window_start, count) VALUES ('w', 1, 1)")
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> tuple[sa.Engine, Path]:
+    path = tmp_path / "lock.db"
+    db = make_db_engine(f"sqlite:///{path}")
+    create_schema(db)
+    yield db, path
+    db.dispose()
+
+
+def test_an_open_read_only_transaction_does_not_block_a_writer_on_sqlite(sqlite_db) -> None:
+    db, path = sqlite_db
+    with make_read_session_factory(db)() as session:
+        session.scalar(sa.select(sa.func.count()).select_from(Client))  # the read transaction is open now
+        _write_elsewhere(path)
+        assert session.in_transaction()
+
+
+def test_an_open_writing_transaction_holds_the_sqlite_write_lock(sqlite_db) -> None:
+    db, path = sqlite_db
+    with make_session_factory(db)() as session:
+        session.scalar(sa.select(sa.func.count()).select_from(Client))
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _write_elsewhere(path)
+
+
+def test_a_read_only_session_refuses_to_store_changes(db_url: str) -> None:
+    db = make_db_engine(db_url)
+    create_schema(db)
+    try:
+        with make_read_session_factory(db)() as session:
+            session.add(Client(code="R-1"))
+            with pytest.raises(ReadOnlySessionError):
+                session.flush()
+        with make_read_session_factory(db)() as session, pytest.raises(ReadOnlySessionError):
+            session.execute(sa.delete(ThrottleCounter))
+        with make_session_factory(db)() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Client)) == 0
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def sqlite_app(app_config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({**app_config, "DATABASE_URL": f"sqlite:///{tmp_path / 'web.db'}"})
+    yield app
+    app.extensions["rapportal"].db.dispose()
+
+
+def _hold_write_lock(app: Any) -> sqlite3.Connection:
+    holder = sqlite3.connect(app.extensions["rapportal"].db.url.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_link_page_is_served_while_another_connection_holds_the_sqlite_write_lock(sqlite_app) -> None:
+    state = sqlite_app.extensions["rapportal"]
+    with state.sessions.begin() as session:
+        token = create_assignment(session, state.engine, Client(code="T-1"), "phq9")[1]
+    holder = _hold_write_lock(sqlite_app)
+    try:
+        page = sqlite_app.test_client().get(f"/a/{token}")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert page.status_code == 200
+    assert CSRF.search(page.get_data(as_text=True))
+
+
+def test_an_unknown_link_is_still_counted_after_the_read_only_lookup(sqlite_app) -> None:
+    client = sqlite_app.test_client()
+    assert client.get("/a/no-such-token-at-all").status_code == 404
+    assert client.get("/a/another-unknown-token").status_code == 404
+    with sqlite_app.extensions["rapportal"].sessions() as session:
+        assert session.scalar(sa.select(ThrottleCounter.count).where(ThrottleCounter.key.startswith("link:"))) == 2
