@@ -212,6 +212,8 @@ def test_a_supervisor_reads_their_clinicians_clients_and_changes_nothing(app, wo
     sue = visitor(app, "supervisor", world)
     page = sue.get(f"/clients/{world.client_id}")
     assert page.status_code == 200 and "<form" not in page.text.split("</header>", 1)[1]
+    assert '<span class="site-name">North</span>' in page.text  # the clinic name comes from the site
+    assert '<span class="site-name">Rapportal</span>' in visitor(app, "admin", world).get("/admin/users").text
     assert sue.get(f"/clients/{world.other_client_id}").status_code == 404
     token = page_token(sue, "/reports")
     refused = sue.post(f"/alerts/{world.args['alert_id']}/acknowledge", data={"csrf_token": token, "note": "seen"})

@@ -150,6 +150,7 @@ def _enforce_access() -> Any:
         abort(401)
     if user.role not in roles:
         abort(403)
+    g.site_name = site_name(db_session(), user)  # the page header's clinic name (see clinic_name)
     return None
 
 
@@ -300,8 +301,8 @@ def _template_context() -> dict[str, Any]:
         return user is not None and user.role == "supervisor"
 
     def clinic_name() -> str:
-        found = site_name(db_session(), current_user()) if current_user() is not None else None
-        return found or str(current_app.config["CLINIC_NAME"])
+        # looked up once the access check let a signed-in person in; never from a template (the 503 page has no database)
+        return g.get("site_name") or str(current_app.config["CLINIC_NAME"])
 
     return {
         "current_user": current_user,
