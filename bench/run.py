@@ -359,7 +359,7 @@ def run_backend(backend: str, args) -> list[tuple]:
         for scenario, line in staff.items():
             os.environ["BENCH_COOKIE"] = f"{SESSION_COOKIE}={cookie}"
             try:
-                mine, _check = measure(rapportal, partial(list, [line]), False, args)
+                mine, _check = measure(rapportal, partial(list, [line] * 64), False, args)  # lines for every wrk thread
             finally:
                 del os.environ["BENCH_COOKIE"]
             print(
