@@ -332,8 +332,8 @@ def run_backend(backend: str, args) -> list[tuple]:
         rapportal = Portal(workdir / "instance", portal_url, args.workers)
         bare = Bare(bare_url, args.workers)
         for server in (rapportal, bare):
+            servers.append(server)  # stopped below even if it never answers
             server.start()
-            servers.append(server)
         with rapportal.app.app_context():
             instruments = {i: portal(rapportal.app).engine.instruments.get(i) for i in INSTRUMENTS}
         per_run = {"render": 200, "submit_portal": int(args.portal_rate * args.duration)}
@@ -369,8 +369,9 @@ def run_backend(backend: str, args) -> list[tuple]:
             )
     finally:
         for server in servers:
-            server.process.terminate()
-            server.process.wait(timeout=30)
+            if server.process is not None:
+                server.process.terminate()
+                server.process.wait(timeout=30)
         if made_databases:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 for name in made_databases:
