@@ -37,6 +37,22 @@ def create_site(session: so.Session, name: str, *, actor: str, address: str | No
     return site
 
 
+def site_counts(session: so.Session, shown: Iterable[Site]) -> dict[int, tuple[int, int]]:
+    """For each site in ``shown``, by id: how many clients are there and how many people belong to it."""
+    ids = [site.id for site in shown]
+    clients = dict(
+        session.execute(
+            sa.select(Client.site_id, sa.func.count()).where(Client.site_id.in_(ids)).group_by(Client.site_id)
+        ).all()
+    )
+    staff = dict(
+        session.execute(
+            sa.select(UserSite.site_id, sa.func.count()).where(UserSite.site_id.in_(ids)).group_by(UserSite.site_id)
+        ).all()
+    )
+    return {site_id: (clients.get(site_id, 0), staff.get(site_id, 0)) for site_id in ids}
+
+
 def managed_sites(session: so.Session, user: User) -> list[Site]:
     """The sites ``user`` works at, by name: every site for a portal-wide user."""
     own = site_ids_of(session, user)
@@ -115,3 +131,8 @@ def site_name(session: so.Session, user: User | None) -> str | None:
         return None
     names = list(session.scalars(sa.select(Site.name).where(Site.id.in_(user_site_ids(user))).limit(2)))
     return names[0] if len(names) == 1 else None
+
+
+def client_site_name(session: so.Session, client_id: int) -> str | None:
+    """The name of the site a client is seen at, for the header of their questionnaire and kiosk pages."""
+    return session.scalar(sa.select(Site.name).join(Client, Client.site_id == Site.id).where(Client.id == client_id))

@@ -542,3 +542,16 @@ def test_staff_pages_answer_503_with_a_plain_message_while_the_database_is_unrea
         html = page.get_data(as_text=True)
         assert page.status_code == 503, path
         assert "cannot be reached just now" in html and "Traceback" not in html and "OperationalError" not in html
+
+
+def test_a_link_page_carries_the_name_of_the_clients_site(app, client):
+    from core.sites import create_site, move_client
+
+    token = make_link(app)
+    assert "<span class=\"site-name\">Rapportal</span>" in client.get(f"/a/{token}").get_data(as_text=True)
+    with app.extensions["rapportal"].sessions.begin() as session:
+        site = create_site(session, "North <Clinic>", actor="test", address=None)
+        patient = session.scalar(sa.select(Client).where(Client.code == CLIENT_CODE))
+        move_client(session, None, patient, site.id, actor="test", address=None)
+    page = client.get(f"/a/{token}").get_data(as_text=True)
+    assert '<span class="site-name">North &lt;Clinic&gt;</span>' in page and "North <Clinic>" not in page

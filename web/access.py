@@ -22,7 +22,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import CombinedMultiDict
 
 from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, load_session
-from core.models import User, UserSession
+from core.models import DEFAULT_SITE_NAME, User, UserSession
 from core.sites import site_name
 from core.tokens import hash_token, new_token
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
@@ -301,8 +301,10 @@ def _template_context() -> dict[str, Any]:
         return user is not None and user.role == "supervisor"
 
     def clinic_name() -> str:
-        # looked up once the access check let a signed-in person in; never from a template (the 503 page has no database)
-        return g.get("site_name") or str(current_app.config["CLINIC_NAME"])
+        # looked up once the access check let a signed-in person in, or with a client's link or kiosk; never from
+        # a template (the 503 page has no database). The unnamed default site of a one-clinic portal is CLINIC_NAME.
+        name = g.get("site_name")
+        return name if name and name != DEFAULT_SITE_NAME else str(current_app.config["CLINIC_NAME"])
 
     return {
         "current_user": current_user,

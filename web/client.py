@@ -13,6 +13,7 @@ from flask import Blueprint, abort, current_app, g, render_template, request, ur
 from core import ResponseValidationError
 from core.models import Assignment
 from core.responses import LinkError, find_assignment, is_expired, retry_database, submit_by_token
+from core.sites import client_site_name
 from core.throttle import attempts, count_attempt
 from web.access import address
 from web.forms import (
@@ -55,6 +56,7 @@ def _load(token: str) -> Assignment:
         found = find_assignment(db_session(read_only=True), token)
         if found is not None:
             _ = found.response  # loaded now, inside the retries
+            g.site_name = client_site_name(db_session(read_only=True), found.client_id)  # the page header's clinic
         return found
 
     assignment = retry_database(find, seconds=float(current_app.config["DB_RETRY_SECONDS"]), reset=drop_db_session)

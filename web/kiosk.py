@@ -16,6 +16,7 @@ from core import ResponseValidationError
 from core.care import find_kiosk, kiosk_next, kiosk_position, lock_kiosk, submit_for_kiosk
 from core.models import Assignment, KioskSession
 from core.responses import LinkError
+from core.sites import client_site_name
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
 from web.forms import (
     answers_from,
@@ -42,6 +43,7 @@ def _kiosk() -> KioskSession | None:
         g.clear_kiosk_cookie = True
         return None
     g.kiosk_context = f"kiosk:{found.token_hash}"
+    g.site_name = client_site_name(db_session(), found.client_id)  # the page header's clinic
     return found
 
 
