@@ -37,7 +37,17 @@ from core.errors import InvalidInput, NotFound
 from core.export import ExportError, iter_export, list_exporters
 from core.models import ClientClinician, User
 from core.plugins import describe_plugins
-from core.sites import managed_sites, move_client, site_ids_of
+from core.sites import (
+    create_site,
+    managed_sites,
+    move_client,
+    set_supervised,
+    set_user_sites,
+    site_counts,
+    site_ids_of,
+    sites,
+    supervised_ids,
+)
 from core.wording import install_wording as store_wording  # the view below is install_wording
 from web.access import (
     ROLE_TITLES,
@@ -144,14 +154,7 @@ def user(user_id: int) -> Any:
                 session.commit()
                 return redirect(url_for("admin.users", updated=target.username))
         status = form_status(form)
-    page = render_template(
-        "admin/user.html",
-        form=form,
-        target=target,
-        clear_form=make_form(StaffForm),
-        cleared=request.args.get("cleared") == "1",
-    )
-    return page, status
+    return _account_page(target, form=form, status=status)
 
 
 @bp.post("/users/<int:user_id>/clear-sign-in-waits")
@@ -167,6 +170,169 @@ def clear_sign_in_waits(user_id: int) -> Any:
     clear_sign_in_throttle(session, target, actor(), address())
     session.commit()
     return redirect(url_for("admin.user", user_id=target.id, cleared=1))
+
+
+def _site_problem(error: InvalidInput) -> str:
+    """A refused site change (core.sites) in the page's language."""
+    messages = {
+        "Use 1 to 128 characters.": _("Use 1 to 128 characters."),
+        "A site with this name exists already.": _("A site with this name exists already."),
+        "Choose existing sites only.": _("Choose existing sites only."),
+        "Choose clinicians only.": _("Choose clinicians only."),
+        "Only a supervisor can have clinicians assigned.": _("Only a supervisor can have clinicians assigned."),
+    }
+    return messages.get(error.message, core_message(error.message))
+
+
+def _portal_wide() -> bool:
+    """Whether the signed-in administrator belongs to no site (only they manage sites and memberships)."""
+    return not site_ids_of(db_session(), current_user())
+
+
+class UserSitesForm(StaffForm):
+    sites = wtforms.SelectMultipleField(_l("Sites (none chosen: portal-wide)"), choices=[], validate_choice=True)
+
+
+class SupervisedForm(StaffForm):
+    clinicians = wtforms.SelectMultipleField(_l("Clinicians supervised"), choices=[], validate_choice=True)
+
+
+def _user_sites_form(target: User, *, posted: bool = False) -> Any:
+    """The sites form, bound to the request when ``posted``, else showing the target's sites."""
+    session = db_session()
+    form = make_form(UserSitesForm)
+    form.sites.choices = choices((str(site.id), site.name) for site in sites(session))
+    if not posted:
+        form.process(formdata=None)  # another of the page's forms was sent: this one shows what is stored
+        form.sites.data = [str(i) for i in site_ids_of(session, target)]
+    return form
+
+
+def _supervised_form(target: User, *, posted: bool = False) -> Any:
+    """The supervision form, bound to the request when ``posted``, else showing the target's clinicians."""
+    session = db_session()
+    form = make_form(SupervisedForm)
+    form.clinicians.choices = _clinician_choices(blank=False)
+    if not posted:
+        form.process(formdata=None)
+        form.clinicians.data = [str(i) for i in supervised_ids(session, target)]
+    return form
+
+
+def _account_page(
+    target: User,
+    *,
+    form: Any = None,
+    sites_form: Any = None,
+    supervised_form: Any = None,
+    status: int = 200,
+) -> Any:
+    """The account page; each of its forms is the one given (refused, with errors) or a fresh one."""
+    session = db_session()
+    if form is None:
+        form = make_form(EditUserForm)
+        form.process(formdata=None, obj=target)
+    target_sites = set(site_ids_of(session, target))
+    supervised = set(supervised_ids(session, target)) if target.role == "supervisor" else set()
+    page = render_template(
+        "admin/user.html",
+        form=form,
+        target=target,
+        clear_form=make_form(StaffForm),
+        cleared=request.args.get("cleared") == "1",
+        portal_wide=_portal_wide(),
+        sites_form=sites_form or _user_sites_form(target),
+        supervised_form=supervised_form or _supervised_form(target),
+        site_names=[site.name for site in sites(session) if site.id in target_sites],
+        supervised_names=[u.display_name for u in clinicians(session) if u.id in supervised],
+        saved=request.args.get("saved"),
+    )
+    return page, status
+
+
+@bp.post("/users/<int:user_id>/sites")
+@allow("admin")
+def user_sites(user_id: int) -> Any:
+    session = db_session()
+    target = session.get(User, user_id)
+    if target is None:
+        abort(404)
+    if not _portal_wide():
+        abort(403)
+    form = _user_sites_form(target, posted=True)
+    if form.validate():
+        try:
+            set_user_sites(session, target, [int(i) for i in form.sites.data or []], actor=actor(), address=address())
+        except InvalidInput as exc:
+            session.rollback()
+            form.sites.errors = [_site_problem(exc)]
+        else:
+            session.commit()
+            return redirect(url_for("admin.user", user_id=target.id, saved="sites"), 303)
+    return _account_page(target, sites_form=form, status=form_status(form))
+
+
+@bp.post("/users/<int:user_id>/supervised")
+@allow("admin")
+def user_supervised(user_id: int) -> Any:
+    session = db_session()
+    target = session.get(User, user_id)
+    if target is None:
+        abort(404)
+    if not _portal_wide():
+        abort(403)
+    form = _supervised_form(target, posted=True)
+    if form.validate():
+        try:
+            set_supervised(
+                session, target, [int(i) for i in form.clinicians.data or []], actor=actor(), address=address()
+            )
+        except InvalidInput as exc:
+            session.rollback()
+            form.clinicians.errors = [_site_problem(exc)]
+        else:
+            session.commit()
+            return redirect(url_for("admin.user", user_id=target.id, saved="supervised"), 303)
+    return _account_page(target, supervised_form=form, status=form_status(form))
+
+
+# -- sites -----------------------------------------------------------------------
+
+
+class SiteForm(StaffForm):
+    name = wtforms.StringField(_l("Name of the site"))
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@allow("admin")
+def site_list() -> Any:
+    """Every site with its counts for a portal-wide administrator; a site-limited one sees theirs, read-only."""
+    session = db_session()
+    portal_wide = _portal_wide()
+    form = make_form(SiteForm)
+    status = 200
+    if request.method == "POST":
+        if not portal_wide:
+            abort(403)
+        if form.validate():
+            try:
+                site = create_site(session, form.name.data or "", actor=actor(), address=address())
+            except InvalidInput as exc:
+                session.rollback()
+                form.name.errors = [_site_problem(exc)]
+            else:
+                session.commit()
+                return redirect(url_for("admin.site_list", created=site.name), 303)
+        status = form_status(form)
+    shown = managed_sites(session, current_user())
+    return render_template(
+        "admin/sites.html",
+        form=form,
+        sites=shown,
+        counts=site_counts(session, shown),
+        portal_wide=portal_wide,
+        created=request.args.get("created"),
+    ), status
 
 
 # -- clients ---------------------------------------------------------------------
