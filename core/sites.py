@@ -73,11 +73,27 @@ def set_user_sites(
     known = set(session.scalars(sa.select(Site.id).where(Site.id.in_(wanted))))
     if set(wanted) - known:
         raise InvalidInput("Choose existing sites only.", "sites")
+    if wanted and user.role == "admin" and user.active and _portal_wide_admins(session) == {user.id}:
+        raise InvalidInput(
+            "This is the last portal-wide administrator: make another one portal-wide first, "
+            "or nobody could manage sites on the web.",
+            "sites",
+        )
     session.execute(sa.delete(UserSite).where(UserSite.user_id == user.id))
     session.add_all(UserSite(user_id=user.id, site_id=site_id) for site_id in wanted)
     session.flush()
     record(session, actor, "user.sites", f"user:{user.id}", address, sites=wanted)
     return wanted
+
+
+def _portal_wide_admins(session: so.Session) -> set[int]:
+    """The ids of the active administrators who belong to no site."""
+    with_sites = sa.select(UserSite.user_id)
+    return set(
+        session.scalars(
+            sa.select(User.id).where(User.role == "admin", User.active.is_(True), User.id.not_in(with_sites))
+        )
+    )
 
 
 def set_supervised(

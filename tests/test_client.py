@@ -548,7 +548,7 @@ def test_a_link_page_carries_the_name_of_the_clients_site(app, client):
     from core.sites import create_site, move_client
 
     token = make_link(app)
-    assert "<span class=\"site-name\">Rapportal</span>" in client.get(f"/a/{token}").get_data(as_text=True)
+    assert '<span class="site-name">Rapportal</span>' in client.get(f"/a/{token}").get_data(as_text=True)
     with app.extensions["rapportal"].sessions.begin() as session:
         site = create_site(session, "North <Clinic>", actor="test", address=None)
         patient = session.scalar(sa.select(Client).where(Client.code == CLIENT_CODE))

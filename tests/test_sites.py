@@ -10,7 +10,7 @@ from core.accounts import create_user
 from core.clients import create_client, list_clients, managed_client, visible_client_ids
 from core.db import create_schema, make_db_engine, make_session_factory
 from core.errors import InvalidInput, NotFound
-from core.models import DEFAULT_SITE_ID, AuditEntry, Client, Site, User
+from core.models import DEFAULT_SITE_ID, AuditEntry, Client, Site, User, UserSite
 from core.sites import create_site, managed_sites, move_client, set_supervised, set_user_sites, site_name
 
 ROLES = {"ann": "clinician", "bob": "clinician", "sue": "supervisor", "nadia": "admin", "admin": "admin"}
@@ -240,3 +240,18 @@ def test_a_site_limited_administrator_sees_their_sites_read_only(app, web):
 def test_the_staff_navigation_links_administrators_to_the_sites_page(app, web):
     assert 'href="/admin/sites"' in web.admin.get("/admin/users").text
     assert 'href="/admin/sites"' not in _signed_in(app, "ann").get("/caseload").text
+
+
+def test_the_last_portal_wide_administrator_cannot_limit_themselves_to_a_site(db):
+    with db() as session:
+        admins = session.scalars(sa.select(User).where(User.role == "admin", User.active.is_(True))).all()
+        wide = [a for a in admins if not session.scalars(sa.select(UserSite).where(UserSite.user_id == a.id)).all()]
+        assert len(wide) == 1
+        north = session.scalar(sa.select(Site.id).where(Site.name == "North"))
+        with pytest.raises(InvalidInput, match="last portal-wide administrator") as refused:
+            set_user_sites(session, wide[0], [north], actor="test", address=None)
+        assert refused.value.field == "sites"
+        second = create_user(session, "root2", "Root", "admin", "a long test password", actor="test", address=None)
+        assert set_user_sites(session, wide[0], [north], actor="test", address=None) == [north]
+        with pytest.raises(InvalidInput):
+            set_user_sites(session, second, [north], actor="test", address=None)
