@@ -23,7 +23,7 @@ import sqlalchemy.orm as so
 
 from core.accounts import end_session
 from core.audit import record
-from core.clients import visible_client, visible_client_ids
+from core.clients import treated_client, visible_client, visible_client_ids
 from core.engine import Engine
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import (
@@ -450,16 +450,20 @@ def acknowledge_alert(
     return True
 
 
-def visible_record(session: so.Session, user: User, model: type[Any], object_id: int) -> Any:
+def visible_record(
+    session: so.Session, user: User, model: type[Any], object_id: int, *, to_change: bool = False
+) -> Any:
     """An episode, session, assignment, response or alert by id, if ``user`` may see its client.
 
     :class:`NotFound` otherwise: a record of someone else's client looks like one that does not exist.
+    With ``to_change`` the user must be one of the client's clinicians (:func:`core.clients.treated_client`):
+    a supervisor who may read the record gets :class:`NotAllowed`.
     """
     found = session.get(model, object_id)
     if found is None:
         raise NotFound("There is no such record.", model.__tablename__)
     client_id = found.episode.client_id if isinstance(found, CareSession) else found.client_id
-    visible_client(session, user, client_id)
+    (treated_client if to_change else visible_client)(session, user, client_id)
     return found
 
 

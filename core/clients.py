@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.audit import record
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotAllowed, NotFound
 from core.models import DEFAULT_SITE_ID, Client, ClientClinician, Site, Supervision, User
 from core.scope import at_sites_of, site_client_ids
 
@@ -48,6 +48,18 @@ def visible_client(session: so.Session, user: User, client_id: int) -> Client:
     client = session.scalar(sa.select(Client).where(Client.id == client_id, Client.id.in_(visible_client_ids(user))))
     if client is None:
         raise NotFound("There is no such client.", "client")
+    return client
+
+
+def treated_client(session: so.Session, user: User, client_id: int) -> Client:
+    """The client if ``user`` is one of their clinicians, for an operation that changes their record.
+
+    :class:`NotFound` when ``user`` may not see the client at all; :class:`NotAllowed` when they may only read
+    it (a supervisor).
+    """
+    client = visible_client(session, user, client_id)
+    if user.role != "clinician":
+        raise NotAllowed("Only the client's clinicians can change their record.", "client")
     return client
 
 

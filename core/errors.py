@@ -25,6 +25,10 @@ class NotFound(DomainError):
     """No such record, or one the person asking may not see (the two are never told apart)."""
 
 
+class NotAllowed(DomainError):
+    """The person may see the record but not change it (a supervisor reads a client's record, and only reads)."""
+
+
 class Conflict(DomainError):
     """The record's state does not allow the operation (an answered link cannot be re-issued, ...)."""
 

@@ -10,7 +10,7 @@ from core.accounts import create_user
 from core.clients import create_client, list_clients, managed_client, visible_client_ids
 from core.db import create_schema, make_db_engine, make_session_factory
 from core.errors import InvalidInput, NotFound
-from core.models import DEFAULT_SITE_ID, AuditEntry, Client, Site, User, UserSite
+from core.models import DEFAULT_SITE_ID, AuditEntry, Client, Episode, Site, User, UserSite
 from core.sites import create_site, managed_sites, move_client, set_supervised, set_user_sites, site_name
 
 ROLES = {"ann": "clinician", "bob": "clinician", "sue": "supervisor", "nadia": "admin", "admin": "admin"}
@@ -255,3 +255,25 @@ def test_the_last_portal_wide_administrator_cannot_limit_themselves_to_a_site(db
         assert set_user_sites(session, wide[0], [north], actor="test", address=None) == [north]
         with pytest.raises(InvalidInput):
             set_user_sites(session, second, [north], actor="test", address=None)
+
+
+def test_a_supervisor_reads_a_clients_record_but_core_refuses_them_any_change(db):
+    from core.care import visible_record
+    from core.clients import treated_client, visible_client
+    from core.errors import NotAllowed
+
+    with db() as session:
+        sue, ann = _user(session, "sue"), _user(session, "ann")
+        client = session.scalar(sa.select(Client).where(Client.code == "N-ann"))
+        assert visible_client(session, sue, client.id).code == "N-ann"
+        assert treated_client(session, ann, client.id).code == "N-ann"
+        with pytest.raises(NotAllowed):
+            treated_client(session, sue, client.id)
+        episode = Episode(client_id=client.id, plan_name="pcoms", plan=[])
+        session.add(episode)
+        session.flush()
+        assert visible_record(session, sue, Episode, episode.id).id == episode.id
+        with pytest.raises(NotAllowed):
+            visible_record(session, sue, Episode, episode.id, to_change=True)
+        with pytest.raises(NotFound):  # a client at another site stays invisible, to read or to change
+            treated_client(session, sue, session.scalar(sa.select(Client.id).where(Client.code == "S-bob")))

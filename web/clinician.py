@@ -37,7 +37,7 @@ from core.care import (
     view_response,
     visible_record,
 )
-from core.clients import visible_client
+from core.clients import treated_client
 from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
@@ -109,8 +109,8 @@ SKIP_REASONS = {
 
 
 def _own(model: Any, object_id: int) -> Any:
-    """Load a client's record; 404 unless the signed-in clinician may see that client."""
-    return visible_record(db_session(), _user(), model, object_id)
+    """Load a client's record to change it; 404 unless the signed-in clinician treats that client."""
+    return visible_record(db_session(), _user(), model, object_id, to_change=True)
 
 
 def _user() -> User:
@@ -245,7 +245,7 @@ def client(client_id: int) -> Any:
 @allow("clinician")
 def new_episode(client_id: int) -> Any:
     session = db_session()
-    found = visible_client(session, _user(), client_id)
+    found = treated_client(session, _user(), client_id)
     form = make_form(EpisodeForm)
     if not form.validate():
         return form_problem(form)

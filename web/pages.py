@@ -11,7 +11,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput, NotFound
+from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput, NotAllowed, NotFound
 from core.responses import is_retryable
 from web.access import core_message
 
@@ -100,7 +100,7 @@ FIELD_LABELS = {
     "custom": _l("Custom plan"),
     "title": _l("Title"),
 }
-DOMAIN_STATUS = {InvalidInput: 422, Conflict: 409, DatabaseUnavailable: 503}
+DOMAIN_STATUS = {InvalidInput: 422, NotAllowed: 403, Conflict: 409, DatabaseUnavailable: 503}
 
 
 def domain_problem(error: DomainError) -> Any:
