@@ -250,50 +250,37 @@ def _account_page(
     return page, status
 
 
-@bp.post("/users/<int:user_id>/sites")
-@allow("admin")
-def user_sites(user_id: int) -> Any:
+def _save_for_account(user_id: int, make: Any, field: str, save: Any, saved: str, page_form: str) -> Any:
+    """The account page's sites and supervision forms: parse, call ``save`` (core.sites), redirect or re-show."""
     session = db_session()
     target = session.get(User, user_id)
     if target is None:
         abort(404)
     if not _portal_wide():
         abort(403)
-    form = _user_sites_form(target, posted=True)
+    form = make(target, posted=True)
     if form.validate():
         try:
-            set_user_sites(session, target, [int(i) for i in form.sites.data or []], actor=actor(), address=address())
+            save(session, target, [int(i) for i in form[field].data or []], actor=actor(), address=address())
         except InvalidInput as exc:
             session.rollback()
-            form.sites.errors = [_site_problem(exc)]
+            form[field].errors = [_site_problem(exc)]
         else:
             session.commit()
-            return redirect(url_for("admin.user", user_id=target.id, saved="sites"), 303)
-    return _account_page(target, sites_form=form, status=form_status(form))
+            return redirect(url_for("admin.user", user_id=target.id, saved=saved), 303)
+    return _account_page(target, status=form_status(form), **{page_form: form})
+
+
+@bp.post("/users/<int:user_id>/sites")
+@allow("admin")
+def user_sites(user_id: int) -> Any:
+    return _save_for_account(user_id, _user_sites_form, "sites", set_user_sites, "sites", "sites_form")
 
 
 @bp.post("/users/<int:user_id>/supervised")
 @allow("admin")
 def user_supervised(user_id: int) -> Any:
-    session = db_session()
-    target = session.get(User, user_id)
-    if target is None:
-        abort(404)
-    if not _portal_wide():
-        abort(403)
-    form = _supervised_form(target, posted=True)
-    if form.validate():
-        try:
-            set_supervised(
-                session, target, [int(i) for i in form.clinicians.data or []], actor=actor(), address=address()
-            )
-        except InvalidInput as exc:
-            session.rollback()
-            form.clinicians.errors = [_site_problem(exc)]
-        else:
-            session.commit()
-            return redirect(url_for("admin.user", user_id=target.id, saved="supervised"), 303)
-    return _account_page(target, supervised_form=form, status=form_status(form))
+    return _save_for_account(user_id, _supervised_form, "clinicians", set_supervised, "supervised", "supervised_form")
 
 
 # -- sites -----------------------------------------------------------------------

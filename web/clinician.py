@@ -137,7 +137,8 @@ def _hand_over(links: Any) -> None:
     flask_session["links"] = [[link.assignment.id, link.token, link.moment] for link in links]
 
 
-def _handed_over(care: CareSession | None, assignments: Any) -> list[dict[str, Any]]:
+def _handed_over(assignments: Any) -> list[dict[str, Any]]:
+    """The links handed over by the redirecting POST, for the assignments of the page's session."""
     by_id = {a.id: a for a in assignments}
     shown = []
     for assignment_id, token, moment in flask_session.pop("links", []):
@@ -293,7 +294,7 @@ def new_session(episode_id: int) -> Any:
 def links(session_id: int) -> Any:
     """The links just made, shown once; a reload finds none and goes to the session page."""
     care = _own(CareSession, session_id)
-    issued = _handed_over(care, care.assignments)
+    issued = _handed_over(care.assignments)
     skipped = [
         (instrument_id, SKIP_REASONS.get(reason, reason)) for instrument_id, reason in flask_session.pop("skipped", [])
     ]
