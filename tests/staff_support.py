@@ -83,6 +83,14 @@ def start_session(client: Any, episode_id: int, client_id: int) -> Any:
     )
 
 
+def release(client: Any, session_id: int) -> Any:
+    """Press "Release end-of-session measures" on the session page (the plan's end measures wait for it)."""
+    token = page_token(client, f"/sessions/{session_id}")
+    response = client.post(f"/sessions/{session_id}/release", data={"csrf_token": token})
+    assert response.status_code == 303, response.status_code
+    return response
+
+
 def answer(app: Any, path: str, answers: dict[str, str]) -> Any:
     anonymous = app.test_client()
     page = anonymous.get(path)
