@@ -52,20 +52,37 @@ def trend_words(trend: OwnTrend) -> dict[str, Any]:
     change = trend.since_first
     if change is None:
         sentences = [
-            _("This is your first %(title)s: %(latest)s. Next time you will see how it changes.",
-              title=trend.title, latest=_number(latest))
-        ]  # fmt: skip
+            _(
+                "This is your first %(title)s: %(latest)s. Next time you will see how it changes.",
+                title=trend.title,
+                latest=_number(latest),
+            )
+        ]
     elif change == 0:
-        sentences = [_("Your %(title)s score is the same as the first time: %(latest)s.", title=trend.title,
-                       latest=_number(latest))]  # fmt: skip
-    else:
-        template = (
-            "Your %(title)s score has gone up by %(amount)s since the first time, from %(first)s to %(latest)s."
-            if change > 0
-            else "Your %(title)s score has gone down by %(amount)s since the first time, from %(first)s to %(latest)s."
-        )
         sentences = [
-            _(template, title=trend.title, amount=_number(abs(change)), first=_number(first), latest=_number(latest))
+            _(
+                "Your %(title)s score is the same as the first time: %(latest)s.",
+                title=trend.title,
+                latest=_number(latest),
+            )
+        ]
+    else:
+        words = {
+            "title": trend.title,
+            "amount": _number(abs(change)),
+            "first": _number(first),
+            "latest": _number(latest),
+        }
+        sentences = [
+            _(
+                "Your %(title)s score has gone up by %(amount)s since the first time, from %(first)s to %(latest)s.",
+                **words,
+            )
+            if change > 0
+            else _(
+                "Your %(title)s score has gone down by %(amount)s since the first time, from %(first)s to %(latest)s.",
+                **words,
+            )
         ]
     sentences.append(
         _("On this questionnaire, a higher score means you are doing better.")
