@@ -330,18 +330,19 @@ def own_progress(
 ) -> list[OwnTrend]:
     """What the client sees of their own progress after answering through ``assignment``.
 
-    Empty unless one of their clinicians turned it on (:func:`core.clients.set_progress_shown`). Only this
-    client's scored answers of the assignment's episode, and only outcome scores whose definition declares a
-    direction of improvement (:func:`core.progress.own_trends`); no alerts, flags or notes. Audited as
+    Empty unless one of their clinicians turned it on (:func:`core.clients.set_progress_shown`), and once the
+    link has expired: an old link forwarded or found later shows nothing. Only this client's scored answers of the
+    assignment's episode up to this answer (never later ones), and only outcome scores whose definition declares
+    a direction of improvement (:func:`core.progress.own_trends`); no alerts, flags or notes. Audited as
     ``progress.view`` when something is shown.
     """
     client = assignment.client
-    if not client.show_progress:
+    if not client.show_progress or assignment.response is None or is_expired(assignment):
         return []
     query = (
         sa.select(Response, Score)
         .join(Score, Score.response_id == Response.id)
-        .where(Response.client_id == client.id)
+        .where(Response.client_id == client.id, Response.submitted_at <= assignment.response.submitted_at)
         .order_by(Response.submitted_at, Response.id)
     )
     if assignment.episode_id is not None:

@@ -373,6 +373,21 @@ def test_own_progress_shows_only_this_clients_outcome_scores_of_the_episode(stat
     assert [e.action for e in audit_actions_rows(state)].count("progress.view") == 1
 
 
+def test_an_old_link_shows_no_progress_and_never_later_answers(state, world):
+    _care_id, first = _started(state, world)
+    submit_by_token(state.sessions, state.engine, first["ors"], {k: float(v) for k, v in ORS_ANSWERS.items()})
+    with state.sessions.begin() as session:
+        set_progress_shown(session, _user(session, "ann"), world.client_id, True, actor="user:ann", address=None)
+    _care_id, second = _started(state, world, number=2)
+    submit_by_token(state.sessions, state.engine, second["ors"], {k: float(v) for k, v in ORS_HIGH.items()})
+    with state.sessions.begin() as session:
+        older = session.scalar(sa.select(Assignment).where(Assignment.instrument_id == "ors").order_by(Assignment.id))
+        trends = own_progress(session, state.engine, older, actor="client-link", address=None)
+        assert [t.values for t in trends] == [((1, Decimal("18.5")),)]  # session 2 came later: not shown here
+        older.expires_at = older.created_at
+        assert own_progress(session, state.engine, older, actor="client-link", address=None) == []
+
+
 def test_the_done_page_shows_the_clients_trend_in_plain_words_when_turned_on(app, ann, world):
     first = links_on(start_session(ann, world.episode_id, world.client_id).text)
     done = answer(app, first["ors"], ORS_ANSWERS)
