@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.accounts import create_user
-from core.models import Client, Episode
+from core.models import CareSession, Client, Episode
 from core.plans import BUILTIN_PLANS
 
 PASSWORD = "a long test password"
@@ -89,6 +89,13 @@ def release(client: Any, session_id: int) -> Any:
     response = client.post(f"/sessions/{session_id}/release", data={"csrf_token": token})
     assert response.status_code == 303, response.status_code
     return response
+
+
+def release_latest(app: Any, client: Any) -> Any:
+    """Release the newest session's end-of-session measures through its page, as the signed-in ``client``."""
+    with app.extensions["rapportal"].sessions() as session:
+        latest = session.scalar(sa.select(sa.func.max(CareSession.id)))
+    return release(client, latest)
 
 
 def answer(app: Any, path: str, answers: dict[str, str]) -> Any:
