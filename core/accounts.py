@@ -395,6 +395,68 @@ def _account_key(username: str) -> str:
     return f"{SIGN_IN_KEYS}account:{hash_token(username)}"
 
 
+def _throttled_password_check(
+    session: so.Session,
+    name: str,
+    password: str,
+    address: str | None,
+    now: datetime,
+    limits: SignInLimits,
+    *,
+    actor: str,
+    action: str,
+) -> User:
+    """The sign-in throttle and password check, shared by :func:`sign_in` and :func:`confirm_password`.
+
+    Audits ``<action>.throttled`` or ``<action>.failure`` and raises :class:`SignInRefused`; returns the user.
+    """
+    where = throttle_address(address)
+    pair_key = _pair_prefix(name) + where
+    counters = (
+        (pair_key, limits.pair),
+        (_account_key(name), limits.account),
+        (f"{SIGN_IN_KEYS}address:{where}", limits.address),
+    )
+    lock_keys(session, [key for key, _rule in counters])
+    user = session.scalar(sa.select(User).where(User.username == name))
+    # A name that is no account may be a password typed in the wrong field: keep it out of the audit trail.
+    audited_name = name if user is not None else "(no such account)"
+    wait = max(backoff_wait(session, key, rule, now) for key, rule in counters)
+    if wait > 0:
+        retry_after = math.ceil(wait)
+        record(session, actor, f"{action}.throttled", None, address, username=audited_name, retry_after=retry_after)
+        raise SignInRefused("throttled", retry_after)
+    if not verify_password(session, user, password):
+        forget_quiet(session, SIGN_IN_KEYS, max(rule.forget for _key, rule in counters), now)
+        for key, rule in counters:
+            record_failure(session, key, rule, now)
+        record(session, actor, f"{action}.failure", None, address, username=audited_name)
+        raise SignInRefused("credentials")
+    assert user is not None  # verify_password is False for no user
+    return user
+
+
+def confirm_password(
+    session: so.Session,
+    user: User,
+    password: str,
+    address: str | None,
+    now: datetime | None = None,
+    *,
+    limits: SignInLimits,
+    actor: str,
+) -> None:
+    """A short re-authentication of a known person (the clinician taking a kiosk back), throttled as sign-in is.
+
+    The same counters as :func:`sign_in` (account and address, account, address) count a wrong password here,
+    so a device cannot try more passwords this way than at the sign-in page. Audited ``reauth.failure`` or
+    ``reauth.throttled``; raises :class:`SignInRefused`. A success clears the pair's counter and starts no session.
+    """
+    now = now or datetime.now(UTC)
+    _throttled_password_check(session, user.username, password, address, now, limits, actor=actor, action="reauth")
+    clear_keys(session, [_pair_prefix(user.username) + throttle_address(address)])
+
+
 def sign_in(
     session: so.Session,
     username: str,
@@ -415,29 +477,8 @@ def sign_in(
     """
     now = now or datetime.now(UTC)
     name = normalise_username(username)[:64]
-    where = throttle_address(address)
-    pair_key = _pair_prefix(name) + where
-    counters = (
-        (pair_key, limits.pair),
-        (_account_key(name), limits.account),
-        (f"{SIGN_IN_KEYS}address:{where}", limits.address),
-    )
-    lock_keys(session, [key for key, _rule in counters])
-    user = session.scalar(sa.select(User).where(User.username == name))
-    # A name that is no account may be a password typed in the wrong field: keep it out of the audit trail.
-    audited_name = name if user is not None else "(no such account)"
-    wait = max(backoff_wait(session, key, rule, now) for key, rule in counters)
-    if wait > 0:
-        retry_after = math.ceil(wait)
-        record(session, "anonymous", "login.throttled", None, address, username=audited_name, retry_after=retry_after)
-        raise SignInRefused("throttled", retry_after)
-    if not verify_password(session, user, password):
-        forget_quiet(session, SIGN_IN_KEYS, max(rule.forget for _key, rule in counters), now)
-        for key, rule in counters:
-            record_failure(session, key, rule, now)
-        record(session, "anonymous", "login.failure", None, address, username=audited_name)
-        raise SignInRefused("credentials")
-    assert user is not None  # verify_password is False for no user
+    user = _throttled_password_check(session, name, password, address, now, limits, actor="anonymous", action="login")
+    pair_key = _pair_prefix(name) + throttle_address(address)
     clear_keys(session, [pair_key])
     if replaces is not None:
         end_session(replaces, "replaced")

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from core.accounts import end_session
+from core.accounts import SignInLimits, confirm_password, end_session
 from core.audit import record
 from core.clients import treated_client, visible_client, visible_client_ids
 from core.engine import Engine
@@ -38,7 +38,8 @@ from core.models import (
     User,
     UserSession,
 )
-from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, parse_plan
+from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, PlanError, due_in_session, moment_of, parse_plan
+from core.progress import Administration, OwnTrend, own_trends
 from core.responses import (
     DEFAULT_LINK_LIFETIME,
     DEFAULT_RETRY_SECONDS,
@@ -46,6 +47,8 @@ from core.responses import (
     Submission,
     create_assignment,
     is_expired,
+    is_held,
+    stored_score_values,
     submit_answers,
 )
 from core.tokens import hash_token, new_token
@@ -97,10 +100,7 @@ def start_episode(
 
 def plan_moment(episode: Episode, instrument_id: str) -> str:
     """When the episode's plan gives the instrument: ``start``, ``end``, or ``""`` when the plan does not name it."""
-    for rule in episode.plan or []:
-        if rule["instrument"] == instrument_id:
-            return rule["moment"]
-    return ""
+    return moment_of(episode.plan, instrument_id)
 
 
 # -- sessions and their links ----------------------------------------------------------
@@ -291,6 +291,90 @@ def expire_link(session: so.Session, assignment: Assignment, *, actor: str, addr
     record(session, actor, "link.expire", f"client:{assignment.client_id}", address, assignment=assignment.id)
 
 
+# -- the session flow: end-of-session questionnaires wait for the clinician --------------
+
+
+def held_assignments(care: CareSession) -> list[Assignment]:
+    """The session's unanswered, unexpired end-of-session questionnaires that still wait for the release."""
+    return [a for a in care.assignments if is_held(a) and not is_expired(a)]
+
+
+def release_end_of_session(
+    session: so.Session, user: User, care: CareSession, *, actor: str, address: str | None
+) -> bool:
+    """Release the session's end-of-session questionnaires (the SRS of PCOMS): their links and the kiosk open them.
+
+    Only one of the client's clinicians may (:class:`NotAllowed` for a supervisor, :class:`NotFound` for anyone
+    else). Returns False, and changes nothing, when the session was released already (a reload or a second
+    press); the release itself is audited as ``session.release``.
+    """
+    visible_record(session, user, CareSession, care.id, to_change=True)
+    if care.end_released_at is not None:
+        return False
+    care.end_released_at = datetime.now(UTC)
+    session.flush()
+    record(
+        session,
+        actor,
+        "session.release",
+        f"client:{care.episode.client_id}",
+        address,
+        care_session=care.id,
+        assignments=[a.id for a in care.assignments if plan_moment(care.episode, a.instrument_id) == "end"],
+    )
+    return True
+
+
+def own_progress(
+    session: so.Session, engine: Engine, assignment: Assignment, *, actor: str, address: str | None
+) -> list[OwnTrend]:
+    """What the client sees of their own progress after answering through ``assignment``.
+
+    Empty unless one of their clinicians turned it on (:func:`core.clients.set_progress_shown`), and once the
+    link has expired: an old link forwarded or found later shows nothing. Only this client's scored answers of the
+    assignment's episode up to this answer (never later ones), and only outcome scores whose definition declares
+    a direction of improvement (:func:`core.progress.own_trends`); no alerts, flags or notes. Audited as
+    ``progress.view`` when something is shown.
+    """
+    client = assignment.client
+    if not client.show_progress or assignment.response is None or is_expired(assignment):
+        return []
+    query = (
+        sa.select(Response, Score)
+        .join(Score, Score.response_id == Response.id)
+        .where(Response.client_id == client.id, Response.submitted_at <= assignment.response.submitted_at)
+        .order_by(Response.submitted_at, Response.id)
+    )
+    if assignment.episode_id is not None:
+        query = query.where(Response.episode_id == assignment.episode_id)
+    grouped: dict[str, list[tuple[Response, Score]]] = {}
+    for response, score in session.execute(query).all():
+        grouped.setdefault(response.instrument_id, []).append((response, score))
+    trends: list[OwnTrend] = []
+    for instrument_id, rows in grouped.items():
+        try:
+            instrument = engine.instruments.get(instrument_id, rows[-1][0].instrument_version)
+        except KeyError:
+            continue
+        administrations = [
+            Administration(
+                response_id=response.id,
+                version=response.instrument_version,
+                scores=stored_score_values(score),
+                band=score.band,
+                session_number=response.assignment.session.number
+                if response.assignment is not None and response.assignment.session is not None
+                else None,
+                submitted_at=response.submitted_at,
+            )
+            for response, score in rows
+        ]
+        trends.extend(own_trends(instrument, administrations))
+    if trends:
+        record(session, actor, "progress.view", f"client:{client.id}", address, assignment=assignment.id)
+    return trends
+
+
 # -- kiosk -------------------------------------------------------------------------------
 
 
@@ -352,9 +436,59 @@ def kiosk_next(session: so.Session, kiosk: KioskSession) -> Assignment | None:
     }
     for assignment_id in wanted:
         assignment = rows.get(assignment_id)
-        if assignment is not None and assignment.completed_at is None and not is_expired(assignment):
+        if (
+            assignment is not None
+            and assignment.completed_at is None
+            and not is_expired(assignment)
+            and not is_held(assignment)
+        ):
             return assignment
     return None
+
+
+def kiosk_waiting(session: so.Session, kiosk: KioskSession) -> list[CareSession]:
+    """The sessions whose end-of-session questionnaires this kiosk holds back: empty once nothing waits.
+
+    When :func:`kiosk_next` finds nothing and this is not empty, the device shows the hand-back screen.
+    """
+    found: dict[int, CareSession] = {}
+    for assignment in session.scalars(
+        sa.select(Assignment).where(
+            Assignment.id.in_(list(kiosk.assignment_ids)), Assignment.client_id == kiosk.client_id
+        )
+    ):
+        if assignment.session is not None and is_held(assignment) and not is_expired(assignment):
+            found[assignment.session.id] = assignment.session
+    return list(found.values())
+
+
+def release_on_kiosk(
+    session: so.Session,
+    kiosk: KioskSession,
+    password: str,
+    *,
+    limits: SignInLimits,
+    address: str | None,
+    now: datetime | None = None,
+) -> int:
+    """The clinician takes the kiosk back and releases the end-of-session questionnaires on the same device.
+
+    A short re-authentication with the password of the clinician who opened the kiosk, throttled and audited as
+    sign-in is (:func:`core.accounts.confirm_password`); no sign-in session starts, so the device stays a kiosk
+    that reaches nothing but its questionnaires. Returns how many sessions were released.
+    Raises :class:`core.accounts.SignInRefused` for a wrong password or while throttled, and :class:`NotAllowed`
+    or :class:`NotFound` when that clinician no longer treats the client.
+    """
+    clinician = session.get(User, kiosk.created_by)
+    if clinician is None:
+        raise NotFound("There is no such clinician.", "user")
+    confirm_password(session, clinician, password, address, now, limits=limits, actor=f"kiosk:{kiosk.id}")
+    released = 0
+    for care in kiosk_waiting(session, kiosk):
+        released += release_end_of_session(
+            session, clinician, care, actor=f"user:{clinician.username}", address=address
+        )
+    return released
 
 
 def kiosk_position(kiosk: KioskSession, assignment: Assignment) -> tuple[int, int]:
@@ -388,7 +522,7 @@ def submit_for_kiosk(
             or assignment is None
             or assignment.id not in kiosk.assignment_ids
             or assignment.client_id != kiosk.client_id
-            or (assignment.response is None and is_expired(assignment))
+            or (assignment.response is None and (is_expired(assignment) or is_held(assignment)))
         ):
             raise LinkError("expired")
         return assignment

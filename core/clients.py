@@ -149,6 +149,23 @@ def update_client(
     return client
 
 
+def set_progress_shown(
+    session: so.Session, user: User, client_id: int, shown: bool, *, actor: str, address: str | None
+) -> Client:
+    """Turn on or off whether the client sees their own trend after answering; one of their clinicians decides.
+
+    Off by default. Audited as ``client.progress`` with the new setting (a preference, no clinical content).
+    """
+    if not isinstance(shown, bool):
+        raise InvalidInput("Choose on or off.", "show_progress")
+    client = treated_client(session, user, client_id)
+    if client.show_progress != shown:
+        client.show_progress = shown
+        session.flush()
+        record(session, actor, "client.progress", f"client:{client.id}", address, shown=shown)
+    return client
+
+
 def clinicians(session: so.Session) -> list[User]:
     """Active clinician accounts, by display name: those a client can be assigned to."""
     return list(

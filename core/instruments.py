@@ -221,6 +221,10 @@ class Instrument:
         """The definition's own language first, then every language it carries a translation for."""
         return (self.language, *sorted(set(self.document.get("x-translations", {})) - {self.language}))
 
+    def translated_into(self, language: str) -> bool:
+        """Whether a client whose language is ``language`` reads this instrument in it (else in :attr:`language`)."""
+        return language in self.languages
+
     @property
     def sendable(self) -> bool:
         """Whether clients may be sent this instrument: its wording is bundled or truly installed."""

@@ -90,6 +90,8 @@ class Client(Base):
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     # the site (clinic) the client is seen at: see core/sites.py; revision 0006 put earlier clients in the default site
     site_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sites.id"), index=True, default=DEFAULT_SITE_ID)
+    # whether the client sees their own trend after answering (core.clients.set_progress_shown): off by default
+    show_progress: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
 
     clinician: so.Mapped[User | None] = so.relationship(back_populates="clients")
     site: so.Mapped[Site] = so.relationship()
@@ -125,6 +127,9 @@ class CareSession(Base):
     episode_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("episodes.id"), index=True)
     number: so.Mapped[int]
     held_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    # when the clinician released the end-of-session questionnaires (core.care.release_end_of_session);
+    # until then their links and the kiosk hold them back (revision 0007 released every earlier session)
+    end_released_at: so.Mapped[datetime | None]
 
     episode: so.Mapped[Episode] = so.relationship(back_populates="sessions")
     assignments: so.Mapped[list[Assignment]] = so.relationship(back_populates="session", order_by="Assignment.id")

@@ -79,6 +79,14 @@ def plan_text(rules: list[dict[str, Any]]) -> str:
     return "; ".join(f"{r['instrument']} {r['moment']} every {r['every']} from {r['first']}" for r in rules)
 
 
+def moment_of(rules: list[dict[str, Any]] | None, instrument: str) -> str:
+    """When ``rules`` give the instrument: ``start``, ``end``, or ``""`` when they do not name it (first rule wins)."""
+    for one in rules or []:
+        if one["instrument"] == instrument:
+            return one["moment"]
+    return ""
+
+
 def due_in_session(rules: list[dict[str, Any]], number: int) -> list[dict[str, Any]]:
     """The rules due in session ``number`` (1-based): start-of-session ones first, plan order kept."""
     due = [r for r in rules if number >= r["first"] and (number - r["first"]) % r["every"] == 0]

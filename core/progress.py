@@ -145,6 +145,21 @@ class Progress:
     summary: tuple[ScoreSummary, ...]
 
 
+@dataclass(frozen=True)
+class OwnTrend:
+    """A client's own trend on one outcome score, for the plain-language view they may see after answering.
+
+    ``values`` are (session number or None, value), oldest first; ``since_first`` is None for a single value.
+    """
+
+    instrument: str
+    title: str
+    score_label: str
+    direction: Direction
+    values: tuple[tuple[int | None, Decimal], ...]
+    since_first: Decimal | None
+
+
 # ---------------------------------------------------------------------------
 # Reading the definition
 # ---------------------------------------------------------------------------
@@ -260,6 +275,34 @@ def episode_progress(instrument: Instrument, administrations: Sequence[Administr
                 if entry is not None:
                     summary.append(entry)
     return Progress(instrument=instrument, charts=charts, summary=tuple(summary))
+
+
+def own_trends(instrument: Instrument, administrations: Sequence[Administration]) -> tuple[OwnTrend, ...]:
+    """The trends a client may see of their own answers: charted band scores whose direction of improvement the
+    definition declares (an outcome measure such as the ORS or the PHQ-9). A score without bands or direction (a
+    session rating such as the SRS) is left out: no band labels, flags or alert texts are part of it either.
+    """
+    band_score = instrument.scoring.band_score
+    trends = []
+    for spec in chart_specs(instrument):
+        direction = _direction(instrument, spec)
+        if direction is None or band_score is None or band_score not in spec.scores:
+            continue
+        points = _points(band_score, administrations)
+        if not points:
+            continue
+        trends.append(
+            OwnTrend(
+                instrument=instrument.id,
+                title=instrument.short_title,
+                score_label=_score_spec(instrument, band_score).label,
+                direction=direction,
+                values=tuple((p.administration.session_number, p.value) for p in points),
+                since_first=points[-1].value - points[0].value if len(points) > 1 else None,
+            )
+        )
+        break  # one trend per instrument: its band score
+    return tuple(trends)
 
 
 def _points(score: str, administrations: Sequence[Administration]) -> tuple[SeriesPoint, ...]:

@@ -23,6 +23,7 @@ from core.audit import record
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
 from core.models import Alert, Assignment, Client, Response, Score
+from core.plans import moment_of
 from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
 from core.validation import validate_answers
@@ -81,6 +82,18 @@ def is_expired(assignment: Assignment, now: datetime | None = None) -> bool:
     if expires.tzinfo is None:  # SQLite hands back naive datetimes
         expires = expires.replace(tzinfo=UTC)
     return (now or datetime.now(UTC)) >= expires
+
+
+def is_held(assignment: Assignment) -> bool:
+    """Whether an unanswered end-of-session questionnaire still waits for its session's release.
+
+    The plan's ``end`` measures (the SRS of PCOMS) are given after the session has happened: their links and
+    the kiosk hold them until the clinician releases them (:func:`core.care.release_end_of_session`).
+    """
+    care = assignment.session
+    if assignment.completed_at is not None or care is None or care.end_released_at is not None:
+        return False
+    return moment_of(care.episode.plan, assignment.instrument_id) == "end"
 
 
 def history_for(
@@ -201,7 +214,8 @@ def submit_response(
 
 
 class LinkError(Exception):
-    """A link that cannot be answered: ``reason`` is ``unknown``, ``expired`` or ``completed``."""
+    """A link that cannot be answered: ``reason`` is ``unknown``, ``expired``, ``completed`` or ``held``
+    (an end-of-session questionnaire not released yet: see :func:`is_held`)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -293,6 +307,8 @@ def submit_by_token(
             raise LinkError("unknown")
         if assignment.response is None and is_expired(assignment):
             raise LinkError("expired")
+        if assignment.response is None and is_held(assignment):
+            raise LinkError("held")
         return assignment
 
     return submit_answers(session_factory, engine, locate, answers, **kwargs)

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.accounts import create_user
-from core.models import Client, Episode
+from core.models import CareSession, Client, Episode
 from core.plans import BUILTIN_PLANS
 
 PASSWORD = "a long test password"
@@ -81,6 +81,21 @@ def start_session(client: Any, episode_id: int, client_id: int) -> Any:
         data={"csrf_token": csrf(page.text), "number": number.group(1)},
         follow_redirects=True,
     )
+
+
+def release(client: Any, session_id: int) -> Any:
+    """Press "Release end-of-session measures" on the session page (the plan's end measures wait for it)."""
+    token = page_token(client, f"/sessions/{session_id}")
+    response = client.post(f"/sessions/{session_id}/release", data={"csrf_token": token})
+    assert response.status_code == 303, response.status_code
+    return response
+
+
+def release_latest(app: Any, client: Any) -> Any:
+    """Release the newest session's end-of-session measures through its page, as the signed-in ``client``."""
+    with app.extensions["rapportal"].sessions() as session:
+        latest = session.scalar(sa.select(sa.func.max(CareSession.id)))
+    return release(client, latest)
 
 
 def answer(app: Any, path: str, answers: dict[str, str]) -> Any:

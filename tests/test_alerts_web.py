@@ -12,6 +12,7 @@ from staff_support import (
     links_on,
     make_world,
     page_token,
+    release_latest,
     sign_in,
     start_session,
 )
@@ -30,6 +31,7 @@ def ann(app, world):
     sign_in(client, "ann")
     links = links_on(start_session(client, world.episode_id, world.client_id).text)
     answer(app, links["ors"], ORS_ANSWERS)
+    release_latest(app, client)
     answer(app, links["srs"], SRS_LOW)
     return client
 

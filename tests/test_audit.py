@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, answer, audit_actions, links_on, make_world, page_token, sign_in, start_session
+from staff_support import (
+    ORS_ANSWERS,
+    answer,
+    audit_actions,
+    links_on,
+    make_world,
+    page_token,
+    release_latest,
+    sign_in,
+    start_session,
+)
 
 from core.audit import record
 from core.models import AuditEntry
@@ -146,6 +156,7 @@ def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(ap
     links = links_on(start_session(ann, episode_id, world.client_id).text)
     answer(app, links["ors"], ORS_ANSWERS)
     answer(app, links["phq9"], {f"phq9_{n}": "2" for n in range(1, 10)})  # item 9 above zero: urgent
+    release_latest(app, ann)
     answer(app, links["srs"], SRS_LOW)  # below the cutoff: a warning
     page = ann.get(f"/clients/{world.client_id}").text
     for alert_id in re.findall(r'action="/alerts/(\d+)/acknowledge"', page):

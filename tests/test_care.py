@@ -14,8 +14,10 @@ from core.care import (
     expire_link,
     find_kiosk,
     kiosk_next,
+    kiosk_waiting,
     lock_kiosk,
     reissue_link,
+    release_end_of_session,
     start_care_session,
     start_episode,
     submit_for_kiosk,
@@ -151,7 +153,7 @@ def test_an_empty_session_can_be_cancelled_and_its_number_is_free_again(db, engi
 
 def test_a_session_with_an_answer_cannot_be_cancelled(db, engine, episode_id):
     started, links = _start(db, engine, episode_id)
-    submit_by_token(db, engine, links[1][1], GAD7)
+    submit_by_token(db, engine, links[0][1], PHQ9_RISK)
     with db() as session, pytest.raises(Conflict, match="has answers"):
         cancel_care_session(session, session.get(CareSession, started.care.id), **WHO)
 
@@ -235,7 +237,8 @@ def test_a_kiosk_answer_takes_the_links_path_and_a_repeat_stores_nothing_more(db
     with db() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Response)) == 1
         assert session.scalar(sa.select(Alert.severity)) == "urgent"  # alerts as for a link
-        assert kiosk_next(session, find_kiosk(session, token)).instrument_id == "gad7"
+        kiosk = find_kiosk(session, token)
+        assert kiosk_next(session, kiosk) is None and kiosk_waiting(session, kiosk)  # the end measure waits
         entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "response.submit"))
         assert entry.actor == f"kiosk:{kiosk_id}"
 
@@ -264,6 +267,9 @@ def test_a_kiosk_answers_only_its_own_questionnaires(db, engine, episode_id):
 
 def test_a_session_without_pending_questionnaires_cannot_be_handed_over(db, engine, episode_id):
     started, links = _start(db, engine, episode_id)
+    with db.begin() as session:
+        care = session.get(CareSession, started.care.id)
+        release_end_of_session(session, care.episode.client.clinician, care, **WHO)
     for _id, token, _moment in links:
         submit_by_token(db, engine, token, PHQ9_RISK if _moment == "start" else GAD7)
     with db() as session, pytest.raises(Conflict, match="no questionnaires left"):

@@ -6,7 +6,18 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, SRS_LOW, answer, csrf, links_on, make_world, page_token, sign_in, start_session
+from staff_support import (
+    ORS_ANSWERS,
+    SRS_LOW,
+    answer,
+    csrf,
+    links_on,
+    make_world,
+    page_token,
+    release_latest,
+    sign_in,
+    start_session,
+)
 
 from core.models import Assignment, Client, ClientClinician, Episode
 from core.plans import BUILTIN_PLANS, PlanError, due_in_session, parse_plan
@@ -231,6 +242,7 @@ def chart_svg(page: str, chart_id: str) -> str:
 def test_client_page_charts_ors_and_srs_each_with_its_cutoff_band_and_links(app, ann, world, engine):
     links = links_on(start_session(ann, world.episode_id, world.client_id).text)
     answer(app, links["ors"], ORS_ANSWERS)
+    release_latest(app, ann)
     answer(app, links["srs"], SRS_LOW)
     page = ann.get(f"/clients/{world.client_id}").text
     ors, srs = chart_svg(page, "chart-ors-total"), chart_svg(page, "chart-srs-total")
@@ -270,6 +282,7 @@ def test_the_client_page_says_no_answers_only_before_any(app, ann, world):
     assert "No answers yet" in ann.get(f"/clients/{world.client_id}").text
     links = links_on(start_session(ann, world.episode_id, world.client_id).text)
     assert "No answers yet" in ann.get(f"/clients/{world.client_id}").text  # links made, nothing answered
+    release_latest(app, ann)
     answer(app, links["srs"], SRS_LOW)
     assert "No answers yet" not in ann.get(f"/clients/{world.client_id}").text
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, answer, audit_actions, csrf, links_on, make_world, sign_in
+from staff_support import ORS_ANSWERS, answer, audit_actions, csrf, links_on, make_world, release, sign_in
 
 from core.models import Assignment, AuditEntry, CareSession
 
@@ -120,6 +120,7 @@ def test_acknowledging_twice_changes_nothing_the_second_time(app, ann, world):
     links = links_on(
         ann.post(f"/episodes/{world.episode_id}/sessions", data=_start_form(ann, world), follow_redirects=True).text
     )
+    release(ann, 1)
     answer(app, links["srs"], {"srs_1": "8.0", "srs_2": "8.0", "srs_3": "8.0", "srs_4": "8.0"})
     page = ann.get(f"/clients/{world.client_id}").text
     alert_id = re.search(r'action="/alerts/(\d+)/acknowledge"', page).group(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, SRS_LOW, csrf, make_world, page_token, sign_in, start_session
+from staff_support import ORS_ANSWERS, PASSWORD, SRS_LOW, csrf, make_world, page_token, sign_in, start_session
 
 from core.models import Response, UserSession
 from web.access import KIOSK_COOKIE
@@ -42,10 +42,17 @@ def test_kiosk_signs_the_clinician_out_on_the_device(app, tablet):
     assert cookie is not None and cookie.http_only
 
 
+def _release(device, password=PASSWORD):
+    page = device.get("/kiosk")
+    assert "Please hand the tablet back to your clinician." in page.text
+    return device.post("/kiosk/release", data={"csrf_token": csrf(page.text), "password": password})
+
+
 def test_kiosk_shows_the_questionnaires_in_turn_then_locks(app, tablet):
     first = tablet.get("/kiosk").text
     assert "Questionnaire 1 of 2" in first and 'name="ors_1"' in first
     assert _send(tablet, ORS_ANSWERS).status_code == 303
+    assert _release(tablet).status_code == 303  # the clinician takes the tablet back for the SRS
     second = tablet.get("/kiosk").text
     assert "Questionnaire 2 of 2" in second and 'name="srs_1"' in second
     assert _send(tablet, SRS_LOW).status_code == 303

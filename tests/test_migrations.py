@@ -243,9 +243,27 @@ def test_upgrade_to_0006_puts_every_client_in_the_default_site_and_keeps_every_r
         clients = connection.execute(sa.text("SELECT code, language, site_id FROM clients ORDER BY id")).all()
     assert [tuple(row) for row in sites] == [(1, "Main site")]
     assert [tuple(row) for row in clients] == [("C-001", "en", 1), ("C-002", "de", 1)]
-    assert schema_differences(db) == []
     with db.connect() as connection:
         command.downgrade(alembic_config(connection), "0005")
         connection.commit()
     assert "sites" not in sa.inspect(db).get_table_names()
     assert _read(db)["clients"][0] == expected["clients"][0]
+
+
+def test_upgrade_to_0007_releases_earlier_sessions_and_shows_no_client_their_progress(db: sa.Engine) -> None:
+    """Links handed out before the session flow existed keep working: their sessions count as released."""
+    upgrade(db, "0005")
+    _seed(db)
+    upgrade(db, "0006")
+    assert upgrade(db) == head_revision()
+    with db.connect() as connection:
+        released = connection.execute(sa.text("SELECT end_released_at, held_at FROM care_sessions")).all()
+        shown = connection.execute(sa.text("SELECT show_progress FROM clients")).scalars().all()
+    assert len(released) == 1 and released[0][0] is not None and released[0][0] == released[0][1]
+    assert [bool(value) for value in shown] == [False]
+    assert schema_differences(db) == []
+    with db.connect() as connection:
+        command.downgrade(alembic_config(connection), "0006")
+        connection.commit()
+    assert "end_released_at" not in {c["name"] for c in sa.inspect(db).get_columns("care_sessions")}
+    assert _read(db) == _expected()

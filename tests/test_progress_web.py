@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from plugin_support import InstrumentFiles
-from staff_support import SRS_LOW, answer, links_on, make_world, page_token, sign_in, start_session
+from staff_support import SRS_LOW, answer, links_on, make_world, page_token, release_latest, sign_in, start_session
 
 from core.models import Alert, Client, Episode
 from core.responses import create_assignment, submit_response
@@ -234,6 +234,7 @@ class TestACopiedSrsWithCutoff34:
         ann = app.test_client()
         sign_in(ann, "ann")
         links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+        release_latest(app, ann)
         answer(app, links["srs"], SRS_LOW)  # 32.0: below 34 as well as below 36
         return ann.get(f"/clients/{world.client_id}").text
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 import sqlalchemy as sa
-from staff_support import make_world, page_token, sign_in
+from staff_support import make_world, page_token, release_latest, sign_in
 
 from core.models import Alert
 
@@ -106,6 +106,7 @@ def test_an_alert_cannot_be_acknowledged_with_a_blank_note(app, world, licensed_
     sign_in(ann, "ann")
     links = links_on(start_session(ann, world.episode_id, world.client_id).text)
     answer(app, links["ors"], ORS_ANSWERS)
+    release_latest(app, ann)
     answer(app, links["srs"], SRS_LOW)
     with app.extensions["rapportal"].sessions() as session:
         alert_id = session.scalar(sa.select(Alert.id))

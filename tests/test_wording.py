@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, SRS_LOW, answer, audit_actions, links_on, make_world, page_token, sign_in
+from staff_support import (
+    ORS_ANSWERS,
+    SRS_LOW,
+    answer,
+    audit_actions,
+    links_on,
+    make_world,
+    page_token,
+    release_latest,
+    sign_in,
+)
 from staff_support import start_session as start_care_session
 
 from core import Engine, WordingError, build_engine
@@ -296,6 +306,7 @@ def test_a_link_made_on_one_host_is_answered_on_the_other(hosts, tmp_path):
     assert set(links) == {"ors", "srs"}  # host A sends them: it sees host B's install
     assert "ors text" in host_b.test_client().get(links["ors"]).text
     assert answer(host_b, links["ors"], ORS_ANSWERS).status_code == 200
+    release_latest(host_a, ann)
     assert answer(host_b, links["srs"], SRS_LOW).status_code == 200
 
 
@@ -317,6 +328,7 @@ def test_a_new_version_replaces_the_old_one_for_new_links(hosts, tmp_path):
     sign_in(admin_b, "admin")
     assert upload(admin_b, "ors", licensed(engine_a, "ors", "Version two")).status_code == 302
     answer(host_a, first["ors"], ORS_ANSWERS)
+    release_latest(host_a, ann)
     answer(host_a, first["srs"], SRS_LOW)
     second = links_on(start_care_session(ann, world.episode_id, world.client_id).text)
     for host in (host_a, host_b):

@@ -14,7 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from core import build_engine
 from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
-from web import cli, client, health, pages, staff, state
+from web import cli, client, flow, health, pages, staff, state
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -78,6 +78,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(client.bp)
     staff.init_app(app)  # accounts, caseload, admin, audit, kiosk (web/staff.py)
+    app.add_template_global(flow.language_notes)  # the client forms' notes on untranslated instruments
     return app
 
 

@@ -167,7 +167,7 @@ def login() -> Any:
     except SignInRefused as refused:
         session.commit()  # the failure counts and its audit entry are kept
         if refused.reason == "throttled":
-            page = render_template("auth/login.html", form=form, problem=_wait_message(refused.retry_after))
+            page = render_template("auth/login.html", form=form, problem=wait_message(refused.retry_after))
             return page, 429, {"Retry-After": str(refused.retry_after)}
         return render_template("auth/login.html", form=form, problem=SAME_ANSWER), 401
     g.new_session_token = signed_in.token
@@ -175,7 +175,7 @@ def login() -> Any:
     return redirect(_safe_next(request.args.get("next")) or home_for(signed_in.user))
 
 
-def _wait_message(seconds: int) -> str:
+def wait_message(seconds: int) -> str:
     """How long a throttled sign-in must wait, in seconds or (from a minute on) whole minutes."""
     if seconds < 60:
         return ngettext(

@@ -12,10 +12,11 @@ from flask import Blueprint, abort, current_app, g, render_template, request, ur
 
 from core import ResponseValidationError
 from core.models import Assignment
-from core.responses import LinkError, find_assignment, is_expired, retry_database, submit_by_token
+from core.responses import LinkError, find_assignment, is_expired, is_held, retry_database, submit_by_token
 from core.sites import client_site_name
 from core.throttle import attempts, count_attempt
 from web.access import address
+from web.flow import own_trends
 from web.forms import (
     answers_from,
     has_unknown_fields,
@@ -78,17 +79,24 @@ def _form_page(assignment: Assignment, instrument: Any, token: str, form: Any, s
     return page, status
 
 
-def _done_page(receipt: str, first_time: bool):
-    return render_template("client/done.html", receipt=receipt, first_time=first_time)
+def _done_page(receipt: str, first_time: bool, assignment_id: int | None = None):
+    return render_template("client/done.html", receipt=receipt, first_time=first_time, trends=own_trends(assignment_id))
+
+
+def _held_page(status: int = 200):
+    """An end-of-session questionnaire before the clinician released it: say plainly when it comes."""
+    return render_template("client/held.html"), status
 
 
 @bp.get("/<token>")
 def answer(token: str):
     assignment = _load(token)
     if assignment.response is not None:
-        return _done_page(assignment.response.receipt, first_time=False)
+        return _done_page(assignment.response.receipt, first_time=False, assignment_id=assignment.id)
     if is_expired(assignment):
         abort(410)
+    if is_held(assignment):
+        return _held_page()
     instrument = _instrument(assignment)
     form = questionnaire_form(instrument, None, assignment.token_hash)
     return _form_page(assignment, instrument, token, form)
@@ -98,15 +106,18 @@ def answer(token: str):
 def submit(token: str):
     assignment = _load(token)
     if assignment.response is not None:  # a repeated or double-clicked submit
-        return _done_page(assignment.response.receipt, first_time=False)
+        return _done_page(assignment.response.receipt, first_time=False, assignment_id=assignment.id)
     if is_expired(assignment):
         abort(410)
+    if is_held(assignment):
+        return _held_page(409)
     instrument = _instrument(assignment)
     form = questionnaire_form(instrument, request.form, assignment.token_hash)
     valid = form.validate()
     if not valid or has_unknown_fields(instrument, request.form):
         return _form_page(assignment, instrument, token, form, 422, unknown=valid)
     answers = answers_from(form, instrument)
+    assignment_id = assignment.id
     db_session().close()  # the submission runs in its own transaction
     try:
         submission = submit_by_token(
@@ -121,8 +132,10 @@ def submit(token: str):
         mark_refused_answers(form, exc)
         return _form_page(assignment, instrument, token, form, 422)
     except LinkError as exc:
+        if exc.reason == "held":
+            return _held_page(409)
         abort(410 if exc.reason == "expired" else 404)
-    return _done_page(submission.receipt, first_time=submission.created)
+    return _done_page(submission.receipt, first_time=submission.created, assignment_id=assignment_id)
 
 
 def _instrument(assignment: Assignment):

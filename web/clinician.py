@@ -25,8 +25,10 @@ from core.care import (
     acknowledge_alert,
     cancel_care_session,
     expire_link,
+    held_assignments,
     plan_moment,
     reissue_link,
+    release_end_of_session,
     session_cancellable,
     start_care_session,
     start_episode,
@@ -37,7 +39,7 @@ from core.care import (
     view_response,
     visible_record,
 )
-from core.clients import treated_client
+from core.clients import set_progress_shown, treated_client
 from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
@@ -52,6 +54,7 @@ from web.access import (
     form_problem,
     make_form,
 )
+from web.flow import untranslated_notes
 from web.progress import client_progress
 from web.state import db_session, portal
 
@@ -96,6 +99,16 @@ class SessionForm(StaffForm):
 
     number = wtforms.IntegerField(
         _l("Session"), [v.InputRequired(_l("The session number is missing.")), v.NumberRange(1, 100000)]
+    )
+
+
+class ProgressForm(StaffForm):
+    """Whether the client sees their own trend after answering (off by default)."""
+
+    show = wtforms.SelectField(
+        _l("Show the client their progress"),
+        choices=choices([("off", _l("Off")), ("on", _l("On"))]),
+        validate_choice=True,
     )
 
 
@@ -235,6 +248,7 @@ def client(client_id: int) -> Any:
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),
         ack_form=make_form(AcknowledgeForm),
+        progress_form=make_form(ProgressForm, show="on" if found.client.show_progress else "off"),
         plan_text=plan_text,
         moment=plan_moment,
         now=datetime.now(UTC),
@@ -306,6 +320,8 @@ def links(session_id: int) -> Any:
         care=care,
         issued=issued,
         skipped=skipped,
+        language_notes=_language_notes(i["assignment"] for i in issued),
+        held_ids={a.id for a in held_assignments(care)},
         action_form=make_form(ActionForm),
         reissued=request.args.get("reissued") == "1",
     )
@@ -327,7 +343,51 @@ def care_session(session_id: int) -> Any:
         moment=plan_moment,
         again=request.args.get("again") == "1",
         cancellable=session_cancellable(session, care),
+        held=held_assignments(care),
+        released=request.args.get("released") == "1",
+        language_notes=_language_notes(a for a in care.assignments if a.completed_at is None),
     )
+
+
+def _language_notes(assignments: Any) -> list[str]:
+    """Where links are made: the questionnaires a client will see in another language than their own."""
+    instruments = portal().engine.instruments
+    by_language: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        try:
+            instrument = instruments.get(assignment.instrument_id, assignment.instrument_version)
+        except KeyError:
+            continue
+        by_language.setdefault(assignment.language, {})[instrument.id] = instrument
+    return [note for language, found in by_language.items() for note in untranslated_notes(found.values(), language)]
+
+
+@bp.post("/sessions/<int:session_id>/release")
+@allow("clinician")
+def release(session_id: int) -> Any:
+    """Release the session's end-of-session questionnaires: their links and the kiosk open them now."""
+    care = _own(CareSession, session_id)
+    form = make_form(ActionForm)
+    if not form.validate():
+        return form_problem(form)
+    session = db_session()
+    release_end_of_session(session, _user(), care, actor=actor(), address=address())
+    session.commit()
+    return redirect(url_for("clinician.care_session", session_id=care.id, released=1), 303)
+
+
+@bp.post("/clients/<int:client_id>/progress")
+@allow("clinician")
+def client_progress_setting(client_id: int) -> Any:
+    """Turn on or off whether the client sees their own trend after answering."""
+    treated_client(db_session(), _user(), client_id)  # a stranger's client is not found, whatever the form says
+    form = make_form(ProgressForm)
+    if not form.validate():
+        return form_problem(form)
+    session = db_session()
+    set_progress_shown(session, _user(), client_id, form.show.data == "on", actor=actor(), address=address())
+    session.commit()
+    return redirect(url_for("clinician.client", client_id=client_id, progress=form.show.data) + "#own-progress", 303)
 
 
 def _short_title(assignment: Assignment) -> str:

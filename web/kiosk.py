@@ -2,22 +2,38 @@
 
 A clinician unlocks the device from a session page; that signs the clinician out on the
 device and sets a kiosk cookie whose token (stored only as a hash) opens exactly the listed
-assignments, one after another, and nothing else. After the last one, when the kiosk
-expires, or when someone presses "Lock", the device shows a neutral locked page.
+assignments, one after another, and nothing else. The plan's end-of-session questionnaires wait:
+after the start-of-session ones the device asks the client to hand it back, and the clinician
+releases the rest there with their password (throttled as sign-in; no sign-in session starts).
+After the last one, when the kiosk expires, or when someone presses "Lock", the device shows a
+neutral locked page.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext as _l
+from wtforms import validators as v
 
 from core import ResponseValidationError
-from core.care import find_kiosk, kiosk_next, kiosk_position, lock_kiosk, submit_for_kiosk
+from core.accounts import SignInLimits, SignInRefused
+from core.care import (
+    find_kiosk,
+    kiosk_next,
+    kiosk_position,
+    kiosk_waiting,
+    lock_kiosk,
+    release_on_kiosk,
+    submit_for_kiosk,
+)
 from core.models import Assignment, KioskSession
 from core.responses import LinkError
 from core.sites import client_site_name
-from web.access import KIOSK_COOKIE, StaffForm, address, allow, make_form
+from web.access import KIOSK_COOKIE, StaffForm, address, allow, form_status, make_form
+from web.auth import wait_message
 from web.forms import (
     answers_from,
     has_unknown_fields,
@@ -32,6 +48,17 @@ bp = Blueprint("kiosk", __name__, url_prefix="/kiosk")
 
 class LockForm(StaffForm):
     pass
+
+
+WRONG_PASSWORD = _l("This password is not right.")
+
+
+class ReleaseForm(StaffForm):
+    """The clinician's short re-authentication on the hand-back screen."""
+
+    password = wtforms.PasswordField(
+        _l("Your password"), [v.InputRequired(_l("Enter your password.")), v.Length(max=1024)]
+    )
 
 
 def _kiosk() -> KioskSession | None:
@@ -56,6 +83,16 @@ def _lock(kiosk: KioskSession, reason: str) -> None:
 
 def _locked() -> Any:
     return render_template("kiosk/locked.html")
+
+
+def _handback(form: Any = None, problem: Any = None) -> Any:
+    """Start-of-session questionnaires done, end-of-session ones waiting: hand the tablet back."""
+    return render_template(
+        "kiosk/handback.html",
+        form=form if form is not None else make_form(ReleaseForm),
+        problem=problem,
+        lock_form=make_form(LockForm),
+    )
 
 
 def _form_page(kiosk: KioskSession, assignment: Assignment, form: Any, status: int = 200, unknown: bool = False) -> Any:
@@ -89,6 +126,8 @@ def kiosk() -> Any:
         return _locked()
     assignment = kiosk_next(db_session(), found)
     if assignment is None:
+        if kiosk_waiting(db_session(), found):
+            return _handback()
         _lock(found, "finished")
         return _locked()
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
@@ -140,4 +179,34 @@ def lock() -> Any:
     if not form.validate():
         return _locked(), 400
     _lock(found, "locked")
+    return redirect(url_for("kiosk.kiosk"), 303)
+
+
+@bp.post("/release")
+@allow("kiosk")
+def release() -> Any:
+    """The clinician's password on the hand-back screen releases the end-of-session questionnaires here."""
+    found = _kiosk()
+    if found is None:
+        return _locked(), 403
+    form = make_form(ReleaseForm)
+    if not form.validate():
+        return _handback(form), form_status(form)
+    session = db_session()
+    if not kiosk_waiting(session, found):
+        return redirect(url_for("kiosk.kiosk"), 303)  # released meanwhile (say, from the session page)
+    try:
+        release_on_kiosk(
+            session,
+            found,
+            form.password.data,
+            limits=SignInLimits.from_settings(current_app.config),
+            address=address(),
+        )
+    except SignInRefused as refused:
+        session.commit()  # the failure counts and its audit entry are kept
+        if refused.reason == "throttled":
+            return _handback(form, wait_message(refused.retry_after)), 429, {"Retry-After": str(refused.retry_after)}
+        return _handback(form, WRONG_PASSWORD), 401
+    session.commit()
     return redirect(url_for("kiosk.kiosk"), 303)

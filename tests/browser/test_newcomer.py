@@ -113,6 +113,11 @@ def test_newcomer_path(app, runner, live_server, page, browser, tmp_path: Path, 
         mark_line(phone, f"ors_{n}", 4.5)
     phone.click("[data-submit]")
     phone.wait_for_selector(".receipt")
+    phone.goto(links["srs"])  # the SRS comes at the end of the session: it waits for the clinician
+    assert "This questionnaire comes at the end of the session" in phone.inner_text("main")
+    page.get_by_role("link", name="Session page", exact=True).click()
+    page.click("text=Release end-of-session measures")
+    assert "The end-of-session questionnaires are released" in page.inner_text("main")
     phone.goto(links["srs"])
     for n in range(1, 5):
         mark_line(phone, f"srs_{n}", 8.0)
