@@ -21,9 +21,9 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -167,7 +167,7 @@ class JobQueue:
 
     # -- enqueueing --------------------------------------------------------------------------
 
-    def enqueue(self, name: str, *, delay_seconds: float = 0, db: so.Session | None = None, **kwargs: Any) -> str:
+    def enqueue(self, name: str, /, *, delay_seconds: float = 0, db: so.Session | None = None, **kwargs: Any) -> str:
         """Queue job ``name`` with ``kwargs`` to run in ``delay_seconds``; returns the job's id.
 
         With ``db`` the job row joins that session's transaction (committed, and handed to the
@@ -186,7 +186,7 @@ class JobQueue:
         spec = _JOBS[name]
         now = self.clock()
         row = Job(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(10),  # 20 characters: short enough that log redaction leaves it alone
             name=name,
             kwargs=payload,
             status=QUEUED,
@@ -251,7 +251,7 @@ class JobQueue:
                     Job.id == job_id,
                     sa.or_(
                         sa.and_(Job.status == QUEUED, Job.run_at <= now),
-                        sa.and_(Job.status == RUNNING, Job.lease_until < now),
+                        sa.and_(Job.status == RUNNING, Job.lease_until < now, Job.attempts < Job.max_attempts),
                     ),
                 )
                 .values(
@@ -277,13 +277,32 @@ class JobQueue:
                     .where(
                         sa.or_(
                             sa.and_(Job.status == QUEUED, Job.run_at <= now),
-                            sa.and_(Job.status == RUNNING, Job.lease_until < now),
+                            sa.and_(Job.status == RUNNING, Job.lease_until < now, Job.attempts < Job.max_attempts),
                         )
                     )
                     .order_by(Job.run_at, Job.created_at)
                     .limit(limit)
                 )
             )
+
+    def fail_abandoned(self) -> int:
+        """Mark failed the running jobs whose worker died on their last attempt; returns how many.
+
+        A job whose worker stops (killed, out of memory) is run again once its lease has expired,
+        and that counts as an attempt: a job that keeps killing its worker ends here, reported.
+        """
+        now = self.clock()
+        with self.sessions.begin() as db:
+            abandoned = list(
+                db.scalars(
+                    sa.select(Job).where(Job.status == RUNNING, Job.lease_until < now, Job.attempts >= Job.max_attempts)
+                )
+            )
+            for row in abandoned:
+                row.status, row.finished_at, row.lease_until = FAILED, now, None
+                row.error = f"the worker running attempt {row.attempts} stopped before the job finished"
+                log.error("job %s (%s) failed: %s", row.id, row.name, row.error)
+        return len(abandoned)
 
     def run_claimed(self, context: JobContext, row: Job) -> str:
         """Run a job this worker has claimed, then record the outcome; returns the new status."""
@@ -356,6 +375,7 @@ class JobQueue:
         keeps queueing itself.
         """
         ran = 0
+        self.fail_abandoned()
         while ran < limit:
             ids = self.due_job_ids(limit=min(100, limit - ran))
             if not ids:
