@@ -33,7 +33,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.engine import Engine
-from core.models import Job, JobSchedule, utcnow
+from core.errors import InvalidInput, NotAllowed
+from core.models import Job, JobSchedule, User, utcnow
+from core.scope import user_site_ids
 
 log = logging.getLogger("rapportal.jobs")
 
@@ -53,7 +55,8 @@ ERROR_LENGTH = 1000
 class JobContext:
     """What a running job gets: the engine, database sessions, the settings and the queue.
 
-    ``job_id`` and ``attempt`` are set for the job being run (attempt 1 is the first try).
+    ``job_id``, ``attempt`` (1 for the first try) and ``max_attempts`` are set for the job being run;
+    ``last_attempt`` says whether a failure now is final.
     """
 
     engine: Engine
@@ -62,6 +65,11 @@ class JobContext:
     queue: JobQueue
     job_id: str | None = None
     attempt: int = 0
+    max_attempts: int = 1
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
 
 
 @dataclass(frozen=True)
@@ -321,6 +329,7 @@ class JobQueue:
                     queue=self,
                     job_id=row.id,
                     attempt=attempt,
+                    max_attempts=row.max_attempts,
                 ),
                 **row.kwargs,
             )
@@ -488,6 +497,18 @@ def recent_jobs(db: so.Session, *, status: str | None = None, limit: int = 50) -
     if status is not None:
         query = query.where(Job.status == status)
     return list(db.scalars(query))
+
+
+def browse_jobs(db: so.Session, viewer: User, *, status: str | None = None, limit: int = 100) -> list[Job]:
+    """The jobs page for a portal-wide administrator: the newest jobs, or those of one ``status``.
+
+    Jobs serve every site, so a site-limited administrator (or anyone else) gets :class:`NotAllowed`.
+    """
+    if not (viewer.active and viewer.role == "admin") or db.scalar(sa.select(sa.exists(user_site_ids(viewer)))):
+        raise NotAllowed("Only a portal-wide administrator sees the background jobs.")
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"Choose one of {', '.join(STATUSES)}.", "status")
+    return recent_jobs(db, status=status, limit=limit)
 
 
 def purge_finished_jobs(db: so.Session, *, older_than: datetime) -> int:
