@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pty
 import re
+import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import openpyxl
 import pytest
 import sqlalchemy as sa
 from staff_support import make_world, page_token, sign_in, web_export
+from test_production_support import RAPPORTAL
 
 from core import Exporter, hookimpl
 from core.errors import Conflict, InvalidInput, NotAllowed, NotFound
@@ -412,3 +415,44 @@ def test_a_failed_job_is_shown_to_a_portal_wide_administrator(failing_app: Any) 
     clinician = app.test_client()
     sign_in(clinician, "ann")
     assert clinician.get("/admin/jobs").status_code == 403
+
+
+# -- the command line --------------------------------------------------------------------------------------------
+
+
+def test_the_cli_export_shows_a_progress_bar_on_a_terminal(app: Any, world: Any, tmp_path: Path) -> None:
+    seed_responses(portal(app).db, 1200, clinician_id=world.users["ann"])
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORTAL_")}
+    env.update(
+        RAPPORTAL_DATABASE_URL=app.config["DATABASE_URL"],
+        RAPPORTAL_INSTANCE_PATH=str(tmp_path / "cli"),
+        RAPPORTAL_LOAD_ENTRYPOINTS="false",
+        COLUMNS="100",
+    )
+    output = tmp_path / "out.csv"
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(RAPPORTAL), "export", "--format", "csv", "--output", str(output)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, shown.decode(errors="replace")
+    text = shown.decode(errors="replace")
+    assert "Exporting 1200 responses" in text
+    assert "500/1200" in text and "1000/1200" in text and "1200/1200" in text  # it moves as rows are written
+    assert b"Wrote 1200 responses" in stdout
+    assert output.read_text().count("\n") == 1201

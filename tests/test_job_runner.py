@@ -7,6 +7,7 @@ folder and, when RAPPORTAL_TEST_REDIS_URL is set, on Redis (required when CI=tru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 import job_test_support  # noqa: F401 - registers the test jobs in this process too
 import pytest
 import sqlalchemy as sa
-from test_production_support import RAPPORTAL
+from test_production_support import RAPPORTAL, free_port
 
 from core.jobs import DONE, QUEUED
 from core.migrations import upgrade
@@ -183,3 +184,54 @@ def test_queued_jobs_survive_a_worker_killed_mid_job_and_run_once_after_the_rest
         row = session.get(Job, slow)
         assert (row.status, row.attempts) == (DONE, 2)  # the killed attempt counts
     portal(app).db.dispose()
+
+
+@pytest.mark.timeout(180)
+def test_serve_runs_a_job_worker_beside_gunicorn_and_stops_it_with_the_server(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "sqlite")
+    app = setup.app()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(RAPPORTAL), "serve", "--port", str(port), "--workers", "1"],
+        env=setup.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in server.stdout:
+            if "is serving on" in line:
+                assert "and a job worker" in line
+                break
+        job_id = portal(app).jobs.enqueue("test.effect", path=str(setup.effects), value=7)
+        deadline = time.monotonic() + 60
+        while not setup.effects_seen():
+            assert time.monotonic() < deadline and server.poll() is None, "the job did not run beside serve"
+            time.sleep(0.1)
+        value, pid = setup.effects_seen()[0].split()
+        assert value == "7" and int(pid) != server.pid  # a worker process of its own
+        server.send_signal(signal.SIGTERM)  # to the server only: it stops its worker itself
+        server.wait(60)
+        deadline = time.monotonic() + 40
+        while _alive(int(pid)):
+            assert time.monotonic() < deadline, "the job worker outlived the server"
+            time.sleep(0.1)
+        with portal(app).sessions() as session:
+            assert session.get(Job, job_id).status == DONE
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        portal(app).db.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie waiting for its parent counts as gone
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            return False
+    return True
