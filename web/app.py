@@ -14,6 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from core import build_engine
 from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
+from core.expected import ExpectedChange, ExpectedSettings
 from web import cli, client, health, pages, staff, state
 
 
@@ -56,6 +57,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         blocked_plugins=_names(app.config["BLOCKED_PLUGINS"]),
         load_entrypoints=app.config["LOAD_ENTRYPOINTS"],
         extra_plugins=app.config.get("EXTRA_PLUGINS", ()),
+    )
+    engine.expected = ExpectedChange(
+        ExpectedSettings.from_config(
+            app.config.get("EXPECTED_MINIMUM_EPISODES"),
+            app.config.get("EXPECTED_INTAKE_STEP"),
+            app.config.get("EXPECTED_INTAKE_RANGES"),
+            app.config.get("EXPECTED_CACHE_SECONDS"),
+            app.config.get("EXPECTED_MINIMUM_PER_SESSION"),
+        )
     )
     db = make_db_engine(app.config["DATABASE_URL"])
     # `rapportal serve` and `rapportal db upgrade` run the migrations; CREATE_SCHEMA is the tests' fast path.
