@@ -34,6 +34,7 @@ from core.responses import create_assignment, submit_response
 MINIMUM = 30
 PER_SESSION = 10
 START = datetime(2026, 1, 5, 9, tzinfo=UTC)
+FIRST_ID = 100_001  # generated rows; rows the tests add later get ids of their own (no clash below 100 000)
 
 
 # ---------------------------------------------------------------------------
@@ -78,74 +79,95 @@ def _trajectory(rng: random.Random, intake: Decimal) -> list[tuple[int, Decimal]
 
 
 def generate(app: Any, seed: int = 11) -> Generated:
-    """Several hundred ORS episodes written straight into the tables, as the submission path stores them, plus
-    episodes that must not count: still open, a single session, and SRS answers."""
+    """Several hundred ORS episodes written straight into the tables as the submission path stores them (one
+    bulk insert per table, ids from FIRST_ID up), plus episodes that must not count: still open, a single
+    session, and SRS answers."""
     rng = random.Random(seed)
     out = Generated()
     plan = BUILTIN_PLANS["pcoms"][1]
-    state = app.extensions["rapportal"]
-    with state.sessions.begin() as session:
-        owner = Client(code="GEN-0")
-        session.add(owner)
-        session.flush()
-        counter = 0
+    rows: dict[str, list[dict[str, Any]]] = {"episodes": [], "sessions": [], "assignments": [], "responses": []}
+    scores: list[dict[str, Any]] = []
+    owner = FIRST_ID
 
-        def store(episode: Episode, number: int, instrument: str, total: Decimal, when: datetime) -> None:
-            nonlocal counter
-            counter += 1
-            care = next((s for s in episode.sessions if s.number == number), None)
-            if care is None:
-                care = CareSession(episode=episode, number=number, held_at=when)
-                session.add(care)
-            assignment = Assignment(
-                client_id=owner.id,
-                episode_id=episode.id,
-                session=care,
-                instrument_id=instrument,
-                instrument_version="1.0.0",
-                token_hash=f"gen{counter:061d}",
-                expires_at=when + timedelta(days=7),
-                completed_at=when,
+    def episode_with(values: list[tuple[int, Decimal]], ended: bool, instrument: str = "ors") -> None:
+        episode = FIRST_ID + len(rows["episodes"])
+        started = START + timedelta(hours=len(rows["episodes"]))
+        rows["episodes"].append(
+            {
+                "id": episode,
+                "client_id": owner,
+                "plan_name": "pcoms",
+                "plan": plan,
+                "started_at": started,
+                "ended_at": started + timedelta(days=90) if ended else None,
+            }
+        )
+        care_ids: dict[int, int] = {}
+        for position, (number, total) in enumerate(values):
+            when = started + timedelta(days=7 * number, minutes=position)
+            if number not in care_ids:
+                care_ids[number] = FIRST_ID + len(rows["sessions"])
+                rows["sessions"].append(
+                    {"id": care_ids[number], "episode_id": episode, "number": number, "held_at": when}
+                )
+            counter = FIRST_ID + len(rows["responses"])
+            rows["assignments"].append(
+                {
+                    "id": counter,
+                    "client_id": owner,
+                    "episode_id": episode,
+                    "session_id": care_ids[number],
+                    "instrument_id": instrument,
+                    "instrument_version": "1.0.0",
+                    "language": "en",
+                    "token_hash": f"gen{counter:061d}",
+                    "created_at": when,
+                    "expires_at": when + timedelta(days=7),
+                    "completed_at": when,
+                }
             )
-            response = Response(
-                assignment=assignment,
-                client_id=owner.id,
-                episode_id=episode.id,
-                instrument_id=instrument,
-                instrument_version="1.0.0",
-                answers={},
-                receipt=f"R{counter}",
-                submitted_at=when,
+            rows["responses"].append(
+                {
+                    "id": counter,
+                    "assignment_id": counter,
+                    "client_id": owner,
+                    "episode_id": episode,
+                    "instrument_id": instrument,
+                    "instrument_version": "1.0.0",
+                    "language": "en",
+                    "answers": {},
+                    "receipt": f"R{counter}",
+                    "submitted_at": when,
+                }
             )
-            session.add(response)
-            session.add(Score(response=response, complete=True, values={"total": str(total)}, band=None, flags=[]))
+            scores.append(
+                {
+                    "response_id": counter,
+                    "complete": True,
+                    "values": {"total": str(total)},
+                    "band": None,
+                    "flags": [],
+                    "scored_at": when,
+                }
+            )
+        if instrument == "ors":
+            out.episodes.append((str(episode), ended, values))
 
-        def episode_with(values: list[tuple[int, Decimal]], ended: bool, instrument: str = "ors") -> None:
-            index = len(out.episodes)
-            started = START + timedelta(hours=index)
-            episode = Episode(
-                client_id=owner.id,
-                plan_name="pcoms",
-                plan=plan,
-                started_at=started,
-                ended_at=started + timedelta(days=90) if ended else None,
-            )
-            session.add(episode)
-            session.flush()
-            for position, (number, total) in enumerate(values):
-                store(episode, number, instrument, total, started + timedelta(days=7 * number, minutes=position))
-            if instrument == "ors":
-                out.episodes.append((str(episode.id), ended, values))
-
-        for intake in _intakes(rng):
-            episode_with(_trajectory(rng, intake), ended=True)
-        # not completed: open episodes in the boundary range, and an ended one with one session only
-        for _ in range(5):
-            episode_with(_trajectory(rng, Decimal("17.0")), ended=False)
-        episode_with([(1, Decimal("18.0"))], ended=True)
-        # another instrument's totals never count for the ORS
-        for _ in range(10):
-            episode_with([(1, Decimal("20.0")), (2, Decimal("39.0"))], ended=True, instrument="srs")
+    for intake in _intakes(rng):
+        episode_with(_trajectory(rng, intake), ended=True)
+    # not completed: open episodes in the boundary range, and an ended one with one session only
+    for _ in range(5):
+        episode_with(_trajectory(rng, Decimal("17.0")), ended=False)
+    episode_with([(1, Decimal("18.0"))], ended=True)
+    # another instrument's totals never count for the ORS
+    for _ in range(10):
+        episode_with([(1, Decimal("20.0")), (2, Decimal("39.0"))], ended=True, instrument="srs")
+    with app.extensions["rapportal"].sessions.begin() as session:
+        session.execute(sa.insert(Client), [{"id": owner, "code": "GEN-0", "language": "en", "created_at": START}])
+        for model, key in ((Episode, "episodes"), (CareSession, "sessions"), (Assignment, "assignments")):
+            session.execute(sa.insert(model), rows[key])
+        session.execute(sa.insert(Response), rows["responses"])
+        session.execute(sa.insert(Score), scores)
     return out
 
 
