@@ -60,7 +60,7 @@ class ExpectedPoint:
 def _expected_band(
     points: list[ExpectedPoint], xpos: dict[str, float], step: float, ypos: Callable[[Decimal], float]
 ) -> list[str]:
-    """The clinic's expected band: a hatched 25th-75th percentile bar at each session and a dotted median line."""
+    """The clinic's expected band: a light 25th-75th percentile bar at each session and a dotted median line."""
     out, medians = [], []
     half = step * 0.3
     for point in points:
