@@ -29,7 +29,7 @@ from core.errors import InvalidInput
 from core.instruments import Instrument, InstrumentRegistry
 from core.models import Assignment, CareSession, Episode, Response, Score
 from core.progress import Direction, chart_specs, score_range
-from core.scoring import decimal_scores, to_decimal
+from core.scoring import to_decimal
 
 DEFAULT_MINIMUM_EPISODES = 30
 DEFAULT_MINIMUM_PER_SESSION = 10
@@ -289,7 +289,7 @@ def load_series(session: so.Session, instrument_id: str, score: str) -> list[Epi
     """The completed episodes' series of a score from the database: episodes that have ended (a later episode was
     started, which ends the open one), responses given in one of their sessions, the first in each session."""
     query = (
-        sa.select(Response.episode_id, CareSession.number, Score.values)
+        sa.select(Response.episode_id, CareSession.number, Score.values[score].as_string())
         .join(Score, Score.response_id == Response.id)
         .join(Assignment, Assignment.id == Response.assignment_id)
         .join(CareSession, CareSession.id == Assignment.session_id)
@@ -298,10 +298,9 @@ def load_series(session: so.Session, instrument_id: str, score: str) -> list[Epi
         .order_by(Response.episode_id, CareSession.number, Response.submitted_at, Response.id)
     )
     found: dict[Any, dict[int, Decimal]] = {}
-    for episode_id, number, values in session.execute(query):
-        value = decimal_scores(values).get(score)
-        if value is not None:
-            found.setdefault(episode_id, {}).setdefault(int(number), value)
+    for episode_id, number, text in session.execute(query):
+        if text is not None:  # the score as stored, a decimal string; read in SQL to skip decoding the JSON
+            found.setdefault(episode_id, {}).setdefault(int(number), Decimal(text))
     return [EpisodeSeries(str(key), values) for key, values in found.items() if _completed(values)]
 
 
