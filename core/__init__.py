@@ -8,7 +8,7 @@ core's submodules are internal and may change.
 
 from __future__ import annotations
 
-from core.alerts import Alert, AlertContext, AlertRule, flag_alert
+from core.alerts import Alert, AlertContext, AlertRule, flag_alert, not_on_track_alert
 from core.engine import Engine, build_engine
 from core.export import ExportColumn, ExportContext, as_utc, item_label, neutralise_cell, wide_values, write_text_lines
 from core.exporters import Exporter, ExportRow, ExportSelection
@@ -72,6 +72,7 @@ __all__ = [
     "hookimpl",
     "item_label",
     "neutralise_cell",
+    "not_on_track_alert",
     "reliable_change_threshold",
     "round_half_up",
     "score_response",

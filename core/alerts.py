@@ -17,6 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from core.expected import ExpectedTable, expected_scores
 from core.instruments import FlagSpec, Instrument
 from core.models import Response, Score
 from core.progress import reliable_change_amount
@@ -28,6 +29,10 @@ EarlierScores = Sequence[Mapping[str, Decimal | None]]
 
 def _no_earlier() -> EarlierScores:
     return ()
+
+
+def _no_expected(_score: str) -> ExpectedTable | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class AlertContext:
     answers: Mapping[str, Any] = field(default_factory=dict)
     session_number: int | None = None
     load_earlier: Callable[[], EarlierScores] = field(default=_no_earlier, repr=False, compare=False)
+    # the clinic's expected change of a score (core.expected), for rules that compare with it; None: no figures
+    load_expected: Callable[[str], ExpectedTable | None] = field(default=_no_expected, repr=False, compare=False)
 
     @cached_property
     def earlier_scores(self) -> tuple[Mapping[str, Decimal | None], ...]:
@@ -116,6 +123,44 @@ def flag_alert(name: str, instrument: str, flag: str, severity: Severity, *, adv
         return f"{message} {advice}" if advice else message
 
     return AlertRule(name=name, title="", severity=severity, evaluate=evaluate, instruments=(instrument,), flag=flag)
+
+
+def not_on_track_alert(name: str, severity: Severity, *, advice: str = "") -> AlertRule:
+    """An alert rule for every instrument whose definition asks for expected change (:mod:`core.expected`): it
+    fires when a score lies beyond the worse edge of the expected band (25th or 75th percentile) of clients who
+    started in the same intake range, at the same session number. Silent while the range has too few episodes.
+    """
+
+    def evaluate(context: AlertContext) -> str | None:
+        if context.session_number is None or context.first_scores is None:
+            return None
+        messages = []
+        for score in expected_scores(context.instrument):
+            value, intake = context.result.scores.get(score), context.first_scores.get(score)
+            if value is None or intake is None:
+                continue
+            table = context.load_expected(score)
+            curve = table.curve_for(intake) if table is not None else None
+            point = curve.at(context.session_number) if curve is not None and curve.enough else None
+            if table is None or curve is None or point is None or not table.is_worse(value, point):
+                continue
+            main = context.instrument.scoring.scores[0].name
+            head = context.instrument.short_title + ("" if score == main else f" {score}")
+            messages.append(
+                f"{head} {_number(value)} in session {context.session_number}: outside the expected range "
+                f"{_number(point.p25)} to {_number(point.p75)} (median {_number(point.median)}) of "
+                f"{point.count} completed episodes with an intake of {curve.intake.text} (intake {_number(intake)})."
+            )
+        if not messages:
+            return None
+        return " ".join([*messages, advice] if advice else messages)
+
+    return AlertRule(
+        name=name,
+        title="Not on track: outside the expected range of similar clients",
+        severity=severity,
+        evaluate=evaluate,
+    )
 
 
 def flag_facts(context: AlertContext, spec: FlagSpec) -> str:

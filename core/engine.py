@@ -12,6 +12,7 @@ from typing import Any
 import pluggy
 
 from core.alerts import Alert, AlertContext, AlertRule, evaluate_alerts
+from core.expected import ExpectedChange
 from core.exporters import Exporter
 from core.instruments import (
     Instrument,
@@ -37,6 +38,7 @@ class Engine:
         self.alert_rules: dict[str, AlertRule] = collect(pm, "register_alert_rules", AlertRule, _name)
         self.widgets: dict[str, Widget] = collect(pm, "register_widgets", Widget, _name)
         self.instruments = InstrumentRegistry()  # licensed wording: see core/wording.py
+        self.expected = ExpectedChange()  # the clinic's expected change; the app replaces it with its settings
         for plugin, paths in call_each(pm, "register_instruments"):
             for path in paths:
                 if not isinstance(path, Path):

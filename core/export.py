@@ -26,7 +26,7 @@ from core.audit import record
 from core.engine import Engine
 from core.exporters import Exporter, ExportRow, ExportSelection
 from core.instruments import Instrument, Item
-from core.models import Assignment, CareSession, Client, ClientClinician, Response, Score, User
+from core.models import Assignment, CareSession, Client, ClientClinician, Episode, Response, Score, User
 from core.scoring import decimal_scores
 
 BATCH_SIZE = 2000
@@ -94,6 +94,12 @@ META_COLUMNS = (
     ExportColumn("client_name", "Client display name (identifying)", "meta", "text", "client_name"),
     ExportColumn("clinician", "Clinician username", "meta", "text", "clinician"),
     ExportColumn("clinician_name", "Clinician display name (identifying)", "meta", "text", "clinician_name"),
+    ExportColumn(
+        "episode", "Episode number (recomputes expected change: docs/expected-change.md)", "meta", "integer", "episode"
+    ),
+    ExportColumn(
+        "episode_ended_at", "Episode ended at (UTC; blank while it is open)", "meta", "datetime", "episode_ended_at"
+    ),
     ExportColumn("session", "Session number within the episode", "meta", "integer", "session"),
     ExportColumn("instrument", "Instrument id", "meta", "text", "instrument"),
     ExportColumn("version", "Instrument version", "meta", "text", "version"),
@@ -222,6 +228,8 @@ def _flags(row: ExportRow) -> str:
 
 _META_GETTERS: dict[str, Callable[[ExportRow], Any]] = {
     "session": _session,
+    "episode": lambda row: row.extra.get("episode"),
+    "episode_ended_at": lambda row: row.extra.get("episode_ended_at"),
     "client_name": lambda row: row.extra.get("client_name"),
     "clinician_name": lambda row: row.extra.get("clinician_name"),
 }
@@ -356,6 +364,8 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
         Score.values,
         Score.band,
         Score.flags,
+        Response.episode_id,
+        Episode.ended_at,
     ]
     if selection.identifying:
         columns += [Client.display_name, User.display_name]
@@ -366,6 +376,7 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
         .outerjoin(Assignment, Assignment.id == Response.assignment_id)
         .outerjoin(CareSession, CareSession.id == Assignment.session_id)
         .outerjoin(Score, Score.response_id == Response.id)
+        .outerjoin(Episode, Episode.id == Response.episode_id)
     )
     if selection.instruments:
         query = query.where(Response.instrument_id.in_(selection.instruments))
@@ -423,7 +434,11 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
                         scores=decimal_scores(row[8]),
                         band=row[9],
                         flags=tuple(row[10] or ()),
-                        extra={"client_name": row[11], "clinician_name": row[12]} if identifying else {},
+                        extra={
+                            "episode": row[11],
+                            "episode_ended_at": None if row[12] is None else as_utc(row[12]),
+                            **({"client_name": row[13], "clinician_name": row[14]} if identifying else {}),
+                        },
                     )
                     yield export_row
     finally:

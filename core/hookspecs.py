@@ -71,8 +71,10 @@ def register_alert_rules() -> list[AlertRule]:
     Each rule's ``evaluate(context)`` is called while the response is stored, with a
     :class:`core.alerts.AlertContext`: the instrument version in force, the ``ScoreResult``, the
     answers, the session number (or None) and the client's earlier scores in the episode, loaded
-    only when the rule reads them. :func:`core.alerts.flag_alert` builds a rule that fires on a
-    scoring flag and words its message from the flag's label and parameters.
+    only when the rule reads them, and ``load_expected(score)``, the clinic's expected change of a
+    score (:class:`core.expected.ExpectedTable` or None). :func:`core.alerts.flag_alert` builds a rule
+    that fires on a scoring flag and words its message from the flag's label and parameters;
+    :func:`core.alerts.not_on_track_alert` one that compares a score with the expected change.
 
     :return: :class:`core.alerts.AlertRule` objects; names must be unique across plugins.
 

@@ -183,6 +183,7 @@ def submit_response(
         answers=answers,
         session_number=assignment.session.number if assignment.session_id is not None else None,
         load_earlier=earlier_scores_loader(session, response),
+        load_expected=lambda score: engine.expected.table(session, instrument, score),
     )
     for alert in engine.alerts_for(context):
         session.add(

@@ -1,14 +1,15 @@
-"""Built-in alert rules: risk items, alliance concerns and reliable deterioration.
+"""Built-in alert rules: risk items, alliance concerns, reliable deterioration and "not on track".
 
 Each rule fires on a flag that the instrument's own scoring raises. The thresholds live in the instrument
 definitions, where a clinic can see and override them, and so does the wording: ``flag_alert`` builds each
 message from the flag's label and parameters (a copied SRS with its cutoff at 34 says "cutoff 34"). Only the
-advice, what to do next, is written here.
+advice, what to do next, is written here. "Not on track" compares a score with the clinic's expected change for
+clients of the same intake range (core.expected), for every instrument whose charts declare a direction.
 """
 
 from __future__ import annotations
 
-from core import AlertRule, flag_alert, hookimpl
+from core import AlertRule, flag_alert, hookimpl, not_on_track_alert
 
 REVIEW_RISK = "Review risk before the client leaves."
 
@@ -43,6 +44,7 @@ BUILTIN_ALERTS = (
         "warning",
         advice="Review the plan with the client.",
     ),
+    not_on_track_alert("not_on_track", "warning", advice="Ask the client how the work is going for them."),
 )
 
 

@@ -17,6 +17,7 @@ from core.db import create_schema, make_db_engine, make_read_session_factory, ma
 from web import cli, client, flow, health, pages, staff, state
 from core.job_runner import JobBroker
 from core.jobs import DEFAULT_LEASE_SECONDS, JobQueue, load_job_modules
+from web import cli, client, health, pages, staff, state
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -69,6 +70,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         blocked_plugins=_names(app.config["BLOCKED_PLUGINS"]),
         load_entrypoints=app.config["LOAD_ENTRYPOINTS"],
         extra_plugins=app.config.get("EXTRA_PLUGINS", ()),
+    )
+    engine.expected = ExpectedChange(
+        ExpectedSettings.from_config(
+            app.config.get("EXPECTED_MINIMUM_EPISODES"),
+            app.config.get("EXPECTED_INTAKE_STEP"),
+            app.config.get("EXPECTED_INTAKE_RANGES"),
+            app.config.get("EXPECTED_CACHE_SECONDS"),
+            app.config.get("EXPECTED_MINIMUM_PER_SESSION"),
+        )
     )
     db = make_db_engine(app.config["DATABASE_URL"])
     # `rapportal serve` and `rapportal db upgrade` run the migrations; CREATE_SCHEMA is the tests' fast path.

@@ -7,6 +7,7 @@ numbers in a data table as the text alternative.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -47,6 +48,43 @@ class Line:
     label: str
 
 
+@dataclass(frozen=True)
+class ExpectedPoint:
+    x: str  # the category key of the client's administration at that session
+    low: Decimal  # 25th percentile
+    median: Decimal
+    high: Decimal  # 75th percentile
+    label: str
+
+
+def _expected_band(
+    points: list[ExpectedPoint], xpos: dict[str, float], step: float, ypos: Callable[[Decimal], float]
+) -> list[str]:
+    """The clinic's expected band: a light 25th-75th percentile bar at each session and a dotted median line."""
+    out, medians = [], []
+    half = step * 0.3
+    for point in points:
+        if point.x not in xpos:
+            continue
+        x, top, bottom, middle = xpos[point.x], ypos(point.high), ypos(point.low), ypos(point.median)
+        out.append(
+            f'<rect class="chart-expected" x="{x - half:.1f}" y="{top:.1f}" width="{2 * half:.1f}" '
+            f'height="{max(bottom - top, 1):.1f}" fill="#fdf1d8" stroke="#8a5a00" stroke-width="1">'
+            f"<title>{escape(point.label)}</title></rect>"
+        )
+        out.append(
+            f'<line x1="{x - half:.1f}" x2="{x + half:.1f}" y1="{middle:.1f}" y2="{middle:.1f}" '
+            f'stroke="#8a5a00" stroke-width="2"/>'
+        )
+        medians.append(f"{x:.1f},{middle:.1f}")
+    if len(medians) > 1:
+        out.append(
+            f'<polyline points="{" ".join(medians)}" fill="none" stroke="#8a5a00" stroke-width="1.5" '
+            f'stroke-dasharray="2 3"/>'
+        )
+    return out
+
+
 def _marker(shape: str, x: float, y: float, colour: str) -> str:
     if shape == "square":
         return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'
@@ -69,9 +107,11 @@ def line_chart(
     lines: list[Line] = (),  # type: ignore[assignment]
     bands: list[Band] = (),  # type: ignore[assignment]
     shaded: list[Band] = (),  # type: ignore[assignment]
+    expected: list[ExpectedPoint] = (),  # type: ignore[assignment]
 ) -> Markup:
     """An SVG chart: ``x_keys`` are (key, axis label) in order; ``bands`` shade value ranges
-    (severity bands, labelled on the right); ``shaded`` is a highlighted range (reliable change)."""
+    (severity bands, labelled on the right); ``shaded`` is a highlighted range (reliable change); ``expected`` the
+    clinic's expected band at the client's sessions."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     span = float(y_max - y_min) or 1.0
 
@@ -104,6 +144,7 @@ def line_chart(
             f'fill="#e9e2f3" stroke="#6b3fa0" stroke-dasharray="3 3"><title>{escape(band.label)}</title></rect>'
         )
         out.append(f'<text x="{LEFT + 4}" y="{top + 12:.1f}" font-size="11" fill="#4b2a75">{escape(band.label)}</text>')
+    out.extend(_expected_band(list(expected), xpos, step, ypos))
     for line in lines:
         y = ypos(line.value)
         out.append(

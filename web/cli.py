@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import getpass
 import json
@@ -32,6 +33,13 @@ from core.accounts import (
 from core.care import issue_link
 from core.clients import create_client, list_clients
 from core.errors import DomainError
+from core.expected import (
+    ExpectedTable,
+    clinic_expected_table,
+    expected_instrument,
+    export_expected_table,
+    table_to_json,
+)
 from core.export import ExportError, count_rows, list_exporters, prepare_export, run_export
 from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
 from core.job_runner import run_worker, settings_sweep_seconds
@@ -804,3 +812,53 @@ def jobs_run() -> None:
     app = current_app
     ran = portal().jobs.run_until_idle(job_context(app))
     click.echo(f"Ran {ran} jobs")
+# -- expected change (docs/expected-change.md) ----------------------------------------------
+
+
+@cli.command("expected-change")
+@click.option("--instrument", "instrument_id", required=True, help="Instrument id, such as the one of the ORS.")
+@click.option("--score", default=None, help="Score name (default: the instrument's charted score with a direction).")
+@click.option(
+    "--from-export",
+    "export_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Recompute from a wide CSV export (rapportal export --format csv) instead of the database.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def expected_change(instrument_id: str, score: str | None, export_file: Path | None, as_json: bool) -> None:
+    """The clinic's expected change by intake range and session: median and 25th-75th percentile."""
+    state = portal()
+    try:
+        instrument, chosen = expected_instrument(state.engine.instruments, instrument_id, score)
+        if export_file is None:
+            with state.sessions.begin() as session:
+                table = clinic_expected_table(
+                    session, state.engine.expected, instrument, chosen, actor=f"cli:{getpass.getuser()}", address=None
+                )
+        else:
+            try:
+                with export_file.open(encoding="utf-8-sig", newline="") as handle:
+                    table = export_expected_table(
+                        csv.DictReader(handle), instrument, chosen, state.engine.expected.settings
+                    )
+            except OSError as exc:
+                fail(f"cannot read {export_file}: {exc.strerror or exc}")
+    except DomainError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(table_to_json(table), indent=2))
+        return
+    _print_expected(table)
+
+
+def _print_expected(table: ExpectedTable) -> None:
+    click.echo(f"{table.instrument} {table.score} ({table.direction.replace('_', ' ')})")
+    for curve in table.curves:
+        status = "" if curve.enough else f": {curve.episodes} of {curve.minimum} episodes needed"
+        click.echo(f"intake {curve.intake.text}: {curve.episodes} completed episodes{status}")
+        for point in curve.points:
+            click.echo(
+                f"  session {point.session}: median {point.median}, 25th-75th percentile {point.p25} to {point.p75}"
+                f" ({point.count} episodes)"
+            )

@@ -15,10 +15,11 @@ from flask import url_for
 from flask_babel import gettext as _
 
 from core import Administration, Chart, Instrument, Progress, episode_progress
+from core.expected import ExpectedTable
 from core.models import Response, Score
 from core.responses import stored_score_values
-from web.charts import Band, Line, Point, Series, line_chart
-from web.state import portal
+from web.charts import Band, ExpectedPoint, Line, Point, Series, line_chart
+from web.state import db_session, portal
 
 
 def client_progress(rows: Sequence[tuple[Response, Score | None]]) -> dict[str, Any]:
@@ -103,6 +104,7 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> dict
         Line(line.value, _("%(op)s %(value)s: %(label)s", op=line.op, value=_number(line.value), label=line.label))
         for line in chart.lines
     ]
+    expected, expected_notes = _expected(instrument, chart, labels)
     bands = [Band(band.low, band.high, band.label) for band in chart.bands]
     shaded = [
         Band(
@@ -130,16 +132,86 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> dict
         )
         for band in chart.change_bands
     ]
+    notes += expected_notes
     return {
         "id": chart_id,
         "title": chart.title,
         "svg": line_chart(
-            chart_id, chart.title, x_keys, series, chart.y_min, chart.y_max, lines=lines, bands=bands, shaded=shaded
+            chart_id,
+            chart.title,
+            x_keys,
+            series,
+            chart.y_min,
+            chart.y_max,
+            lines=lines,
+            bands=bands,
+            shaded=shaded,
+            expected=expected,
         ),
         "columns": [one.label for one in chart.series],
         "rows": [table[key] for key, _label in x_keys],
         "notes": notes,
     }
+
+
+def _expected(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> tuple[list[ExpectedPoint], list[str]]:
+    """The clinic's expected band at the client's sessions and the notes that explain it, or why it is missing."""
+    if len(chart.series) != 1 or not chart.series[0].points:
+        return [], []
+    one = chart.series[0]
+    table: ExpectedTable | None = portal().engine.expected.table(db_session(), instrument, one.score)
+    if table is None:
+        return [], []
+    intake = one.points[0].value
+    curve = table.curve_for(intake)
+    if curve is None:
+        return [], []
+    if not curve.enough:
+        return [], [
+            _(
+                "Expected change not shown yet: %(count)s of %(minimum)s completed episodes needed for an intake of "
+                "%(range)s (this client's intake: %(intake)s).",
+                count=curve.episodes,
+                minimum=curve.minimum,
+                range=curve.intake.text,
+                intake=_number(intake),
+            )
+        ]
+    points: list[ExpectedPoint] = []
+    notes = [
+        _(
+            "Expected change: median and 25th to 75th percentile of %(count)s completed episodes at this clinic "
+            "with an intake of %(range)s (this client's intake: %(intake)s).",
+            count=curve.episodes,
+            range=curve.intake.text,
+            intake=_number(intake),
+        )
+    ]
+    for point in one.points:
+        figures = curve.at(point.administration.session_number)
+        if figures is None:
+            continue
+        when = labels[point.administration.response_id]
+        text = _(
+            "%(when)s: expected %(low)s to %(high)s, median %(median)s (%(count)s episodes)",
+            when=when,
+            low=_number(figures.p25),
+            high=_number(figures.p75),
+            median=_number(figures.median),
+            count=figures.count,
+        )
+        points.append(
+            ExpectedPoint(f"r{point.administration.response_id}", figures.p25, figures.median, figures.p75, text)
+        )
+        notes.append(text)
+    if not points:
+        notes.append(
+            _(
+                "No session of this episode has expected figures yet: each needs %(minimum)s episodes with a score.",
+                minimum=curve.session_minimum,
+            )
+        )
+    return points, notes
 
 
 def _summary(found: Progress, labels: dict[int, str]) -> list[dict[str, Any]]:
