@@ -73,6 +73,8 @@ def _form_page(assignment: Assignment, instrument: Any, token: str, form: Any, s
         assignment.language,
         form,
         action=url_for("client.submit", token=token),
+        # the browser keeps unsent answers (sessionStorage) no longer than the form itself is valid
+        keep_seconds=current_app.config["CSRF_TIME_LIMIT"],
         **context,
     )
     return page, status
