@@ -22,10 +22,11 @@ from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import record
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
-from core.models import Alert, Assignment, Client, Response, Score
+from core.models import Alert, Assignment, Client, Response, Score, Site, ThrottleCounter
 from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
 from core.validation import validate_answers
+from core.wording import wording_stamp_columns
 
 DEFAULT_LINK_LIFETIME = timedelta(days=7)
 
@@ -74,6 +75,55 @@ def find_assignment(session: so.Session, token: str) -> Assignment | None:
     """The link's assignment with its response, if any, in one query (every caller asks for it next)."""
     query = sa.select(Assignment).options(so.joinedload(Assignment.response))
     return session.scalar(query.where(Assignment.token_hash == hash_token(token)))
+
+
+@dataclass(frozen=True)
+class LinkLookup:
+    """What a link page needs, read in one statement (:func:`look_up_link`).
+
+    ``assignment`` (with its response loaded) is None for an unknown token; ``guesses`` is the
+    address's count of unknown tokens in the current throttle window, ``site_name`` the name of
+    the site the client is seen at, ``wording_stamp`` the stored wording's stamp for
+    :func:`core.wording.refresh_wording`.
+    """
+
+    assignment: Assignment | None
+    guesses: int
+    site_name: str | None
+    wording_stamp: tuple[int, int | None] | None
+
+
+def look_up_link(
+    session: so.Session, token: str, *, guess_key: str, window_seconds: int, now: float | None = None
+) -> LinkLookup:
+    """A link's assignment and response, its address's throttle count, its site and the wording stamp.
+
+    A page view of a valid link is the hottest path of the portal: one SELECT with scalar
+    subqueries instead of four statements. An unknown token finds no row, so its caller reads the
+    throttle count itself (:func:`core.throttle.attempts`) before counting the guess.
+    """
+    window = int((now if now is not None else time.time()) // window_seconds)
+    guesses = (
+        sa.select(ThrottleCounter.count)
+        .where(ThrottleCounter.key == guess_key, ThrottleCounter.window_start == window)
+        .scalar_subquery()
+    )
+    site = (
+        sa.select(Site.name)
+        .join(Client, Client.site_id == Site.id)
+        .where(Client.id == Assignment.client_id)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(Assignment, guesses, site, *wording_stamp_columns())
+        .options(so.joinedload(Assignment.response))
+        .where(Assignment.token_hash == hash_token(token))
+    )
+    row = session.execute(query).first()
+    if row is None:
+        return LinkLookup(None, 0, None, None)
+    assignment, guess_count, site_name, wording_count, wording_newest = row
+    return LinkLookup(assignment, guess_count or 0, site_name, (wording_count, wording_newest))
 
 
 def is_expired(assignment: Assignment, now: datetime | None = None) -> bool:
