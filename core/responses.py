@@ -71,10 +71,16 @@ def create_assignment(
     return assignment, token
 
 
+_FIND_ASSIGNMENT = (
+    sa.select(Assignment)
+    .options(so.joinedload(Assignment.response), so.joinedload(Assignment.session))  # a submit reads both
+    .where(Assignment.token_hash == sa.bindparam("token_hash"))
+)
+
+
 def find_assignment(session: so.Session, token: str) -> Assignment | None:
     """The link's assignment with its response, if any, in one query (every caller asks for it next)."""
-    query = sa.select(Assignment).options(so.joinedload(Assignment.response))
-    return session.scalar(query.where(Assignment.token_hash == hash_token(token)))
+    return session.scalar(_FIND_ASSIGNMENT, {"token_hash": hash_token(token)})
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,28 @@ class LinkLookup:
     wording_stamp: tuple[int, int | None] | None
 
 
+def _link_lookup_statement() -> sa.Select[Any]:
+    guesses = (
+        sa.select(ThrottleCounter.count)
+        .where(ThrottleCounter.key == sa.bindparam("guess_key"), ThrottleCounter.window_start == sa.bindparam("window"))
+        .scalar_subquery()
+    )
+    site = (
+        sa.select(Site.name)
+        .join(Client, Client.site_id == Site.id)
+        .where(Client.id == Assignment.client_id)
+        .scalar_subquery()
+    )
+    return (
+        sa.select(Assignment, guesses, site, *wording_stamp_columns())
+        .options(so.joinedload(Assignment.response))
+        .where(Assignment.token_hash == sa.bindparam("token_hash"))
+    )
+
+
+_LINK_LOOKUP = _link_lookup_statement()  # built once: constructing it cost more than running it
+
+
 def look_up_link(
     session: so.Session, token: str, *, guess_key: str, window_seconds: int, now: float | None = None
 ) -> LinkLookup:
@@ -103,23 +131,8 @@ def look_up_link(
     throttle count itself (:func:`core.throttle.attempts`) before counting the guess.
     """
     window = int((now if now is not None else time.time()) // window_seconds)
-    guesses = (
-        sa.select(ThrottleCounter.count)
-        .where(ThrottleCounter.key == guess_key, ThrottleCounter.window_start == window)
-        .scalar_subquery()
-    )
-    site = (
-        sa.select(Site.name)
-        .join(Client, Client.site_id == Site.id)
-        .where(Client.id == Assignment.client_id)
-        .scalar_subquery()
-    )
-    query = (
-        sa.select(Assignment, guesses, site, *wording_stamp_columns())
-        .options(so.joinedload(Assignment.response))
-        .where(Assignment.token_hash == hash_token(token))
-    )
-    row = session.execute(query).first()
+    params = {"token_hash": hash_token(token), "guess_key": guess_key, "window": window}
+    row = session.execute(_LINK_LOOKUP, params).first()
     if row is None:
         return LinkLookup(None, 0, None, None)
     assignment, guess_count, site_name, wording_count, wording_newest = row
@@ -221,7 +234,9 @@ def submit_response(
         session_number=assignment.session.number if assignment.session_id is not None else None,
         load_earlier=earlier_scores_loader(session, response),
     )
-    for alert in engine.alerts_for(context):
+    with session.no_autoflush:  # the earlier scores exclude this response: its score waits for the one flush below
+        raised = engine.alerts_for(context)
+    for alert in raised:
         session.add(
             Alert(
                 response_id=response.id,
