@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from run import INSTRUMENTS, Bare, Portal  # noqa: I001 (bench/ is on the path when this runs)
+from run import INSTRUMENTS, Bare, Portal  # bench/ is on the path when this runs
 
 
 def _requests(lines: list[str]) -> list[tuple[str, str, dict[str, str] | None]]:
@@ -79,12 +79,16 @@ def main() -> None:
                 cpu_per_request(client, lines[:20], 200)  # templates compiled, caches filled
             before = (bare.rows()[0], mine.rows()[0])
             base = cpu_per_request(bare_client, bare_lines[20:], 200)
-            ours = cpu_per_request(portal_client, portal_lines[20:], 200, f"{name}.txt" if args.profile == name else None)
+            ours = cpu_per_request(
+                portal_client, portal_lines[20:], 200, f"{name}.txt" if args.profile == name else None
+            )
             if submit:
                 stored = (bare.rows()[0] - before[0], mine.rows()[0] - before[1])
                 if stored != (args.count - 20, args.count - 20) or mine.rows()[1]:
                     raise RuntimeError(f"{name}: rows {stored}, expected {args.count - 20} each")
-            print(f"{name:14} bare {base:5.2f} ms | portal {ours:5.2f} ms | portal/bare {ours / base:4.1f}x", flush=True)
+            print(
+                f"{name:14} bare {base:5.2f} ms | portal {ours:5.2f} ms | portal/bare {ours / base:4.1f}x", flush=True
+            )
 
 
 if __name__ == "__main__":
