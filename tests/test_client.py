@@ -256,6 +256,19 @@ def test_a_retry_after_a_lost_reply_shows_the_receipt_and_records_nothing_new(ap
         assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == audit_entries
 
 
+def test_answers_and_errors_on_one_page_never_show_on_the_next_clients_form(app, client, licensed_wording):
+    """Untouched items are rendered once per instrument and language; answered or refused ones per page."""
+    first = post(client, make_link(app), {"phq9_1": "3"})
+    assert first.status_code == 422 and checked_values(first.get_data(as_text=True), "phq9_1") == ["3"]
+    html = client.get(f"/a/{make_link(app)}").get_data(as_text=True)
+    assert all(checked_values(html, f"phq9_{i}") == [] for i in range(1, 10))
+    assert 'class="error"' not in html and "aria-invalid" not in html
+    english = client.get(f"/a/{make_link(app, 'srs')}").get_data(as_text=True)
+    german = client.get(f"/a/{make_link(app, 'srs', language='de')}").get_data(as_text=True)
+    assert "Not marked yet" in english and "Noch nicht markiert" not in english
+    assert "Noch nicht markiert" in german and "Not marked yet" not in german
+
+
 def test_the_link_form_offers_its_script_the_texts_to_say_sending_failed(app, client):
     html = client.get(f"/a/{make_link(app, language='de')}").get_data(as_text=True)
     assert f'data-keep-seconds="{app.config["CSRF_TIME_LIMIT"]}"' in html

@@ -7,6 +7,7 @@ dropped), and once after the server stored the answers but before its reply arri
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,14 @@ from core.models import AuditEntry, Response
 pytestmark = pytest.mark.browser
 
 SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"  # as tests/browser/conftest.py
 FAILED = "Sending failed, so your answers are not saved yet."
+
+
+def keep_screenshot(page: Any, name: str) -> None:
+    """A full-page screenshot at the test's own viewport (390x844 or 1280x800), kept as a test artifact."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def stored(app: Any) -> list[Response]:
@@ -60,7 +68,7 @@ def press_send_while_offline(page: Any, cut_off: Any) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_a_send_that_never_reached_the_server_keeps_the_answers_and_the_retry_stores_once(
-    app, live_server, page, make_link, check_accessibility, screenshot, size
+    app, live_server, page, make_link, check_accessibility, size
 ):
     page.set_viewport_size(SIZES[size])
     token = make_link("phq9")
@@ -76,7 +84,7 @@ def test_a_send_that_never_reached_the_server_keeps_the_answers_and_the_retry_st
     assert {name: int(value) for name, value in kept(page, token)["answers"]} == PHQ9_ANSWERS
     assert stored(app) == []
     check_accessibility(page, f"form after a failed send ({size})")
-    screenshot(page, f"offline-send-failed-{size}")
+    keep_screenshot(page, f"offline-send-failed-{size}")
 
     # The tab is reloaded (or the phone discarded it) before the connection is back: the answers return.
     page.reload()
@@ -93,7 +101,7 @@ def test_a_send_that_never_reached_the_server_keeps_the_answers_and_the_retry_st
     assert submit_audits(app) == 1
     assert kept(page, token) is None  # acknowledged: nothing stays on the device
     check_accessibility(page, f"receipt after the retry ({size})")
-    screenshot(page, f"offline-retry-receipt-{size}")
+    keep_screenshot(page, f"offline-retry-receipt-{size}")
 
 
 @pytest.mark.parametrize("size", SIZES)
