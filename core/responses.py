@@ -22,11 +22,12 @@ from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import record
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
-from core.models import Alert, Assignment, Client, Response, Score
+from core.models import Alert, Assignment, Client, Response, Score, Site, ThrottleCounter
 from core.plans import moment_of
 from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
 from core.validation import validate_answers
+from core.wording import wording_stamp_columns
 
 DEFAULT_LINK_LIFETIME = timedelta(days=7)
 
@@ -71,10 +72,72 @@ def create_assignment(
     return assignment, token
 
 
+_FIND_ASSIGNMENT = (
+    sa.select(Assignment)
+    .options(so.joinedload(Assignment.response), so.joinedload(Assignment.session))  # a submit reads both
+    .where(Assignment.token_hash == sa.bindparam("token_hash"))
+)
+
+
 def find_assignment(session: so.Session, token: str) -> Assignment | None:
     """The link's assignment with its response, if any, in one query (every caller asks for it next)."""
-    query = sa.select(Assignment).options(so.joinedload(Assignment.response))
-    return session.scalar(query.where(Assignment.token_hash == hash_token(token)))
+    return session.scalar(_FIND_ASSIGNMENT, {"token_hash": hash_token(token)})
+
+
+@dataclass(frozen=True)
+class LinkLookup:
+    """What a link page needs, read in one statement (:func:`look_up_link`).
+
+    ``assignment`` (with its response loaded) is None for an unknown token; ``guesses`` is the
+    address's count of unknown tokens in the current throttle window, ``site_name`` the name of
+    the site the client is seen at, ``wording_stamp`` the stored wording's stamp for
+    :func:`core.wording.refresh_wording`.
+    """
+
+    assignment: Assignment | None
+    guesses: int
+    site_name: str | None
+    wording_stamp: tuple[int, int | None] | None
+
+
+def _link_lookup_statement() -> sa.Select[Any]:
+    guesses = (
+        sa.select(ThrottleCounter.count)
+        .where(ThrottleCounter.key == sa.bindparam("guess_key"), ThrottleCounter.window_start == sa.bindparam("window"))
+        .scalar_subquery()
+    )
+    site = (
+        sa.select(Site.name)
+        .join(Client, Client.site_id == Site.id)
+        .where(Client.id == Assignment.client_id)
+        .scalar_subquery()
+    )
+    return (
+        sa.select(Assignment, guesses, site, *wording_stamp_columns())
+        .options(so.joinedload(Assignment.response))
+        .where(Assignment.token_hash == sa.bindparam("token_hash"))
+    )
+
+
+_LINK_LOOKUP = _link_lookup_statement()  # built once: constructing it cost more than running it
+
+
+def look_up_link(
+    session: so.Session, token: str, *, guess_key: str, window_seconds: int, now: float | None = None
+) -> LinkLookup:
+    """A link's assignment and response, its address's throttle count, its site and the wording stamp.
+
+    A page view of a valid link is the hottest path of the portal: one SELECT with scalar
+    subqueries instead of four statements. An unknown token finds no row, so its caller reads the
+    throttle count itself (:func:`core.throttle.attempts`) before counting the guess.
+    """
+    window = int((now if now is not None else time.time()) // window_seconds)
+    params = {"token_hash": hash_token(token), "guess_key": guess_key, "window": window}
+    row = session.execute(_LINK_LOOKUP, params).first()
+    if row is None:
+        return LinkLookup(None, 0, None, None)
+    assignment, guess_count, site_name, wording_count, wording_newest = row
+    return LinkLookup(assignment, guess_count or 0, site_name, (wording_count, wording_newest))
 
 
 def is_expired(assignment: Assignment, now: datetime | None = None) -> bool:
@@ -185,7 +248,9 @@ def submit_response(
         load_earlier=earlier_scores_loader(session, response),
         load_expected=lambda score: engine.expected.table(session, instrument, score),
     )
-    for alert in engine.alerts_for(context):
+    with session.no_autoflush:  # the earlier scores exclude this response: its score waits for the one flush below
+        raised = engine.alerts_for(context)
+    for alert in raised:
         session.add(
             Alert(
                 response_id=response.id,

@@ -95,17 +95,28 @@ def _forget_uncommitted_wording(session: so.Session, transaction: so.SessionTran
         session.info.pop(_PENDING, None)
 
 
-def refresh_wording(session: so.Session, engine: Engine) -> bool:
+def wording_stamp_columns() -> tuple[sa.ScalarSelect[Any], sa.ScalarSelect[Any]]:
+    """The stored wording's stamp (row count, newest id) as two scalar subqueries.
+
+    A hot path can select them beside its own columns and pass the pair to :func:`refresh_wording`,
+    saving a statement per request.
+    """
+    return (
+        sa.select(sa.func.count(InstrumentWording.id)).scalar_subquery(),
+        sa.select(sa.func.max(InstrumentWording.id)).scalar_subquery(),
+    )
+
+
+def refresh_wording(session: so.Session, engine: Engine, stamp: tuple[int, int | None] | None = None) -> bool:
     """Bring the registry up to date with the stored wording; return whether anything was read.
 
     One aggregate over ``instrument_wordings`` (rows are only ever added, so their count and
-    newest id change with every install); only when they differ from what the registry last
-    saw are the newest versions read. Runs on the caller's session, inside its transaction.
+    newest id change with every install), unless the caller read it in the same transaction
+    (``stamp``, see :func:`wording_stamp_columns`); only when it differs from what the registry
+    last saw are the newest versions read. Runs on the caller's session, inside its transaction.
     """
-    count, newest = session.execute(
-        sa.select(sa.func.count(InstrumentWording.id), sa.func.max(InstrumentWording.id))
-    ).one()
-    stamp = (count, newest)
+    if stamp is None:
+        stamp = tuple(session.execute(sa.select(*wording_stamp_columns())).one())
     if stamp == engine.instruments.wording_stamp:
         return False
     engine.instruments.use_wording(stored_wording(session), stamp)

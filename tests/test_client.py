@@ -240,6 +240,42 @@ def test_double_submit_stores_one_response_and_shows_the_same_receipt(app, clien
     assert stored.answers["phq9_1"] == 1  # the first submit counts; the second changes nothing
 
 
+def test_a_retry_after_a_lost_reply_shows_the_receipt_and_records_nothing_new(app, client):
+    """The POST reached the server and was stored, but the reply never arrived: the browser sends it again."""
+    token = make_link(app)
+    csrf = open_form(client, token)
+    first = post(client, token, PHQ9_ALL_ONES, csrf=csrf)
+    with app.extensions["rapportal"].sessions() as session:
+        audit_entries = session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+    retry = post(client, token, PHQ9_ALL_ONES, csrf=csrf)
+    receipt = re.search(r'data-receipt="([^"]+)"', first.get_data(as_text=True)).group(1)
+    assert retry.status_code == 200
+    assert f'data-receipt="{receipt}"' in retry.get_data(as_text=True)
+    assert len(stored_responses(app)) == 1
+    with app.extensions["rapportal"].sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == audit_entries
+
+
+def test_answers_and_errors_on_one_page_never_show_on_the_next_clients_form(app, client, licensed_wording):
+    """Untouched items are rendered once per instrument and language; answered or refused ones per page."""
+    first = post(client, make_link(app), {"phq9_1": "3"})
+    assert first.status_code == 422 and checked_values(first.get_data(as_text=True), "phq9_1") == ["3"]
+    html = client.get(f"/a/{make_link(app)}").get_data(as_text=True)
+    assert all(checked_values(html, f"phq9_{i}") == [] for i in range(1, 10))
+    assert 'class="error"' not in html and "aria-invalid" not in html
+    english = client.get(f"/a/{make_link(app, 'srs')}").get_data(as_text=True)
+    german = client.get(f"/a/{make_link(app, 'srs', language='de')}").get_data(as_text=True)
+    assert "Not marked yet" in english and "Noch nicht markiert" not in english
+    assert "Noch nicht markiert" in german and "Not marked yet" not in german
+
+
+def test_the_link_form_offers_its_script_the_texts_to_say_sending_failed(app, client):
+    html = client.get(f"/a/{make_link(app, language='de')}").get_data(as_text=True)
+    assert f'data-keep-seconds="{app.config["CSRF_TIME_LIMIT"]}"' in html
+    assert "Das Senden ist fehlgeschlagen" in html
+    assert "data-send-status" in html and 'aria-live="polite"' in html
+
+
 def test_used_link_shows_already_completed_with_the_receipt_and_nothing_else(app, client):
     token = make_link(app)
     receipt = re.search(r'data-receipt="([^"]+)"', post(client, token, PHQ9_ALL_ONES).get_data(as_text=True)).group(1)

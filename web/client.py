@@ -12,9 +12,9 @@ from flask import Blueprint, abort, current_app, g, render_template, request, ur
 
 from core import ResponseValidationError
 from core.models import Assignment
-from core.responses import LinkError, find_assignment, is_expired, is_held, retry_database, submit_by_token
-from core.sites import client_site_name
+from core.responses import LinkError, LinkLookup, is_expired, is_held, look_up_link, retry_database, submit_by_token
 from core.throttle import attempts, count_attempt
+from core.wording import refresh_wording
 from web.access import address
 from web.flow import own_trends
 from web.forms import (
@@ -31,16 +31,14 @@ bp = Blueprint("client", __name__, url_prefix="/a")
 THROTTLE_WINDOW = 600  # seconds
 
 
-def _check_throttle() -> None:
-    limit = current_app.config["LINK_GUESS_LIMIT"]
-    if attempts(db_session(read_only=True), f"link:{address()}", THROTTLE_WINDOW) >= limit:
-        abort(429)
-
-
 def _unknown_link() -> Any:
+    limit = current_app.config["LINK_GUESS_LIMIT"]
+    key = f"link:{address()}"
+    if attempts(db_session(read_only=True), key, THROTTLE_WINDOW) >= limit:
+        abort(429)  # already throttled: refused without writing
     drop_db_session()  # the lookup read without the write lock; counting the guess writes
     session = db_session()
-    count_attempt(session, f"link:{address()}", THROTTLE_WINDOW)
+    count_attempt(session, key, THROTTLE_WINDOW)
     session.commit()
     abort(404)
 
@@ -49,22 +47,25 @@ def _load(token: str) -> Assignment:
     """The link's assignment, waiting a few seconds for a database that restarts (then 503).
 
     The lookup only reads (on SQLite without the write lock), so page views never queue behind
-    submissions; the submission itself opens its own writing transaction.
+    submissions; the submission itself opens its own writing transaction. One statement reads the
+    link with its response, the address's throttle count, the site and the wording stamp.
     """
 
-    def find() -> Assignment | None:
-        _check_throttle()
-        found = find_assignment(db_session(read_only=True), token)
-        if found is not None:
-            _ = found.response  # loaded now, inside the retries
-            g.site_name = client_site_name(db_session(read_only=True), found.client_id)  # the page header's clinic
+    def find() -> LinkLookup:
+        session = db_session(read_only=True, wording=False)
+        found = look_up_link(session, token, guess_key=f"link:{address()}", window_seconds=THROTTLE_WINDOW)
+        if found.assignment is not None:
+            refresh_wording(session, portal().engine, found.wording_stamp)
         return found
 
-    assignment = retry_database(find, seconds=float(current_app.config["DB_RETRY_SECONDS"]), reset=drop_db_session)
-    if assignment is None:
+    found = retry_database(find, seconds=float(current_app.config["DB_RETRY_SECONDS"]), reset=drop_db_session)
+    if found.assignment is None:
         _unknown_link()
-    g.language = assignment.language
-    return assignment
+    if found.guesses >= current_app.config["LINK_GUESS_LIMIT"]:
+        abort(429)  # valid links too, so that a 429 tells nothing about which tokens are real
+    g.site_name = found.site_name  # the page header's clinic
+    g.language = found.assignment.language
+    return found.assignment
 
 
 def _form_page(assignment: Assignment, instrument: Any, token: str, form: Any, status: int = 200, **context: Any):
@@ -74,6 +75,8 @@ def _form_page(assignment: Assignment, instrument: Any, token: str, form: Any, s
         assignment.language,
         form,
         action=url_for("client.submit", token=token),
+        # the browser keeps unsent answers (sessionStorage) no longer than the form itself is valid
+        keep_seconds=current_app.config["CSRF_TIME_LIMIT"],
         **context,
     )
     return page, status

@@ -11,10 +11,12 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import wtforms
 from flask import current_app, render_template
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from markupsafe import Markup
 from wtforms.csrf.core import CSRF
@@ -191,14 +193,51 @@ def _widget_labels() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class PageParts:
+    """What a questionnaire page shows the same way to every client in one language, computed once."""
+
+    texts: Mapping[str, Any]
+    labels: Mapping[str, str]
+    untouched_items: dict[str, Markup]  # filled on first use: an item with no answer and no error
+
+
+def _page_parts(instrument: Instrument, language: str) -> PageParts:
+    cache = portal().page_parts
+    key = (instrument.id, instrument.version, instrument.wording_source, language, str(get_locale()))
+    parts = cache.get(key)
+    if parts is None:
+        # translated once per language, not once per page or item
+        parts = cache[key] = PageParts(texts_for(instrument, language), _widget_labels(), {})
+    return parts
+
+
+def _untouched(field: wtforms.Field) -> bool:
+    return not field.raw and not field.errors and not field.process_errors
+
+
 def render_questionnaire(
     template: str, instrument: Instrument, language: str, form: wtforms.Form, **context: Any
 ) -> str:
-    """Render a questionnaire page (a link's or the kiosk's) with its items, errors and summary."""
-    texts = texts_for(instrument, language)
-    labels = _widget_labels()  # translated once per page, not once per item
+    """Render a questionnaire page (a link's or the kiosk's) with its items, errors and summary.
+
+    An item with no answer and no error looks the same on every page in one language, so its
+    markup is rendered once and reused; items with answers or errors are rendered per page.
+    """
+    parts = _page_parts(instrument, language)
+    texts = parts.texts
     numbers = {item.id: index for index, item in enumerate(instrument.items, start=1)}
     context.setdefault("summary", [field.name for field in form if field.errors and field.name != CSRF_FIELD])
+
+    def item_markup(item: Item) -> Markup:
+        field = form[item.id]
+        if not _untouched(field):
+            return render_item(item, numbers[item.id], form, texts, parts.labels)
+        markup = parts.untouched_items.get(item.id)
+        if markup is None:
+            markup = parts.untouched_items[item.id] = render_item(item, numbers[item.id], form, texts, parts.labels)
+        return markup
+
     return render_template(
         template,
         instrument=instrument,
@@ -206,7 +245,7 @@ def render_questionnaire(
         form=form,
         pages=sorted({section.page for section in instrument.sections}),
         numbers=numbers,
-        render_item=lambda item: render_item(item, numbers[item.id], form, texts, labels),
+        render_item=item_markup,
         **context,
     )
 

@@ -34,6 +34,8 @@ class Portal:
     form_classes: dict[tuple[str, str, str | None], type] = field(default_factory=dict)
     widget_templates: dict[str, Any] = field(default_factory=dict)
     job_broker: JobBroker | None = None  # huey, carrying "job X is due" to the workers (core/job_runner.py)
+    # (instrument id, version, wording source, wording language, page locale) -> texts and untouched item markup
+    page_parts: dict[tuple[str, str, str | None, str, str], Any] = field(default_factory=dict)
 
 
 def init_app(app: Flask, state: Portal) -> None:
@@ -53,19 +55,21 @@ def job_context(app: Flask | None = None) -> JobContext:
     return JobContext(engine=state.engine, sessions=state.sessions, settings=app.config, queue=state.jobs)
 
 
-def db_session(*, read_only: bool = False) -> so.Session:
+def db_session(*, read_only: bool = False, wording: bool = True) -> so.Session:
     """The request's database session, opened on first use and closed when the request ends.
 
     ``read_only`` on the first use opens it for reading only (``core.db.make_read_session_factory``):
     on SQLite its transactions do not take the write lock, and it refuses to write. A request that
     must write after all calls :func:`drop_db_session` first and then asks for a writing session.
     Opening it also brings the licensed wording up to date (one small query in the request's own
-    transaction), so each request sees wording that any process or host installed before it.
+    transaction), so each request sees wording that any process or host installed before it;
+    ``wording=False`` leaves that to the caller, who reads the stamp with its own first statement.
     """
     if "db_session" not in g:
         state = portal()
         g.db_session = (state.read_sessions if read_only else state.sessions)()
-        refresh_wording(g.db_session, state.engine)
+        if wording:
+            refresh_wording(g.db_session, state.engine)
     return g.db_session
 
 
