@@ -349,6 +349,38 @@ class InstrumentWording(Base):
     installed_by: so.Mapped[str] = so.mapped_column(sa.String(128))
 
 
+# --- Background jobs (core/jobs.py, core/export_jobs.py) ------------------------------------------------------------
+
+
+class Job(Base):
+    """One queued, running, finished or failed background job; the row a worker claims before running it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_status_run_at", "status", "run_at"),)
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128))
+    kwargs: so.Mapped[dict[str, Any]]
+    status: so.Mapped[str] = so.mapped_column(sa.String(16))  # queued | running | done | failed
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    max_attempts: so.Mapped[int] = so.mapped_column(default=4)
+    run_at: so.Mapped[datetime]  # due from then on (a delay, or the backoff before a retry)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    lease_until: so.Mapped[datetime | None]  # a running job's claim; past it, the job may be claimed again
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))  # the last failure's type and message
+
+
+class JobSchedule(Base):
+    """The last period in which a periodic job ran, claimed by one worker across all hosts."""
+
+    __tablename__ = "job_schedules"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(128), primary_key=True)
+    last_period: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    last_run_at: so.Mapped[datetime]
 # ---------------------------------------------------------------------------
 # Notifications: links sent by e-mail or SMS, reminders, the outbox (core/notify.py, revision 0009_notify)
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from core import build_engine
 from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
+from core.jobs import JobQueue, load_job_modules
 from web import cli, client, health, pages, staff, state
 
 
@@ -66,10 +67,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Behind a reverse proxy, the client's address (throttles, audit) and scheme (Secure
         # cookies) come from the X-Forwarded-* headers that the last ``hops`` proxies set.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    load_job_modules()
+    sessions = make_session_factory(db)
     state.init_app(
         app,
         state.Portal(
-            engine=engine, db=db, sessions=make_session_factory(db), read_sessions=make_read_session_factory(db)
+            engine=engine,
+            db=db,
+            sessions=sessions,
+            read_sessions=make_read_session_factory(db),
+            jobs=JobQueue(sessions),
         ),
     )
     babel.init_app(app, locale_selector=_select_language)
