@@ -34,6 +34,7 @@ from core.audit import record
 from core.channels import DeliveryError, NotificationChannel, OutgoingMessage
 from core.engine import Engine
 from core.errors import Conflict, InvalidInput
+from core.jobs import JobContext, JobQueue, job, periodic_job
 from core.models import DEFAULT_SITE_ID, Assignment, CareSession, Client, LinkSending, OutboxMessage
 from core.plans import reminders_of
 from core.responses import is_expired
@@ -550,6 +551,25 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def reasons() -> Iterable[str]:
-    """The reasons a message is skipped (the session page words each)."""
-    return ("answered", "expired", "reissued", "no_consent", "no_channel", "no_contact", "gone")
+# -- jobs ----------------------------------------------------------------------------------------------
+
+DELIVER_JOB = "notify.deliver"
+SWEEP_JOB = "notify.sweep"
+
+
+@job(DELIVER_JOB, retries=0)
+def _deliver_job(ctx: JobContext, message_id: int) -> None:
+    """Deliver one message right after a clinician sent it (the sweep delivers whatever this misses)."""
+    deliver_message(ctx.sessions, ctx.engine, ctx.settings, message_id)
+
+
+@periodic_job(SWEEP_JOB, every_seconds=30)
+def _sweep_job(ctx: JobContext) -> None:
+    """Queue due reminders and deliver every due message, from the database: a lost run is made up next time."""
+    deliver_due(ctx.sessions, ctx.engine, ctx.settings)
+
+
+def enqueue_deliveries(queue: JobQueue, messages: Iterable[OutboxMessage]) -> None:
+    """Ask a worker to deliver these (committed) messages now."""
+    for message in messages:
+        queue.enqueue(DELIVER_JOB, message_id=message.id)

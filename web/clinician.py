@@ -38,6 +38,7 @@ from core.care import (
     visible_record,
 )
 from core.clients import treated_client
+from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
@@ -98,6 +99,31 @@ class SessionForm(StaffForm):
         _l("Session"), [v.InputRequired(_l("The session number is missing.")), v.NumberRange(1, 100000)]
     )
 
+
+class SendForm(StaffForm):
+    """'Send the links by e-mail': the channel is checked by core (installed and configured)."""
+
+    channel = wtforms.StringField(_l("Channel"), [v.InputRequired(_l("Choose how to send the links."))])
+
+
+# The built-in channels' names (plugins name theirs in English), and why a message was not sent.
+CHANNEL_TITLES = {"email": _l("E-mail"), "sms": _l("SMS")}
+MESSAGE_STATES = {
+    "queued": _l("waiting to be sent"),
+    "sending": _l("being sent"),
+    "sent": _l("sent"),
+    "failed": _l("failed"),
+    "skipped": _l("not sent"),
+}
+SKIPPED_BECAUSE = {
+    "answered": _l("the questionnaire was answered"),
+    "expired": _l("the link expired"),
+    "reissued": _l("the link was re-issued"),
+    "no_consent": _l("the client withdrew consent to contact"),
+    "no_contact": _l("no contact detail on record"),
+    "no_channel": _l("the channel is not configured"),
+    "gone": _l("the questionnaire was removed"),
+}
 
 SKIP_REASONS = {
     "not_installed": _l("no such instrument is installed"),
@@ -327,7 +353,38 @@ def care_session(session_id: int) -> Any:
         moment=plan_moment,
         again=request.args.get("again") == "1",
         cancellable=session_cancellable(session, care),
+        messages=session_messages(session, care),
+        channels=available_channels(portal().engine, current_app.config),
+        channel_titles=CHANNEL_TITLES,
+        message_states=MESSAGE_STATES,
+        skipped_because=SKIPPED_BECAUSE,
+        send_form=make_form(SendForm),
+        sent=request.args.get("sent", type=int),
     )
+
+
+@bp.post("/sessions/<int:session_id>/send")
+@allow("clinician")
+def send_links(session_id: int) -> Any:
+    """Send the session's unanswered links to the client by e-mail or SMS (through the outbox and a job)."""
+    care = _own(CareSession, session_id)
+    form = make_form(SendForm)
+    if not form.validate():
+        return form_problem(form)
+    session = db_session()
+    sent = send_session_links(
+        session,
+        portal().engine,
+        care,
+        channel=form.channel.data,
+        settings=current_app.config,
+        base_url=current_app.config.get("PUBLIC_URL") or request.url_root,
+        actor=actor(),
+        address=address(),
+    )
+    session.commit()
+    enqueue_deliveries(portal().jobs, sent.messages)
+    return redirect(url_for("clinician.care_session", session_id=care.id, sent=len(sent.messages)), 303)
 
 
 def _short_title(assignment: Assignment) -> str:
