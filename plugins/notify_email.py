@@ -45,9 +45,9 @@ def _email(message: OutgoingMessage, sender: str) -> bytes:
     email["Date"] = format_datetime(datetime.now(UTC))
     domain = parseaddr(sender)[1].rpartition("@")[2] or "rapportal.invalid"
     email["Message-ID"] = f"<{message.key}@{domain}>"
-    email["Content-Language"] = message.language
     email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to the portal
     email.set_content(message.body, charset="utf-8")
+    email["Content-Language"] = message.language  # after set_content, which replaces the Content-* headers
     return email.as_bytes()
 
 
