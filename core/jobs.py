@@ -153,11 +153,14 @@ Dispatch = Callable[[str, datetime], None]
 class JobQueue:
     """Jobs in the database of ``sessions``; ``dispatch(job_id, run_at)`` tells a broker (None: nobody to tell).
 
-    ``clock`` gives the current time (tests move it forward to reach a retry or a delayed job).
+    ``engine`` is the engine the app runs with (core operations that queue work check their input
+    against it); ``clock`` gives the current time (tests move it forward to reach a retry or a
+    delayed job).
     """
 
     sessions: so.sessionmaker[so.Session]
     dispatch: Dispatch | None = None
+    engine: Engine | None = None
     clock: Callable[[], datetime] = utcnow
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     _pending_key: str = field(default="rapportal_pending_jobs", repr=False)
@@ -200,6 +203,10 @@ class JobQueue:
             db.add(row)
             self._dispatch_after_commit(db, row.id, row.run_at)
         return row.id
+
+    def redispatch(self, job_id: str) -> None:
+        """Tell the broker again that a stored job is due (the worker's sweep; a duplicate is harmless)."""
+        self._dispatch(job_id, self.clock())
 
     def _dispatch(self, job_id: str, run_at: datetime) -> None:
         if self.dispatch is None:
@@ -365,26 +372,45 @@ class JobQueue:
     # -- periodic jobs -----------------------------------------------------------------------
 
     def run_periodic(self, context: JobContext) -> list[str]:
-        """Run every periodic job whose period has come, once across all workers; returns their names.
+        """Run every periodic job whose period has come, here and now, once across all workers; returns their names.
 
         Each job's period number (seconds since the epoch // every_seconds) is claimed in
         ``job_schedules`` with a conditional UPDATE (or the first INSERT), so of several workers
         on several hosts one runs it. A failure is logged; the next period tries again.
+        (The worker uses :meth:`enqueue_periodic` instead, which runs them as ordinary jobs.)
         """
         ran = []
-        now = self.clock()
-        for spec in sorted(_PERIODIC.values(), key=lambda s: s.name):
-            period = int(now.timestamp()) // spec.every_seconds
-            if not self._claim_period(spec.name, period):
-                continue
+        for spec in self._due_periodic():
             ran.append(spec.name)
             try:
-                spec.function(
-                    JobContext(engine=context.engine, sessions=context.sessions, settings=context.settings, queue=self)
-                )
+                self.run_periodic_now(context, spec.name)
             except Exception:
                 log.exception("periodic job %s failed", spec.name)
         return ran
+
+    def enqueue_periodic(self) -> list[str]:
+        """Queue a ``jobs.periodic`` job for every periodic job whose period has come (once across all workers)."""
+        names = [spec.name for spec in self._due_periodic()]
+        for name in names:
+            self.enqueue("jobs.periodic", name=name)
+        return names
+
+    def run_periodic_now(self, context: JobContext, name: str) -> None:
+        """Run periodic job ``name`` (unclaimed: callers claim its period first)."""
+        spec = _PERIODIC.get(name)
+        if spec is None:
+            raise LookupError(f"no periodic job named {name!r} is registered in this process")
+        spec.function(
+            JobContext(engine=context.engine, sessions=context.sessions, settings=context.settings, queue=self)
+        )
+
+    def _due_periodic(self) -> list[PeriodicSpec]:
+        now = self.clock()
+        due = []
+        for spec in sorted(_PERIODIC.values(), key=lambda s: s.name):
+            if self._claim_period(spec.name, int(now.timestamp()) // spec.every_seconds):
+                due.append(spec)
+        return due
 
     def _claim_period(self, name: str, period: int) -> bool:
         with self.sessions.begin() as db:
@@ -448,6 +474,12 @@ def purge_finished_jobs(db: so.Session, *, older_than: datetime) -> int:
     """Delete done jobs finished before ``older_than`` (failed ones stay for the admin to see)."""
     result = db.execute(sa.delete(Job).where(Job.status == DONE, Job.finished_at < older_than))
     return result.rowcount or 0
+
+
+@job("jobs.periodic", retries=0)
+def _run_periodic(ctx: JobContext, *, name: str) -> None:
+    """A periodic job's turn, queued once per period by a worker's sweep (JobQueue.enqueue_periodic)."""
+    ctx.queue.run_periodic_now(ctx, name)
 
 
 @periodic_job("jobs.purge_finished", every_seconds=3600)

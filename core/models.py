@@ -381,6 +381,36 @@ class JobSchedule(Base):
     name: so.Mapped[str] = so.mapped_column(sa.String(128), primary_key=True)
     last_period: so.Mapped[int] = so.mapped_column(sa.BigInteger)
     last_run_at: so.Mapped[datetime]
+
+
+class ExportJob(Base):
+    """An export run as a job: who asked, for what, how far it got, and the file it left in the instance folder."""
+
+    __tablename__ = "export_jobs"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    job_id: so.Mapped[str | None] = so.mapped_column(sa.String(32))  # the jobs row that runs it
+    requested_by: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    exporter: so.Mapped[str] = so.mapped_column(sa.String(64))
+    selection: so.Mapped[dict[str, Any]]  # ExportSelection.to_json(), sites included
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="queued")  # queued | running | done | failed
+    rows_written: so.Mapped[int] = so.mapped_column(default=0)
+    rows_expected: so.Mapped[int | None]
+    filename: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # the download's name
+    media_type: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    path: so.Mapped[str | None] = so.mapped_column(sa.String(1024))  # the file, once written
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    expires_at: so.Mapped[datetime | None]  # the file is removed then (RAPPORTAL_EXPORT_KEEP_HOURS)
+    removed_at: so.Mapped[datetime | None]
+
+    @property
+    def expired(self) -> bool:
+        return self.removed_at is not None
+
+
 # ---------------------------------------------------------------------------
 # Notifications: links sent by e-mail or SMS, reminders, the outbox (core/notify.py, revision 0009_notify)
 # ---------------------------------------------------------------------------

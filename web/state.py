@@ -15,6 +15,7 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g
 
 from core import Engine
+from core.job_runner import JobBroker
 from core.jobs import JobContext, JobQueue
 from core.wording import refresh_wording
 
@@ -32,6 +33,7 @@ class Portal:
     jobs: JobQueue
     form_classes: dict[tuple[str, str, str | None], type] = field(default_factory=dict)
     widget_templates: dict[str, Any] = field(default_factory=dict)
+    job_broker: JobBroker | None = None  # huey, carrying "job X is due" to the workers (core/job_runner.py)
 
 
 def init_app(app: Flask, state: Portal) -> None:
