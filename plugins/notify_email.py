@@ -16,10 +16,10 @@ import re
 import smtplib
 import ssl
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from datetime import UTC, datetime
 from typing import Any
 
 from core import DeliveryError, NotificationChannel, OutgoingMessage, hookimpl
@@ -98,4 +98,6 @@ def _deliver(message: OutgoingMessage, settings: Mapping[str, Any], point_of_no_
 
 @hookimpl
 def register_notification_channels() -> list[NotificationChannel]:
-    return [NotificationChannel(name="email", title="E-mail", contact="email", deliver=_deliver, configured=_configured)]
+    return [
+        NotificationChannel(name="email", title="E-mail", contact="email", deliver=_deliver, configured=_configured)
+    ]

@@ -54,7 +54,7 @@ def _deliver(message: OutgoingMessage, settings: Mapping[str, Any], point_of_no_
     except ValueError:
         reply = {}
     if isinstance(reply, dict) and reply.get("status") in ("rejected", "failed"):
-        raise DeliveryError(f"the SMS provider refused the message: {str(reply.get('error') or 'no reason given')}")
+        raise DeliveryError(f"the SMS provider refused the message: {reply.get('error') or 'no reason given'!s}")
 
 
 @hookimpl

@@ -38,8 +38,8 @@ from core.care import (
     visible_record,
 )
 from core.clients import treated_client
-from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
+from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
 from web.access import (
