@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -99,7 +100,7 @@ def update_contact(
         raise InvalidInput("Enter an e-mail address such as name@example.org.", "email")
     if phone is not None and not PHONE_PATTERN.match(phone):
         raise InvalidInput("Enter the number in international form, such as +49 30 1234567.", "phone")
-    if zone is not None and zone not in available_timezones():
+    if zone is not None and zone not in _time_zones():
         raise InvalidInput("Choose a time zone such as Europe/Berlin.", "time_zone")
     if consent and email is None and phone is None:
         raise InvalidInput("Consent to contact needs an e-mail address or a phone number.", "consent")
@@ -122,6 +123,11 @@ def update_contact(
         time_zone=zone is not None,
     )
     return client
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 # -- channels and links --------------------------------------------------------------------------
