@@ -31,11 +31,11 @@ from core.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from core.export import ExportError, as_utc, count_rows, prepare_export, run_export
 from core.exporters import ExportSelection
 from core.jobs import JobContext, JobQueue, job, periodic_job
-from core.models import ExportJob, User, utcnow
+from core.models import ExportJob, Job, User, utcnow
 from core.sites import site_ids_of
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-EXPORT_RETRIES = 2  # a failed export is tried three times in all
+EXPORT_RETRIES = 2  # a failed export is tried three times in all (a worker that died counts as a try)
 DEFAULT_KEEP_HOURS = 24
 LATEST_DATE = date(9998, 12, 31)
 PROGRESS_SECONDS = 1.0  # the progress row is written at most this often
@@ -329,7 +329,7 @@ def run_export_job(ctx: JobContext, *, export_id: int) -> None:
         os.replace(part, final)
     except Exception as exc:
         part.unlink(missing_ok=True)
-        last = ctx.attempt >= EXPORT_RETRIES + 1 or isinstance(exc, NotAllowed)
+        last = ctx.last_attempt or isinstance(exc, NotAllowed)
         _failed(ctx, export_id, exc, last=last, actor=f"user:{username}", exporter=exporter_name)
         if isinstance(exc, NotAllowed):
             return  # nothing a retry could change
@@ -396,6 +396,25 @@ def remove_expired_exports(sessions: so.sessionmaker[so.Session], folder: Path, 
     return removed
 
 
-@periodic_job("export.remove_expired", every_seconds=600)
-def _remove_expired(ctx: JobContext) -> None:
+def fail_abandoned_exports(sessions: so.sessionmaker[so.Session]) -> int:
+    """Mark failed (and audit) the exports whose job failed without saying so: its worker died on the last attempt."""
+    with sessions.begin() as db:
+        rows = db.scalars(
+            sa.select(ExportJob)
+            .join(Job, Job.id == ExportJob.job_id)
+            .where(ExportJob.status.in_((QUEUED, RUNNING)), Job.status == "failed")
+        ).all()
+        for row in rows:
+            row.status, row.finished_at = FAILED, utcnow()
+            row.error = "the worker stopped while writing it"
+            user = db.get(User, row.requested_by)
+            actor = f"user:{user.username}" if user else "unknown"
+            record(db, actor, "export.failed", f"export:{row.id}", format=row.exporter, rows=row.rows_written)
+        return len(rows)
+
+
+@periodic_job("export.tidy", every_seconds=600)
+def _tidy(ctx: JobContext) -> None:
+    """Remove expired export files and report exports whose worker died."""
+    fail_abandoned_exports(ctx.sessions)
     remove_expired_exports(ctx.sessions, export_folder(ctx.settings), _keep(ctx.settings))

@@ -29,6 +29,7 @@ import huey
 from huey.consumer import Consumer
 
 from core.jobs import JobContext, JobQueue
+from core.models import utcnow
 
 log = logging.getLogger("rapportal.jobs")
 
@@ -39,14 +40,15 @@ DEFAULT_SWEEP_SECONDS = 15
 class JobBroker:
     """A huey instance that carries job ids; built lazily, so a process that never enqueues opens nothing."""
 
-    def __init__(self, url: str | None, instance_path: Path, name: str = "rapportal") -> None:
+    def __init__(self, url: str | None, instance_path: Path, name: str | None = None) -> None:
         self.url = url or ""
         self.path = Path(instance_path) / "jobs-queue.db"
-        self.name = name
+        self.name = name or "rapportal"
         self._huey: huey.Huey | None = None
         self._lock = threading.Lock()
         self._worker_queue: JobQueue | None = None
         self._worker_context: JobContext | None = None
+        self._task: Any = None
 
     @property
     def huey(self) -> huey.Huey:
@@ -66,7 +68,7 @@ class JobBroker:
             raise ValueError(
                 f"RAPPORTAL_JOBS_URL {self.url!r} is neither redis://... nor sqlite:///... (or empty for the default)"
             )
-        instance.task(name=RUN_JOB)(self._run_job)
+        self._task = instance.task(name=RUN_JOB)(self._run_job)
         return instance
 
     def _run_job(self, job_id: str) -> None:
@@ -77,8 +79,15 @@ class JobBroker:
 
     def dispatch(self, job_id: str, run_at: datetime) -> None:
         """Tell the workers that job ``job_id`` is due at ``run_at`` (``JobQueue.dispatch``)."""
-        task = self.huey._registry.string_to_task(RUN_JOB)
-        self.huey.enqueue(task(args=(job_id,), eta=run_at))
+        self.huey  # noqa: B018 - builds the huey instance and its task on first use
+        if run_at <= utcnow():
+            self._task(job_id)
+        else:
+            self._task.schedule(args=(job_id,), eta=run_at)
+
+    def pending(self) -> int:
+        """Messages waiting in the broker's queue (not those scheduled for later)."""
+        return int(self.huey.pending_count())
 
     def consumer(self, queue: JobQueue, context: JobContext, *, threads: int) -> Consumer:
         """A huey consumer that runs this process's jobs with ``threads`` worker threads."""
@@ -86,8 +95,16 @@ class JobBroker:
         return self.huey.create_consumer(workers=threads, worker_type="thread", periodic=False, max_delay=2.0)
 
 
-def sweep(queue: JobQueue) -> int:
-    """Hand every claimable job to the broker again (lost messages, dead workers); returns how many."""
+def sweep(queue: JobQueue, broker: JobBroker | None = None) -> int:
+    """Hand every claimable job to the broker again (lost messages, dead workers); returns how many.
+
+    While the broker still holds messages for the workers, nothing is sent: the due jobs may be
+    among them, and a long backlog must not grow by a copy of itself every round. Once the
+    workers have drained it, any job still due has lost its message (or its worker) and is sent.
+    """
+    queue.fail_abandoned()
+    if broker is not None and broker.pending() > 0:
+        return 0
     ids = queue.due_job_ids(limit=1000)
     for job_id in ids:
         queue.redispatch(job_id)
@@ -97,9 +114,12 @@ def sweep(queue: JobQueue) -> int:
 class Sweeper(threading.Thread):
     """Every ``interval`` seconds: re-dispatch claimable jobs and queue the periodic jobs that are due."""
 
-    def __init__(self, queue: JobQueue, interval: float, stop: threading.Event, parent_pid: int | None = None) -> None:
+    def __init__(
+        self, queue: JobQueue, broker: JobBroker, interval: float, stop: threading.Event, parent_pid: int | None = None
+    ) -> None:
         super().__init__(name="job-sweeper", daemon=True)
         self.queue = queue
+        self.broker = broker
         self.interval = interval
         self.stop = stop
         self.parent_pid = parent_pid
@@ -108,7 +128,7 @@ class Sweeper(threading.Thread):
         while True:
             try:
                 self.queue.enqueue_periodic()
-                sweep(self.queue)
+                sweep(self.queue, self.broker)
             except Exception:
                 log.warning("the job sweep failed; trying again in %.0f s", self.interval, exc_info=True)
             if self.stop.wait(self.interval):
@@ -133,7 +153,7 @@ def run_worker(
         queue.dispatch = broker.dispatch
     consumer = broker.consumer(queue, context, threads=threads)
     stop = threading.Event()
-    sweeper = Sweeper(queue, sweep_seconds, stop, parent_pid)
+    sweeper = Sweeper(queue, broker, sweep_seconds, stop, parent_pid)
     consumer.start()
     sweeper.start()  # its first round hands out whatever was due while no worker ran
     log.info("worker started: %d threads, broker %s", threads, broker.url or broker.path)

@@ -21,9 +21,9 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +33,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.engine import Engine
-from core.models import Job, JobSchedule, utcnow
+from core.errors import InvalidInput, NotAllowed
+from core.models import Job, JobSchedule, User, utcnow
+from core.scope import user_site_ids
 
 log = logging.getLogger("rapportal.jobs")
 
@@ -53,7 +55,8 @@ ERROR_LENGTH = 1000
 class JobContext:
     """What a running job gets: the engine, database sessions, the settings and the queue.
 
-    ``job_id`` and ``attempt`` are set for the job being run (attempt 1 is the first try).
+    ``job_id``, ``attempt`` (1 for the first try) and ``max_attempts`` are set for the job being run;
+    ``last_attempt`` says whether a failure now is final.
     """
 
     engine: Engine
@@ -62,6 +65,11 @@ class JobContext:
     queue: JobQueue
     job_id: str | None = None
     attempt: int = 0
+    max_attempts: int = 1
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ class JobQueue:
 
     # -- enqueueing --------------------------------------------------------------------------
 
-    def enqueue(self, name: str, *, delay_seconds: float = 0, db: so.Session | None = None, **kwargs: Any) -> str:
+    def enqueue(self, name: str, /, *, delay_seconds: float = 0, db: so.Session | None = None, **kwargs: Any) -> str:
         """Queue job ``name`` with ``kwargs`` to run in ``delay_seconds``; returns the job's id.
 
         With ``db`` the job row joins that session's transaction (committed, and handed to the
@@ -186,7 +194,7 @@ class JobQueue:
         spec = _JOBS[name]
         now = self.clock()
         row = Job(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(10),  # 20 characters: short enough that log redaction leaves it alone
             name=name,
             kwargs=payload,
             status=QUEUED,
@@ -251,7 +259,7 @@ class JobQueue:
                     Job.id == job_id,
                     sa.or_(
                         sa.and_(Job.status == QUEUED, Job.run_at <= now),
-                        sa.and_(Job.status == RUNNING, Job.lease_until < now),
+                        sa.and_(Job.status == RUNNING, Job.lease_until < now, Job.attempts < Job.max_attempts),
                     ),
                 )
                 .values(
@@ -277,13 +285,32 @@ class JobQueue:
                     .where(
                         sa.or_(
                             sa.and_(Job.status == QUEUED, Job.run_at <= now),
-                            sa.and_(Job.status == RUNNING, Job.lease_until < now),
+                            sa.and_(Job.status == RUNNING, Job.lease_until < now, Job.attempts < Job.max_attempts),
                         )
                     )
                     .order_by(Job.run_at, Job.created_at)
                     .limit(limit)
                 )
             )
+
+    def fail_abandoned(self) -> int:
+        """Mark failed the running jobs whose worker died on their last attempt; returns how many.
+
+        A job whose worker stops (killed, out of memory) is run again once its lease has expired,
+        and that counts as an attempt: a job that keeps killing its worker ends here, reported.
+        """
+        now = self.clock()
+        with self.sessions.begin() as db:
+            abandoned = list(
+                db.scalars(
+                    sa.select(Job).where(Job.status == RUNNING, Job.lease_until < now, Job.attempts >= Job.max_attempts)
+                )
+            )
+            for row in abandoned:
+                row.status, row.finished_at, row.lease_until = FAILED, now, None
+                row.error = f"the worker running attempt {row.attempts} stopped before the job finished"
+                log.error("job %s (%s) failed: %s", row.id, row.name, row.error)
+        return len(abandoned)
 
     def run_claimed(self, context: JobContext, row: Job) -> str:
         """Run a job this worker has claimed, then record the outcome; returns the new status."""
@@ -302,6 +329,7 @@ class JobQueue:
                     queue=self,
                     job_id=row.id,
                     attempt=attempt,
+                    max_attempts=row.max_attempts,
                 ),
                 **row.kwargs,
             )
@@ -356,6 +384,7 @@ class JobQueue:
         keeps queueing itself.
         """
         ran = 0
+        self.fail_abandoned()
         while ran < limit:
             ids = self.due_job_ids(limit=min(100, limit - ran))
             if not ids:
@@ -468,6 +497,18 @@ def recent_jobs(db: so.Session, *, status: str | None = None, limit: int = 50) -
     if status is not None:
         query = query.where(Job.status == status)
     return list(db.scalars(query))
+
+
+def browse_jobs(db: so.Session, viewer: User, *, status: str | None = None, limit: int = 100) -> list[Job]:
+    """The jobs page for a portal-wide administrator: the newest jobs, or those of one ``status``.
+
+    Jobs serve every site, so a site-limited administrator (or anyone else) gets :class:`NotAllowed`.
+    """
+    if not (viewer.active and viewer.role == "admin") or db.scalar(sa.select(sa.exists(user_site_ids(viewer)))):
+        raise NotAllowed("Only a portal-wide administrator sees the background jobs.")
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"Choose one of {', '.join(STATUSES)}.", "status")
+    return recent_jobs(db, status=status, limit=limit)
 
 
 def purge_finished_jobs(db: so.Session, *, older_than: datetime) -> int:

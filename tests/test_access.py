@@ -41,7 +41,12 @@ CLIENT_SCOPED = {"client_id", "episode_id", "session_id", "assignment_id", "aler
 # Public pages that exist only before the first account (tests/test_accounts.py covers them).
 CLOSED_AFTER_SETUP = {"auth.setup", "auth.setup_info"}
 # Changes only a portal-wide administrator makes: a site-limited one is refused (403).
-PORTAL_WIDE_ONLY = {("admin.site_list", "POST"), ("admin.user_sites", "POST"), ("admin.user_supervised", "POST")}
+PORTAL_WIDE_ONLY = {
+    ("admin.site_list", "POST"),
+    ("admin.user_sites", "POST"),
+    ("admin.user_supervised", "POST"),
+    ("admin.jobs", "GET"),  # jobs serve every site
+}
 # An export's pages open only for the administrator who started it (the walk's export is admin's, not nadia's).
 STARTER_ONLY = {"admin.export_progress", "admin.download_export"}
 

@@ -193,7 +193,7 @@ def test_run_until_idle_stops_at_its_limit(queue: JobQueue, context: JobContext)
 
 
 def test_a_claimed_job_cannot_be_claimed_again_until_its_lease_expires(queue: JobQueue, clock: Clock) -> None:
-    job_id = queue.enqueue("test.record", value=1)
+    job_id = queue.enqueue("test.flaky", succeed_on=1)
     first = queue.claim(job_id, worker="a")
     assert first is not None and first.status == RUNNING and first.worker == "a"
     assert queue.claim(job_id, worker="b") is None
@@ -202,6 +202,19 @@ def test_a_claimed_job_cannot_be_claimed_again_until_its_lease_expires(queue: Jo
     clock.advance(2)  # worker "a" died: its lease ran out
     second = queue.claim(job_id, worker="b")
     assert second is not None and second.worker == "b" and second.attempts == 2
+
+
+def test_a_job_whose_worker_died_on_its_last_attempt_is_reported_failed(
+    queue: JobQueue, context: JobContext, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_id = queue.enqueue("test.record", value=1)  # retries=0: one attempt
+    assert queue.claim(job_id, worker="a") is not None
+    clock.advance(queue.lease_seconds + 1)  # worker "a" died
+    with caplog.at_level(logging.ERROR, logger="rapportal.jobs"):
+        assert queue.run_until_idle(context) == 0
+    row = _row(queue, job_id)
+    assert row.status == FAILED and "stopped before the job finished" in (row.error or "")
+    assert CALLS == [] and job_id in caplog.text
 
 
 def test_two_workers_racing_for_the_same_jobs_run_each_once(tmp_path: Path) -> None:

@@ -35,6 +35,8 @@ from core.clients import clinicians, create_client, list_clients, managed_client
 from core.errors import InvalidInput, NotFound
 from core.export import list_exporters
 from core.export_jobs import ExportFilters, export_status, open_export, recent_exports, start_export
+from core.jobs import STATUSES as JOB_STATUSES
+from core.jobs import browse_jobs
 from core.models import ClientClinician, User
 from core.notify import update_contact
 from core.plugins import describe_plugins
@@ -692,6 +694,37 @@ def download_export(export_id: int) -> Any:
     path, filename, media_type = open_export(session, current_user(), export_id, address=address())
     session.commit()
     return send_file(path, mimetype=media_type, as_attachment=True, download_name=filename, max_age=0)
+
+
+# -- background jobs ---------------------------------------------------------------
+
+
+@bp.get("/jobs")
+@allow("admin")
+def jobs() -> Any:
+    status = request.args.get("status", "").strip() or None
+    session = db_session()
+    try:
+        rows = browse_jobs(session, current_user(), status=status)
+    except InvalidInput as exc:
+        problems = [_("status: %(reason)s", reason=exc.message)]
+        return _jobs_page([], None, problems), 422
+    return _jobs_page(rows, status, [])
+
+
+JOB_STATUS_TITLES = {
+    "queued": _l("Queued"),
+    "running": _l("Running"),
+    "done": _l("Done"),
+    "failed": _l("Failed"),
+}
+
+
+def _jobs_page(rows: list[Any], status: str | None, problems: list[str]) -> str:
+    titles = {name: str(title) for name, title in JOB_STATUS_TITLES.items()}
+    return render_template(
+        "admin/jobs.html", jobs=rows, status=status, statuses=JOB_STATUSES, problems=problems, job_status_titles=titles
+    )
 
 
 # -- audit trail -------------------------------------------------------------------

@@ -42,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         CLINIC_NAME="Rapportal",
         PROXY_HOPS=0,
         JOBS_URL=None,  # the broker: empty for SQLite in the instance folder, or redis://... (docs/jobs.md)
+        JOBS_QUEUE_NAME="rapportal",
         JOBS_THREADS=2,
         JOBS_SWEEP_SECONDS=15,
         JOBS_LEASE_SECONDS=DEFAULT_LEASE_SECONDS,
@@ -81,7 +82,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     load_job_modules()
     load_job_modules(tuple(_names(app.config["JOB_MODULES"])))
     sessions = make_session_factory(db)
-    broker = JobBroker(app.config["JOBS_URL"], instance)
+    broker = JobBroker(app.config["JOBS_URL"], instance, app.config["JOBS_QUEUE_NAME"])
     state.init_app(
         app,
         state.Portal(

@@ -7,6 +7,8 @@ import getpass
 import json
 import os
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -30,8 +32,11 @@ from core.accounts import (
 from core.care import issue_link
 from core.clients import create_client, list_clients
 from core.errors import DomainError
-from core.export import ExportError, list_exporters, prepare_export, run_export
+from core.export import ExportError, count_rows, list_exporters, prepare_export, run_export
 from core.instruments import InstrumentDefinitionError, check_examples, load_instrument, placeholder_wording
+from core.job_runner import run_worker, settings_sweep_seconds
+from core.jobs import STATUSES as JOB_STATUSES
+from core.jobs import recent_jobs
 from core.migrations import MigrationError, current_revision, head_revision, upgrade
 from core.migrations.backup import BackupError, backup_database
 from core.models import DEFAULT_SITE_ID, Client, InstrumentWording, Site, User
@@ -39,8 +44,8 @@ from core.plugins import describe_plugins
 from core.sites import create_site, move_client, set_supervised, set_user_sites, sites
 from core.wording import import_wording_folder, refresh_wording
 from core.wording import install_wording as store_wording  # the command below is install_wording
-from web.serve import check_can_listen, serve
-from web.state import portal
+from web.serve import check_can_listen, configure_app_logging, serve
+from web.state import job_context, portal
 
 
 def engine() -> Engine:
@@ -461,8 +466,13 @@ def move_client_command(code: str, site_name: str) -> None:
 @click.option("--host", default=None, help="Address to listen on (RAPPORTAL_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (RAPPORTAL_PORT, default 8000).")
 @click.option("--workers", type=int, default=None, help="Worker processes (RAPPORTAL_WORKERS, default 4).")
-def serve_command(host: str | None, port: int | None, workers: int | None) -> None:
-    """Upgrade the database if needed, then serve the portal with gunicorn."""
+@click.option(
+    "--no-job-worker",
+    is_flag=True,
+    help="Start no job worker beside gunicorn (one runs elsewhere: `rapportal worker`).",
+)
+def serve_command(host: str | None, port: int | None, workers: int | None, no_job_worker: bool) -> None:
+    """Upgrade the database if needed, then serve the portal with gunicorn and a job worker beside it."""
     app = click.get_current_context().ensure_object(ScriptInfo).load_app()
     host = host or app.config.get("HOST") or "127.0.0.1"
     port = port or int(app.config.get("PORT") or 8000)
@@ -481,10 +491,18 @@ def serve_command(host: str | None, port: int | None, workers: int | None) -> No
     click.echo(f"Database {db.url!r} at revision {revision}")
     _print_setup_link(app, f"http://{shown}:{port}")
 
-    def announce() -> None:
-        click.echo(f"Rapportal is serving on http://{shown}:{port}/ ({workers} workers; Ctrl+C stops it)", err=True)
+    job_worker = None if no_job_worker else start_serve_worker(app)
+    beside = " and a job worker" if job_worker else ""
 
-    serve(app, host, port, workers, on_ready=announce)
+    def announce() -> None:
+        click.echo(
+            f"Rapportal is serving on http://{shown}:{port}/ ({workers} workers{beside}; Ctrl+C stops it)", err=True
+        )
+
+    try:
+        serve(app, host, port, workers, on_ready=announce)
+    finally:
+        stop_serve_worker(job_worker)
 
 
 def _upgrade_database(app: Any) -> str | None:
@@ -647,7 +665,19 @@ def export(
         fail(f"cannot write {output}: {exc.strerror or exc}")
     temp = Path(handle.name)
     try:
-        with handle:
+        expected = count_rows(state.db, selection)
+        with (
+            handle,
+            click.progressbar(
+                length=expected, label=f"Exporting {expected} responses", file=sys.stderr, show_pos=True
+            ) as bar,
+        ):
+            done = [0]
+
+            def progress(rows: int) -> None:
+                bar.update(rows - done[0])
+                done[0] = rows
+
             count = run_export(
                 state.sessions,
                 state.engine,
@@ -656,7 +686,9 @@ def export(
                 handle,
                 actor=f"cli:{getpass.getuser()}",
                 plan=plan,
+                progress=progress,
             )
+            bar.update(count - done[0])
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except (OSError, ExportError) as exc:
@@ -682,3 +714,93 @@ def unlock_user(username: str) -> None:
             fail(f"{exc.field}: {exc.message}")
         cleared = clear_sign_in_throttle(session, user, actor=f"cli:{getpass.getuser()}", address=None)
         click.echo(f"Cleared the sign-in waits of {user.username} ({cleared} counters)")
+
+
+# -- background jobs (docs/jobs.md) ---------------------------------------------------------------------------
+
+
+@cli.command("worker")
+@click.option("--threads", type=int, default=None, help="Jobs run at once (RAPPORTAL_JOBS_THREADS, default 2).")
+@click.option("--parent-pid", type=int, default=None, hidden=True)  # `serve`: stop when the server is gone
+def worker_command(threads: int | None, parent_pid: int | None) -> None:
+    """Run background jobs (exports, messages, periodic clean-ups) until stopped (Ctrl+C or SIGTERM)."""
+    app = current_app
+    threads = threads or int(app.config["JOBS_THREADS"])
+    if threads < 1:
+        fail("--threads must be at least 1")
+    _upgrade_database(app)
+    state = portal()
+    configure_app_logging()
+    try:
+        run_worker(
+            state.job_broker,
+            state.jobs,
+            job_context(app),
+            threads=threads,
+            sweep_seconds=settings_sweep_seconds(app.config),
+            parent_pid=parent_pid,
+        )
+    except ValueError as exc:  # a RAPPORTAL_JOBS_URL of the wrong kind
+        fail(str(exc))
+
+
+def start_serve_worker(app: Any) -> subprocess.Popen[bytes] | None:
+    """`rapportal serve` starts a worker beside gunicorn, unless RAPPORTAL_SERVE_WORKER is false."""
+    if not app.config["SERVE_WORKER"] or str(app.config["SERVE_WORKER"]).lower() in ("0", "false", "no"):
+        return None
+    command = [sys.executable, "-c", "from web.main import main; main()", "worker", "--parent-pid", str(os.getpid())]
+    return subprocess.Popen(command, env=os.environ.copy())
+
+
+def stop_serve_worker(process: subprocess.Popen[bytes] | None, wait_seconds: float = 30) -> None:
+    """Ask the worker to finish its jobs (SIGINT), and stop it (SIGTERM) if it takes longer than ``wait_seconds``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(wait_seconds)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # its jobs' leases run out and another worker takes them up again
+        process.wait()
+
+
+@cli.group("jobs")
+def jobs_group() -> None:
+    """Look at background jobs."""
+
+
+@jobs_group.command("list")
+@click.option("--status", type=click.Choice(JOB_STATUSES), default=None, help="Only jobs with this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def jobs_list(status: str | None, as_json: bool) -> None:
+    """The newest jobs: status, attempts and the last error (failed jobs stay until removed)."""
+    try:
+        with portal().sessions() as session:
+            rows = recent_jobs(session, status=status, limit=100)
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"cannot read the jobs (run `rapportal db upgrade` first?): {_db_reason(exc)}")
+    for row in rows:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": row.id,
+                        "name": row.name,
+                        "status": row.status,
+                        "attempts": row.attempts,
+                        "created_at": row.created_at.isoformat(),
+                        "error": row.error,
+                    }
+                )
+            )
+        else:
+            when = row.created_at.strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"{row.id}  {when}  {row.status:<8} {row.attempts}x  {row.name}  {row.error or ''}".rstrip())
+
+
+@jobs_group.command("run")
+def jobs_run() -> None:
+    """Run the jobs that are due in this process until none is left (no worker needed; for maintenance)."""
+    app = current_app
+    ran = portal().jobs.run_until_idle(job_context(app))
+    click.echo(f"Ran {ran} jobs")
