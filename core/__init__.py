@@ -9,6 +9,7 @@ core's submodules are internal and may change.
 from __future__ import annotations
 
 from core.alerts import Alert, AlertContext, AlertRule, flag_alert, not_on_track_alert
+from core.channels import DeliveryError, NotificationChannel, OutgoingMessage
 from core.engine import Engine, build_engine
 from core.export import ExportColumn, ExportContext, as_utc, item_label, neutralise_cell, wide_values, write_text_lines
 from core.exporters import Exporter, ExportRow, ExportSelection
@@ -42,6 +43,7 @@ __all__ = [
     "AnswerError",
     "Band",
     "Chart",
+    "DeliveryError",
     "DuplicateRegistrationError",
     "Engine",
     "ExportColumn",
@@ -52,7 +54,9 @@ __all__ = [
     "Instrument",
     "InstrumentDefinitionError",
     "Item",
+    "NotificationChannel",
     "Option",
+    "OutgoingMessage",
     "PluginRegistrationError",
     "Progress",
     "ResponseValidationError",

@@ -13,6 +13,7 @@ import pluggy
 
 from core.alerts import Alert, AlertContext, AlertRule, evaluate_alerts
 from core.expected import ExpectedChange
+from core.channels import NotificationChannel
 from core.exporters import Exporter
 from core.instruments import (
     Instrument,
@@ -29,7 +30,7 @@ from core.widgets import Widget
 
 
 class Engine:
-    """Registries of instruments, scoring rules, exporters, alert rules and widgets."""
+    """Registries of instruments, scoring rules, exporters, alert rules, widgets and notification channels."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.plugin_manager = pm
@@ -37,6 +38,9 @@ class Engine:
         self.exporters: dict[str, Exporter] = collect(pm, "register_exporters", Exporter, _name)
         self.alert_rules: dict[str, AlertRule] = collect(pm, "register_alert_rules", AlertRule, _name)
         self.widgets: dict[str, Widget] = collect(pm, "register_widgets", Widget, _name)
+        self.channels: dict[str, NotificationChannel] = collect(
+            pm, "register_notification_channels", NotificationChannel, _name
+        )
         self.instruments = InstrumentRegistry()  # licensed wording: see core/wording.py
         self.expected = ExpectedChange()  # the clinic's expected change; the app replaces it with its settings
         for plugin, paths in call_each(pm, "register_instruments"):

@@ -15,6 +15,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from core.alerts import AlertRule
+    from core.channels import NotificationChannel
     from core.exporters import Exporter
     from core.scoring import ScoreResult, ScoringRule
     from core.widgets import Widget
@@ -93,6 +94,19 @@ def register_widgets() -> list[Widget]:
     :return: :class:`core.widgets.Widget` objects; names must be unique across plugins.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_notification_channels() -> list[NotificationChannel]:
+    """Return channels that send clients their links and reminders (e-mail, SMS, ...).
+
+    A channel receives a rendered message holding only the link and the clinic's name, and the
+    portal's settings; see :class:`core.channels.NotificationChannel` for the delivery contract.
+
+    :return: :class:`core.channels.NotificationChannel` objects; names must be unique across plugins.
+
+    .. versionadded:: 0.3
     """
 
 

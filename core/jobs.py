@@ -41,7 +41,7 @@ log = logging.getLogger("rapportal.jobs")
 
 # Modules that register jobs; imported by load_job_modules() when the app and the worker start.
 # Other areas add theirs here (one line each).
-JOB_MODULES: tuple[str, ...] = ("core.jobs",)
+JOB_MODULES: tuple[str, ...] = ("core.jobs", "core.notify")
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED)

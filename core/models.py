@@ -92,6 +92,12 @@ class Client(Base):
     site_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sites.id"), index=True, default=DEFAULT_SITE_ID)
     # whether the client sees their own trend after answering (core.clients.set_progress_shown): off by default
     show_progress: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    # contact details and consent to contact (core/notify.py; revision 0009_notify): nothing is sent without consent
+    email: so.Mapped[str | None] = so.mapped_column(sa.String(254))
+    phone: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    contact_consent: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    contact_consent_at: so.Mapped[datetime | None]
+    time_zone: so.Mapped[str | None] = so.mapped_column(sa.String(64))  # None: the DEFAULT_TIME_ZONE setting
 
     clinician: so.Mapped[User | None] = so.relationship(back_populates="clients")
     site: so.Mapped[Site] = so.relationship()
@@ -408,3 +414,61 @@ class ExportJob(Base):
     @property
     def expired(self) -> bool:
         return self.removed_at is not None
+
+
+# ---------------------------------------------------------------------------
+# Notifications: links sent by e-mail or SMS, reminders, the outbox (core/notify.py, revision 0009_notify)
+# ---------------------------------------------------------------------------
+
+
+class LinkSending(Base):
+    """A link sent to its client through a channel, and the reminders its plan rule asks for.
+
+    The link's token is never stored: it is derived from ``nonce`` and the portal's secret key
+    (core.notify.link_token), and the assignment's token hash is set from it when the link is first sent.
+    """
+
+    __tablename__ = "link_sendings"
+    __table_args__ = (sa.UniqueConstraint("assignment_id", "channel"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    assignment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("assignments.id", ondelete="CASCADE"), index=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), index=True)
+    channel: so.Mapped[str] = so.mapped_column(sa.String(32))
+    nonce: so.Mapped[str] = so.mapped_column(sa.String(64))
+    base_url: so.Mapped[str] = so.mapped_column(sa.String(255))
+    remind_after_hours: so.Mapped[int | None]
+    remind_max: so.Mapped[int] = so.mapped_column(default=0)
+    reminders_done: so.Mapped[bool] = so.mapped_column(default=False)  # answered, expired or all sent: skip it
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    assignment: so.Mapped[Assignment] = so.relationship()
+    client: so.Mapped[Client] = so.relationship()
+
+
+class OutboxMessage(Base):
+    """One message to deliver: the first sending of a link (step 0) or its n-th reminder (step n).
+
+    The unique (assignment, channel, step) key means a message is made once however often a job runs;
+    delivery claims the row before it acts, so a restarted worker never sends it twice.
+    """
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        sa.UniqueConstraint("assignment_id", "channel", "step"),
+        sa.Index("ix_outbox_messages_status_due", "status", "due_at"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    assignment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("assignments.id", ondelete="CASCADE"), index=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clients.id"), index=True)
+    channel: so.Mapped[str] = so.mapped_column(sa.String(32))
+    step: so.Mapped[int]
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="queued")  # queued|sending|sent|failed|skipped
+    due_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    claim: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    claimed_at: so.Mapped[datetime | None]
+    sent_at: so.Mapped[datetime | None]
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(500))  # the server's refusal: never message text
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)

@@ -6,18 +6,38 @@ the instrument is sent in session ``first`` and then in every ``every``-th sessi
 so a later change to a built-in plan never changes a running episode.
 The text form, one rule per line or separated by ``;``, is ``ors start every 1`` or
 ``phq9 start every 4 from 1``.
+
+A rule may also ask for reminders: ``{"remind_after_hours": 24, "remind_max": 2}``, written
+``ors start every 1 remind 24h x2``: a link sent by e-mail or SMS (core/notify.py) that is still
+unanswered 24 hours after it was sent is sent again, at most twice, 24 hours apart. Rules without
+these keys (every plan made before reminders existed) send no reminders.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container
 from typing import Any
 
 MOMENTS = ("start", "end")
+MAX_REMIND_HOURS = 24 * 30
+MAX_REMINDERS = 10
+_REMIND = re.compile(r"^remind\s+(\d+)\s*h\s*(?:x\s*(\d+))?$")
 
 
-def rule(instrument: str, moment: str, every: int = 1, first: int = 1) -> dict[str, Any]:
-    return {"instrument": instrument, "moment": moment, "every": every, "first": first}
+def rule(
+    instrument: str, moment: str, every: int = 1, first: int = 1, remind_after_hours: int = 0, remind_max: int = 0
+) -> dict[str, Any]:
+    made: dict[str, Any] = {"instrument": instrument, "moment": moment, "every": every, "first": first}
+    if remind_after_hours and remind_max:
+        made.update(remind_after_hours=remind_after_hours, remind_max=remind_max)
+    return made
+
+
+def reminders_of(rule: dict[str, Any]) -> tuple[int, int]:
+    """(hours after which an unanswered link is sent again, at most how many times); (0, 0) for none."""
+    hours, count = int(rule.get("remind_after_hours") or 0), int(rule.get("remind_max") or 0)
+    return (hours, count) if hours and count else (0, 0)
 
 
 BUILTIN_PLANS: dict[str, tuple[str, list[dict[str, Any]]]] = {
@@ -51,12 +71,26 @@ def parse_plan(text: str, known_instruments: Container[str]) -> list[dict[str, A
     lines = [part.strip() for line in text.splitlines() for part in line.split(";")]
     for number, line in enumerate((line for line in lines if line), start=1):
         words = line.lower().split()
+        remind_hours, remind_max = 0, 0
+        if "remind" in words:
+            at = words.index("remind")
+            found = _REMIND.match(" ".join(words[at:]))
+            if found is None:
+                raise PlanError(f"rule {number} ({line!r}): write reminders as 'remind 24h x2' (hours, how many times)")
+            remind_hours, remind_max = int(found.group(1)), int(found.group(2) or 1)
+            if not 1 <= remind_hours <= MAX_REMIND_HOURS or not 1 <= remind_max <= MAX_REMINDERS:
+                raise PlanError(
+                    f"rule {number}: remind after 1 to {MAX_REMIND_HOURS} hours, at most {MAX_REMINDERS} times"
+                )
+            words = words[:at]
         if (
             len(words) not in (2, 4, 6)
             or (len(words) >= 4 and words[2] != "every")
             or (len(words) == 6 and words[4] != "from")
         ):
-            raise PlanError(f"rule {number} ({line!r}): write it as 'INSTRUMENT start|end every N [from M]'")
+            raise PlanError(
+                f"rule {number} ({line!r}): write it as 'INSTRUMENT start|end every N [from M] [remind 24h x2]'"
+            )
         instrument, moment = words[0], words[1]
         if instrument not in known_instruments:
             raise PlanError(f"rule {number}: no instrument {instrument!r} is installed")
@@ -69,14 +103,20 @@ def parse_plan(text: str, known_instruments: Container[str]) -> list[dict[str, A
             raise PlanError(f"rule {number}: 'every' and 'from' take whole numbers") from None
         if not 1 <= every <= 52 or not 1 <= first <= 200:
             raise PlanError(f"rule {number}: 'every' must be 1 to 52 and 'from' 1 to 200")
-        rules.append(rule(instrument, moment, every, first))
+        rules.append(rule(instrument, moment, every, first, remind_hours, remind_max))
     if not rules:
         raise PlanError("the plan has no rules: add at least one, such as 'ors start every 1'")
     return rules
 
 
 def plan_text(rules: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{r['instrument']} {r['moment']} every {r['every']} from {r['first']}" for r in rules)
+    return "; ".join(_rule_text(r) for r in rules)
+
+
+def _rule_text(r: dict[str, Any]) -> str:
+    text = f"{r['instrument']} {r['moment']} every {r['every']} from {r['first']}"
+    hours, count = reminders_of(r)
+    return f"{text} remind {hours}h x{count}" if count else text
 
 
 def moment_of(rules: list[dict[str, Any]] | None, instrument: str) -> str:

@@ -23,6 +23,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.export_sav",
     "plugins.export_codebook",
     "plugins.widgets",
+    "plugins.notify_email",
+    "plugins.notify_sms_http",
 )
 
 

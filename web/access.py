@@ -273,6 +273,19 @@ def _core_messages() -> dict[str, Any]:
             "This questionnaire is already answered; its link cannot be re-issued."
         ),
         "This session has no questionnaires left to answer.": _l("This session has no questionnaires left to answer."),
+        # core/notify.py: contact details and sending links
+        "Enter an e-mail address such as name@example.org.": _l("Enter an e-mail address such as name@example.org."),
+        "Enter the number in international form, such as +49 30 1234567.": _l(
+            "Enter the number in international form, such as +49 30 1234567."
+        ),
+        "Choose a time zone such as Europe/Berlin.": _l("Choose a time zone such as Europe/Berlin."),
+        "Consent to contact needs an e-mail address or a phone number.": _l(
+            "Consent to contact needs an e-mail address or a phone number."
+        ),
+        "Choose an installed and configured channel.": _l("Choose an installed and configured channel."),
+        "The client has not agreed to be contacted: record their consent first.": _l(
+            "The client has not agreed to be contacted: record their consent first."
+        ),
     }
 
 

@@ -38,6 +38,7 @@ from core.export_jobs import ExportFilters, export_status, open_export, recent_e
 from core.jobs import STATUSES as JOB_STATUSES
 from core.jobs import browse_jobs
 from core.models import ClientClinician, User
+from core.notify import update_contact
 from core.plugins import describe_plugins
 from core.sites import (
     create_site,
@@ -335,6 +336,15 @@ class EditClientForm(StaffForm):
     site = wtforms.SelectField(_l("Site"), choices=[], validate_choice=True)
 
 
+class ContactForm(StaffForm):
+    """A client's contact details and consent to contact (core.notify.update_contact)."""
+
+    email = wtforms.EmailField(_l("E-mail address"), [v.Optional(), v.Length(max=254)])
+    phone = wtforms.StringField(_l("Mobile phone (international form, +49 ...)"), [v.Optional(), v.Length(max=32)])
+    consent = wtforms.BooleanField(_l("The client agreed to receive their questionnaire links and reminders"))
+    time_zone = wtforms.StringField(_l("Time zone (empty: the portal's default)"), [v.Optional(), v.Length(max=64)])
+
+
 class ClientForm(EditClientForm):
     """A new client: the edit form plus the code, which never changes afterwards."""
 
@@ -439,7 +449,7 @@ def client(client_id: int) -> Any:
             str(i)
             for i in session.scalars(sa.select(ClientClinician.user_id).where(ClientClinician.client_id == found.id))
         ]
-        return render_template("admin/client.html", form=form, client=found)
+        return render_template("admin/client.html", form=form, client=found, contact_form=_contact_form(found))
     if form.validate():
         try:
             update_client(session, found, **_client_fields(form))
@@ -451,7 +461,52 @@ def client(client_id: int) -> Any:
         else:
             session.commit()
             return redirect(url_for("admin.clients", updated=found.code), 303)
-    return render_template("admin/client.html", form=form, client=found), form_status(form)
+    return render_template(
+        "admin/client.html", form=form, client=found, contact_form=_contact_form(found)
+    ), form_status(form)
+
+
+def _contact_form(client: Any, form: Any = None) -> Any:
+    if form is not None:
+        return form
+    form = make_form(ContactForm)
+    form.email.data, form.phone.data = client.email, client.phone
+    form.consent.data, form.time_zone.data = client.contact_consent, client.time_zone
+    return form
+
+
+@bp.post("/clients/<int:client_id>/contact")
+@allow("admin")
+def client_contact(client_id: int) -> Any:
+    """Change a client's contact details and consent to contact; audited without the values."""
+    session = db_session()
+    try:
+        found = managed_client(session, current_user(), client_id)
+    except NotFound:
+        abort(404)
+    contact = make_form(ContactForm)
+    if contact.validate():
+        try:
+            update_contact(
+                session,
+                found,
+                email=contact.email.data,
+                phone=contact.phone.data,
+                consent=bool(contact.consent.data),
+                time_zone=contact.time_zone.data,
+                actor=actor(),
+                address=address(),
+            )
+        except InvalidInput as exc:
+            session.rollback()
+            _refused(contact, exc)
+        else:
+            session.commit()
+            return redirect(url_for("admin.client", client_id=found.id, contact=1), 303)
+    form = _client_form(EditClientForm)
+    form.display_name.data, form.language.data = found.display_name, found.language
+    form.clinician.data, form.site.data = str(found.clinician_id or ""), str(found.site_id)
+    return render_template("admin/client.html", form=form, client=found, contact_form=contact), form_status(contact)
 
 
 # -- plugins and licensed wording ---------------------------------------------------

@@ -41,6 +41,7 @@ from core.care import (
 )
 from core.clients import set_progress_shown, treated_client
 from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
+from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
 from web.access import (
@@ -111,6 +112,31 @@ class ProgressForm(StaffForm):
         validate_choice=True,
     )
 
+
+class SendForm(StaffForm):
+    """'Send the links by e-mail': the channel is checked by core (installed and configured)."""
+
+    channel = wtforms.StringField(_l("Channel"), [v.InputRequired(_l("Choose how to send the links."))])
+
+
+# The built-in channels' names (plugins name theirs in English), and why a message was not sent.
+CHANNEL_TITLES = {"email": _l("E-mail"), "sms": _l("SMS")}
+MESSAGE_STATES = {
+    "queued": _l("waiting to be sent"),
+    "sending": _l("being sent"),
+    "sent": _l("sent"),
+    "failed": _l("failed"),
+    "skipped": _l("not sent"),
+}
+SKIPPED_BECAUSE = {
+    "answered": _l("the questionnaire was answered"),
+    "expired": _l("the link expired"),
+    "reissued": _l("the link was re-issued"),
+    "no_consent": _l("the client withdrew consent to contact"),
+    "no_contact": _l("no contact detail on record"),
+    "no_channel": _l("the channel is not configured"),
+    "gone": _l("the questionnaire was removed"),
+}
 
 SKIP_REASONS = {
     "not_installed": _l("no such instrument is installed"),
@@ -346,6 +372,13 @@ def care_session(session_id: int) -> Any:
         held=held_assignments(care),
         released=request.args.get("released") == "1",
         language_notes=_language_notes(a for a in care.assignments if a.completed_at is None),
+        messages=session_messages(session, care),
+        channels=available_channels(portal().engine, current_app.config),
+        channel_titles=CHANNEL_TITLES,
+        message_states=MESSAGE_STATES,
+        skipped_because=SKIPPED_BECAUSE,
+        send_form=make_form(SendForm),
+        sent=request.args.get("sent", type=int),
     )
 
 
@@ -388,6 +421,32 @@ def client_progress_setting(client_id: int) -> Any:
     set_progress_shown(session, _user(), client_id, form.show.data == "on", actor=actor(), address=address())
     session.commit()
     return redirect(url_for("clinician.client", client_id=client_id, progress=form.show.data) + "#own-progress", 303)
+
+
+
+
+@bp.post("/sessions/<int:session_id>/send")
+@allow("clinician")
+def send_links(session_id: int) -> Any:
+    """Send the session's unanswered links to the client by e-mail or SMS (through the outbox and a job)."""
+    care = _own(CareSession, session_id)
+    form = make_form(SendForm)
+    if not form.validate():
+        return form_problem(form)
+    session = db_session()
+    sent = send_session_links(
+        session,
+        portal().engine,
+        care,
+        channel=form.channel.data,
+        settings=current_app.config,
+        base_url=current_app.config.get("PUBLIC_URL") or request.url_root,
+        actor=actor(),
+        address=address(),
+    )
+    session.commit()
+    enqueue_deliveries(portal().jobs, sent.messages)
+    return redirect(url_for("clinician.care_session", session_id=care.id, sent=len(sent.messages)), 303)
 
 
 def _short_title(assignment: Assignment) -> str:

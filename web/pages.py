@@ -99,6 +99,7 @@ FIELD_LABELS = {
     "plan": _l("Measurement plan"),
     "custom": _l("Custom plan"),
     "title": _l("Title"),
+    "channel": _l("Channel"),
 }
 DOMAIN_STATUS = {InvalidInput: 422, NotAllowed: 403, Conflict: 409, DatabaseUnavailable: 503}
 
