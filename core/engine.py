@@ -12,8 +12,8 @@ from typing import Any
 import pluggy
 
 from core.alerts import Alert, AlertContext, AlertRule, evaluate_alerts
-from core.expected import ExpectedChange
 from core.channels import NotificationChannel
+from core.expected import ExpectedChange
 from core.exporters import Exporter
 from core.instruments import (
     Instrument,

@@ -14,10 +14,10 @@ from werkzeug.routing import IntegerConverter
 
 from core import build_engine
 from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
-from web import cli, client, flow, health, pages, staff, state
+from core.expected import ExpectedChange, ExpectedSettings
 from core.job_runner import JobBroker
 from core.jobs import DEFAULT_LEASE_SECONDS, JobQueue, load_job_modules
-from web import cli, client, health, pages, staff, state
+from web import cli, client, flow, health, pages, staff, state
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -812,6 +812,8 @@ def jobs_run() -> None:
     app = current_app
     ran = portal().jobs.run_until_idle(job_context(app))
     click.echo(f"Ran {ran} jobs")
+
+
 # -- expected change (docs/expected-change.md) ----------------------------------------------
 
 

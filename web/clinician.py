@@ -423,8 +423,6 @@ def client_progress_setting(client_id: int) -> Any:
     return redirect(url_for("clinician.client", client_id=client_id, progress=form.show.data) + "#own-progress", 303)
 
 
-
-
 @bp.post("/sessions/<int:session_id>/send")
 @allow("clinician")
 def send_links(session_id: int) -> Any:
