@@ -38,7 +38,7 @@ from core.errors import Conflict, InvalidInput
 from core.jobs import JobContext, JobQueue, job, periodic_job
 from core.models import DEFAULT_SITE_ID, Assignment, CareSession, Client, LinkSending, OutboxMessage
 from core.plans import reminders_of
-from core.responses import is_expired
+from core.responses import is_expired, is_held
 from core.tokens import hash_token, new_token
 
 SYSTEM_ACTOR = "system:notify"
@@ -184,6 +184,10 @@ def send_session_links(
     pending = [a for a in care.assignments if a.completed_at is None and not is_expired(a)]
     if not pending:
         raise Conflict("This session has no questionnaires left to answer.", "session")
+    # end-of-session measures are sent once the clinician has released them (core.care.release_end_of_session)
+    pending = [a for a in pending if not is_held(a)]
+    if not pending:
+        raise Conflict("The questionnaires left wait for the end of the session: release them first.", "session")
     secret = str(settings["SECRET_KEY"])
     messages, already = [], 0
     now = datetime.now(UTC)

@@ -82,10 +82,20 @@ def _set_contact(app, client_id, *, email=CLIENT_EMAIL, consent=True, language=N
         )
 
 
-def _started_session(app, ann, world) -> int:
+def _started_session(app, ann, world, *, released: bool = True) -> int:
+    """Start the next session; ``released`` also releases its end-of-session SRS, so both links can be sent."""
     start_session(ann, world.episode_id, world.client_id)
     with app.extensions["rapportal"].sessions() as session:
-        return session.scalar(sa.select(CareSession.id).order_by(CareSession.id.desc()))
+        session_id = session.scalar(sa.select(CareSession.id).order_by(CareSession.id.desc()))
+    if released:
+        _release(ann, session_id)
+    return session_id
+
+
+def _release(ann, session_id):
+    page = ann.get(f"/sessions/{session_id}")
+    released = ann.post(f"/sessions/{session_id}/release", data={"csrf_token": csrf(page.text)})
+    assert released.status_code == 303
 
 
 def _send(ann, session_id, channel="email"):
@@ -114,11 +124,18 @@ def _clinical_words(app) -> set[str]:
 def test_email_reaches_the_client_in_their_language_with_a_link_that_works(app, ann, world, mail):
     handler, _port = mail
     _set_contact(app, world.client_id, language="de")
-    session_id = _started_session(app, ann, world)
+    session_id = _started_session(app, ann, world, released=False)
     sent = _send(ann, session_id)
-    assert sent.status_code == 303 and "sent=2" in sent.location
+    assert sent.status_code == 303 and "sent=1" in sent.location  # the ORS at the start of session 1
     _run_jobs(app)
-    assert len(handler.received) == 2  # the ORS at the start and the SRS at the end of session 1
+    assert len(handler.received) == 1
+    again = _send(ann, session_id)  # the ORS went already and the SRS waits for the end of the session
+    assert again.status_code == 303 and "sent=0" in again.location
+    _release(ann, session_id)
+    sent = _send(ann, session_id)
+    assert sent.status_code == 303 and "sent=1" in sent.location  # now the SRS
+    _run_jobs(app)
+    assert len(handler.received) == 2
     links = []
     for received in handler.received:
         message = received.message
@@ -158,6 +175,7 @@ def test_a_sent_link_replaces_the_copied_one_and_is_sent_once_per_channel(app, a
     copied = re.findall(r'value="https?://[^"]+(/a/[^"]+)" readonly', page)
     with app.extensions["rapportal"].sessions() as session:
         session_id = session.scalar(sa.select(CareSession.id))
+    _release(ann, session_id)
     _send(ann, session_id)
     again = _send(ann, session_id)
     assert again.status_code == 303 and "sent=0" in again.location

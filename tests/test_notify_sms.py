@@ -66,6 +66,9 @@ def sent_by_sms(app, licensed_wording):
     with state.sessions() as session:
         session_id = session.scalar(sa.select(CareSession.id))
     page = ann.get(f"/sessions/{session_id}").text
+    released = ann.post(f"/sessions/{session_id}/release", data={"csrf_token": csrf(page)})
+    assert released.status_code == 303  # the SRS too: both links go out
+    page = ann.get(f"/sessions/{session_id}").text
     assert "Send by SMS" in page and "Send by E-mail" not in page  # e-mail is not configured here
 
     def send():

@@ -273,6 +273,9 @@ def _core_messages() -> dict[str, Any]:
             "This questionnaire is already answered; its link cannot be re-issued."
         ),
         "This session has no questionnaires left to answer.": _l("This session has no questionnaires left to answer."),
+        "The questionnaires left wait for the end of the session: release them first.": _l(
+            "The questionnaires left wait for the end of the session: release them first."
+        ),
         # core/notify.py: contact details and sending links
         "Enter an e-mail address such as name@example.org.": _l("Enter an e-mail address such as name@example.org."),
         "Enter the number in international form, such as +49 30 1234567.": _l(
