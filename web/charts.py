@@ -262,16 +262,15 @@ def line_chart(
             f'stroke-width="1.5" stroke-dasharray="8 4"/>'
         )
         width = _text_width(line.label, font)
-        x, ty, anchor = placer.place(
-            [
-                (right_edge - 4, y - 4, "end"),
-                (right_edge - 4, y + font + 2, "end"),
-                (lay.left + 4, y - 4, "start"),
-                (lay.left + 4, y + font + 2, "start"),
-            ],
-            width,
-            font,
-        )
+        # just above or below the line at either end, then further off it, until no point is in the way
+        candidates = [
+            (edge, y - 4 - shift, anchor) if above else (edge, y + font + 2 + shift, anchor)
+            for shift in (0, font + 6, 2 * (font + 6), 3 * (font + 6))
+            for above in (True, False)
+            for edge, anchor in ((right_edge - 4, "end"), (lay.left + 4, "start"))
+        ]
+        inside = [c for c in candidates if lay.top + font <= c[1] <= lay.top + plot_h - 2]
+        x, ty, anchor = placer.place(inside or candidates, width, font)
         labels.append(_label(x, ty, anchor, line.label, font))
     for value in whole_ticks(y_min, y_max):
         y = ypos(value)
