@@ -231,8 +231,20 @@ def line_chart(
         )
         if bottom - top >= font:  # a band too thin for its label is named in the notes under the chart
             middle = (top + bottom) / 2 + font / 3
+            heights = [middle] + [
+                h
+                for k in range(1, int((bottom - top) // (font + 4)) + 1)
+                for h in (middle - k * (font + 4), middle + k * (font + 4))
+                if top + font <= h <= bottom - 2
+            ]
             x, y, anchor = placer.place(
-                [(right_edge - 4, middle, "end"), (lay.left + 4, middle, "start")], _text_width(band.label, font), font
+                [
+                    (edge, h, anchor)
+                    for h in heights
+                    for edge, anchor in ((right_edge - 4, "end"), (lay.left + 4, "start"))
+                ],
+                _text_width(band.label, font),
+                font,
             )
             labels.append(_label(x, y, anchor, band.label, font, "#33404d"))
     for band in shaded:
