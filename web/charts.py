@@ -174,9 +174,12 @@ class _Placer:
 
 
 def _label(x: float, y: float, anchor: str, text: str, font: float, fill: str = TEXT_INK) -> str:
+    """Text on a white halo: the halo is a copy drawn first with a wide white stroke (``paint-order`` would do it
+    in one element, but WeasyPrint ignores it), hidden from screen readers."""
+    at = f'x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{font}"'
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{font}" fill="{fill}" '
-        f'stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{escape(text)}</text>'
+        f'<text {at} fill="#ffffff" stroke="#ffffff" stroke-width="4" stroke-linejoin="round" aria-hidden="true">'
+        f'{escape(text)}</text><text {at} fill="{fill}">{escape(text)}</text>'
     )
 
 
@@ -288,7 +291,7 @@ def line_chart(
         y = ypos(value)
         out.append(f'<line x1="{lay.left - 3}" x2="{lay.left}" y1="{y:.1f}" y2="{y:.1f}" stroke="#8a949e"/>')
         out.append(
-            f'<text x="{lay.left - 5}" y="{y + font / 3:.1f}" text-anchor="end" font-size="{font}" '
+            f'<text class="tick" x="{lay.left - 5}" y="{y + font / 3:.1f}" text-anchor="end" font-size="{font}" '
             f'fill="{TEXT_INK}">{value}</text>'
         )
     widest = max((_text_width(label, font) for _key, label in x_keys), default=0)
