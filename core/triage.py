@@ -66,13 +66,15 @@ def acknowledge_alerts(
     user: User,
     alert_ids: Sequence[int],
     *,
+    client_id: int | None = None,
     note: str,
     actor: str,
     address: str | None,
 ) -> int:
     """Close several alerts of one client with one note; returns how many were still open.
 
-    Every alert must belong to one client that ``user`` treats (:class:`NotFound` / ``NotAllowed`` otherwise).
+    Every alert must belong to one client that ``user`` treats, and to ``client_id`` when given (:class:`NotFound`
+    / ``NotAllowed`` otherwise).
     One audit entry per alert, naming the alert and never its rule.
     """
     note = (note or "").strip()
@@ -91,6 +93,8 @@ def acknowledge_alerts(
     clients = {alert.client_id for alert in alerts}
     if len(clients) != 1:
         raise InvalidInput("Acknowledge the alerts of one client at a time.", "alert")
+    if client_id is not None and clients != {client_id}:
+        raise NotFound("There is no such record.", "alerts")
     treated_client(session, user, clients.pop())
     now = datetime.now(UTC)
     closed = [alert for alert in alerts if alert.acknowledged_at is None]

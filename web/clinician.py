@@ -306,12 +306,14 @@ def client(client_id: int) -> Any:
 @allow("clinician")
 def acknowledge_many(client_id: int) -> Any:
     """One note closes the alerts ticked on the client page."""
+    session = db_session()
+    treated_client(session, _user(), client_id)  # someone else's client is a 404, whatever the form holds
     form = make_form(AcknowledgeManyForm)
     if not form.validate():
         return form_problem(form)
-    session = db_session()
-    treated_client(session, _user(), client_id)
-    acknowledge_alerts(session, _user(), form.alert.data, note=form.note.data, actor=actor(), address=address())
+    acknowledge_alerts(
+        session, _user(), form.alert.data, client_id=client_id, note=form.note.data, actor=actor(), address=address()
+    )
     session.commit()
     return redirect(url_for("clinician.client", client_id=client_id), 303)
 
