@@ -119,6 +119,10 @@ def test_acknowledge_alerts_refuses_another_clinicians_client_and_mixed_clients(
         assert refused.value.field == "alert"
         with pytest.raises(NotFound):
             acknowledge_alerts(session, ann, [*ids, 999999], note="x", actor="user:ann", address=None)
+        with pytest.raises(NotFound):  # posted under another client's address
+            acknowledge_alerts(
+                session, ann, ids, client_id=world.other_client_id, note="x", actor="user:ann", address=None
+            )
         session.rollback()
 
 
