@@ -537,6 +537,12 @@ def load_client_view(
     )
     if episode is not None:
         query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
+        # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
+        session.scalars(
+            sa.select(CareSession)
+            .where(CareSession.episode_id == episode.id)
+            .options(so.selectinload(CareSession.assignments))
+        ).all()
     return client, episode, [(response, score) for response, score in session.execute(query).all()]
 
 

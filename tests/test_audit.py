@@ -148,7 +148,7 @@ def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(ap
     answer(app, links["phq9"], {f"phq9_{n}": "2" for n in range(1, 10)})  # item 9 above zero: urgent
     answer(app, links["srs"], SRS_LOW)  # below the cutoff: a warning
     page = ann.get(f"/clients/{world.client_id}").text
-    for alert_id in re.findall(r'action="/alerts/(\d+)/acknowledge"', page):
+    for alert_id in re.findall(r'name="alert" value="(\d+)"', page):  # the client page's alert checkboxes
         ann.post(f"/alerts/{alert_id}/acknowledge", data={"csrf_token": csrf(page), "note": "Safety plan made"})
     ann.get("/caseload")
     for response_id in re.findall(r'href="/responses/(\d+)"', page):

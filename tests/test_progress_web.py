@@ -173,7 +173,7 @@ class TestAPluginInstrument:
         assert f'y1="{y_of(30, 10, 50)}"' in chart  # the line sits at 30 on the 10-50 axis of the bands
         points = re.findall(r'aria-label="([^"]+)"', chart)
         # both are at or over the cutoff and raised the plugin's urgent alert: the points say so
-        facts = ": outside the cutoff (&gt;= 30); raised an alert (urgent)"
+        facts = ": Very high psychological distress (&gt;= 30); raised an alert (urgent)"
         assert points == [f"K10 40 (S1){facts}", f"K10 30 (S2){facts}"]
 
     def test_its_summary_shows_band_labels_never_ids(self, page):
