@@ -10,6 +10,7 @@ Not a test: nothing asserts a time.
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import statistics
 import tempfile
@@ -30,7 +31,15 @@ PASSWORD = "a long bench password"
 
 
 def build(folder: Path, sessions: int):
-    app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'bench.db'}", "SECRET_KEY": "bench", "TESTING": True})
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
+            "SECRET_KEY": "bench",
+            "TESTING": True,
+            "CREATE_SCHEMA": True,
+            "LOAD_ENTRYPOINTS": False,
+        }
+    )
     state = app.extensions["rapportal"]
     with state.sessions.begin() as session:
         for instrument in state.engine.instruments:
@@ -66,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--views", type=int, default=200)
+    parser.add_argument("--show", action="store_true", help="print the most repeated SQL statements")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         app, client_id = build(Path(folder), args.sessions)
@@ -80,6 +90,9 @@ def main() -> None:
         statements.clear()
         staff.get(f"/clients/{client_id}")
         queries = len(statements)
+        if args.show:
+            for text, count in collections.Counter(s.split("WHERE")[0][:120] for s in statements).most_common(6):
+                print(count, " ".join(text.split()))
         times = []
         for _ in range(args.views):
             start = time.perf_counter()

@@ -539,9 +539,10 @@ def load_client_view(
         query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
         # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
         session.scalars(
-            sa.select(CareSession)
-            .where(CareSession.episode_id == episode.id)
-            .options(so.selectinload(CareSession.assignments))
+            sa.select(Episode)
+            .where(Episode.id == episode.id)
+            .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
+            .execution_options(populate_existing=True)
         ).all()
     return client, episode, [(response, score) for response, score in session.execute(query).all()]
 
