@@ -103,7 +103,7 @@ def test_one_note_acknowledges_several_alerts_with_one_audit_entry_each(app, ann
 def test_acknowledging_without_alerts_or_note_is_refused_naming_the_field(app, ann, triage, data, field):
     token = page_token(ann, f"/clients/{triage.client_id}")
     response = ann.post(f"/clients/{triage.client_id}/alerts/acknowledge", data={"csrf_token": token, **data})
-    assert (response.status_code == 422 and f'name="{field}"' in response.text) or field in response.text
+    assert response.status_code == 422 and field in response.text
     assert len(_open(app, triage.client_id)) >= 5
 
 
