@@ -204,8 +204,16 @@ def _tripped_items(context: AlertContext, params: Mapping[str, Any]) -> list[str
         number = to_decimal(value)
         if number is not None and compare(number, limit):
             label = context.instrument.item(item_id).label_for(value)
-            tripped.append(f"item {item_id} answered {value}" + (f" ({label})" if label else ""))
+            tripped.append(
+                f"item {_item_number(context.instrument, item_id)} answered {value}" + (f" ({label})" if label else "")
+            )
     return tripped
+
+
+def _item_number(instrument: Instrument, item_id: str) -> str:
+    """The item's number as printed on the form (its position, from 1), as clinicians say "item 9"."""
+    ids = [item.id for item in instrument.items]
+    return str(ids.index(item_id) + 1) if item_id in ids else item_id
 
 
 def _number(value: Any) -> str:

@@ -652,10 +652,11 @@ class ClientView:
     next_session: int
 
 
-def view_client(
-    session: so.Session, user: User, client_id: int, *, episode_id: int | None = None, actor: str, address: str | None
-) -> ClientView:
-    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``."""
+def load_client_view(
+    session: so.Session, user: User, client_id: int, *, episode_id: int | None = None
+) -> tuple[Client, Episode | None, list[tuple[Response, Score | None]]]:
+    """A client ``user`` may see, the chosen episode (default: the latest) and its responses, oldest first: those
+    of the episode and those given outside any episode. Not audited: the views that call it are."""
     client = visible_client(session, user, client_id)
     episode = None
     for one in client.episodes:
@@ -666,10 +667,25 @@ def view_client(
         .outerjoin(Score, Score.response_id == Response.id)
         .where(Response.client_id == client.id)
         .order_by(Response.submitted_at, Response.id)
+        .options(so.selectinload(Response.assignment).selectinload(Assignment.session))  # no query per response
     )
     if episode is not None:
         query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
-    responses = [(response, score) for response, score in session.execute(query).all()]
+        # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
+        session.scalars(
+            sa.select(Episode)
+            .where(Episode.id == episode.id)
+            .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
+            .execution_options(populate_existing=True)
+        ).all()
+    return client, episode, [(response, score) for response, score in session.execute(query).all()]
+
+
+def view_client(
+    session: so.Session, user: User, client_id: int, *, episode_id: int | None = None, actor: str, address: str | None
+) -> ClientView:
+    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``."""
+    client, episode, responses = load_client_view(session, user, client_id, episode_id=episode_id)
     record(session, actor, "client.view", f"client:{client.id}", address, episode=episode.id if episode else None)
     next_session = next_session_number(session, episode) if episode else 1
     return ClientView(client, episode, responses, open_alerts(session, [client.id]), next_session)

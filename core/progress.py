@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from core.instruments import Instrument, InstrumentDefinitionError, ScoreSpec
-from core.scoring import to_decimal
+from core.scoring import COMPARISONS, to_decimal
 
 Direction = Literal["higher_is_better", "lower_is_better"]
 DIRECTIONS: tuple[Direction, ...] = ("higher_is_better", "lower_is_better")
@@ -57,6 +57,11 @@ class CutoffLine:
     op: str
     value: Decimal
     label: str
+
+    def crossed(self, value: Decimal) -> bool:
+        """Whether ``value`` is where the flag is raised (outside the cutoff): ``value op self.value``."""
+        compare = COMPARISONS.get(self.op)
+        return bool(compare and compare(value, self.value))
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def test_a_rule_that_is_not_flag_based_keeps_its_own_title():
 
 def test_a_risk_item_message_names_the_item_and_the_answer(engine):
     [alert] = engine.alerts_for(context(engine, "phq9", answers("phq9", [0] * 8 + [2]), session=1))
-    assert "PHQ-9 item phq9_9 answered 2 (More than half the days) in session 1 (cutoff 1)" in alert.message
+    assert "PHQ-9 item 9 answered 2 (More than half the days) in session 1 (cutoff 1)" in alert.message
     assert alert.message.endswith("Review risk before the client leaves.")
 
 

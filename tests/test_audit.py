@@ -160,7 +160,7 @@ def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(ap
     release_latest(app, ann)
     answer(app, links["srs"], SRS_LOW)  # below the cutoff: a warning
     page = ann.get(f"/clients/{world.client_id}").text
-    for alert_id in re.findall(r'action="/alerts/(\d+)/acknowledge"', page):
+    for alert_id in re.findall(r'name="alert" value="(\d+)"', page):  # the client page's alert checkboxes
         ann.post(f"/alerts/{alert_id}/acknowledge", data={"csrf_token": csrf(page), "note": "Safety plan made"})
     ann.get("/caseload")
     for response_id in re.findall(r'href="/responses/(\d+)"', page):

@@ -248,10 +248,13 @@ def test_client_page_charts_ors_and_srs_each_with_its_cutoff_band_and_links(app,
     ors, srs = chart_svg(page, "chart-ors-total"), chart_svg(page, "chart-srs-total")
     ors_points = re.findall(r'<a href="(/responses/\d+)" aria-label="([^"]+)"', ors)
     srs_points = re.findall(r'<a href="(/responses/\d+)" aria-label="([^"]+)"', srs)
-    assert [label for _href, label in ors_points] == ["ORS 18.5 (S1)"]
-    assert [label for _href, label in srs_points] == ["SRS 32.0 (S1)"]
     ors_flags = {flag.id: flag.label for flag in engine.instruments.get("ors").scoring.flags}
     srs_flags = {flag.id: flag.label for flag in engine.instruments.get("srs").scoring.flags}
+    # both are past their cutoffs, and the SRS raised an alert: each point says so in the definition's words
+    assert [label for _href, label in ors_points] == [f"ORS 18.5 (S1): {ors_flags['clinical_range']} (&lt;= 25)"]
+    assert [label for _href, label in srs_points] == [
+        f"SRS 32.0 (S1): {srs_flags['alliance_concern']} (&lt; 36); raised an alert (warning)"
+    ]
     assert f"&lt;= 25: {ors_flags['clinical_range']}" in ors  # the cutoff line, from the threshold flag
     assert f"&lt; 36: {srs_flags['alliance_concern']}" in srs
     assert "first ORS 18.5 ± 5" in ors  # the reliable-change band around the first ORS
@@ -270,8 +273,8 @@ def test_the_score_summary_gives_band_labels_and_changes(app, ann, world):
     second = links_on(start_session(ann, world.episode_id, world.client_id).text)
     answer(app, second["ors"], {"ors_1": "7.0", "ors_2": "7.0", "ors_3": "7.0", "ors_4": "7.0"})  # 28.0
     page = ann.get(f"/clients/{world.client_id}").text
-    summary = page[page.index('id="score-summary"') : page.index("</table>", page.index('id="score-summary"'))]
-    row = next(line for line in summary.split("<tr>") if "ORS" in line)
+    summary = page[page.index('id="score-summary"') : page.index("</ul>", page.index('id="score-summary"'))]
+    row = next(line for line in summary.split("<li") if "ORS" in line)
     assert "28.0" in row and "(S2)" in row
     assert "Non-clinical range (above 25.0)" in row and "non_clinical" not in row
     assert row.count("+9.5") == 2  # since the first and since the previous (the same, with two)

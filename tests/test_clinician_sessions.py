@@ -123,7 +123,7 @@ def test_acknowledging_twice_changes_nothing_the_second_time(app, ann, world):
     release(ann, 1)
     answer(app, links["srs"], {"srs_1": "8.0", "srs_2": "8.0", "srs_3": "8.0", "srs_4": "8.0"})
     page = ann.get(f"/clients/{world.client_id}").text
-    alert_id = re.search(r'action="/alerts/(\d+)/acknowledge"', page).group(1)
+    alert_id = re.search(r'name="alert" value="(\d+)"', page).group(1)  # its checkbox on the client page
     data = {"csrf_token": csrf(page), "note": "Talked it through"}
     assert ann.post(f"/alerts/{alert_id}/acknowledge", data=data).status_code == 303
     assert ann.post(f"/alerts/{alert_id}/acknowledge", data=data | {"note": "later"}).status_code == 303

@@ -109,8 +109,8 @@ def chart_svg(page: str, chart_id: str) -> str:
 
 
 def summary_table(page: str) -> str:
-    start = page.index('id="score-summary"')
-    return page[start : page.index("</table>", start)]
+    start = page.index('id="score-summary"')  # the status strip at the top of the client page
+    return page[start : page.index("</ul>", start)]
 
 
 def y_of(value: float, low: float, high: float) -> str:
@@ -172,7 +172,9 @@ class TestAPluginInstrument:
         assert "&gt;= 30: Very high psychological distress" in chart
         assert f'y1="{y_of(30, 10, 50)}"' in chart  # the line sits at 30 on the 10-50 axis of the bands
         points = re.findall(r'aria-label="([^"]+)"', chart)
-        assert points == ["K10 40 (S1)", "K10 30 (S2)"]
+        # both are at or over the cutoff and raised the plugin's urgent alert: the points say so
+        facts = ": Very high psychological distress (&gt;= 30); raised an alert (urgent)"
+        assert points == [f"K10 40 (S1){facts}", f"K10 30 (S2){facts}"]
 
     def test_its_summary_shows_band_labels_never_ids(self, page):
         summary = summary_table(page)

@@ -10,13 +10,16 @@ again the clinician re-issues it, which replaces the hash (the old link stops wo
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import segno
+import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import Response as FlaskResponse
 from flask import session as flask_session
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
@@ -44,6 +47,15 @@ from core.models import Alert, Assignment, CareSession, Episode, Response, Score
 from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
+from core.triage import (
+    acknowledge_alerts,
+    alerts_of_responses,
+    caseload_order,
+    client_report,
+    count_by_severity,
+    severity_rank,
+    triage_order,
+)
 from web.access import (
     StaffForm,
     actor,
@@ -57,6 +69,7 @@ from web.access import (
 )
 from web.flow import untranslated_notes
 from web.progress import client_progress
+from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
 
 bp = Blueprint("clinician", __name__)
@@ -75,6 +88,22 @@ class AcknowledgeForm(StaffForm):
         _l("Note"),
         [v.DataRequired(_l("Write a note: what you did or decided.")), v.Length(max=2000)],
         filters=[lambda text: text.strip() if isinstance(text, str) else text],  # blanks are no note
+    )
+
+
+class AcknowledgeManyForm(StaffForm):
+    """One note for the alerts ticked on the client page."""
+
+    alert = wtforms.SelectMultipleField(
+        _l("Alerts"),
+        [v.DataRequired(_l("Choose at least one alert to acknowledge."))],
+        coerce=int,
+        validate_choice=False,  # core checks that each alert exists and is this clinician's client's
+    )
+    note = wtforms.TextAreaField(
+        _l("Note"),
+        [v.DataRequired(_l("Write a note: what you did or decided.")), v.Length(max=2000)],
+        filters=[lambda text: text.strip() if isinstance(text, str) else text],
     )
 
 
@@ -210,9 +239,11 @@ def caseload() -> Any:
         by_client[alert.client_id].append(alert)
     return render_template(
         "clinician/caseload.html",
-        clients=found.clients,
-        alerts=found.alerts,
+        clients=caseload_order(found.clients, found.alerts),
+        alerts=triage_order(found.alerts),
         by_client=by_client,
+        counts={client_id: count_by_severity(alerts) for client_id, alerts in by_client.items()},
+        sessions=_alert_sessions(found.alerts),
         pending=found.pending,
         last_seen=found.last_answer,
         codes={c.id: c.code for c in found.clients},
@@ -253,6 +284,31 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
     return detail
 
 
+def _alert_sessions(alerts: Any) -> dict[int, int]:
+    """Session number of each alert's response (alerts of answers outside a session have none)."""
+    ids = {alert.response_id for alert in alerts}
+    if not ids:
+        return {}
+    rows = db_session().execute(
+        sa.select(Response.id, CareSession.number)
+        .join(Assignment, Assignment.id == Response.assignment_id)
+        .join(CareSession, CareSession.id == Assignment.session_id)
+        .where(Response.id.in_(ids))
+    )
+    numbers = dict(rows.all())
+    return {alert.id: numbers[alert.response_id] for alert in alerts if alert.response_id in numbers}
+
+
+def _most_severe(alerts: Any) -> dict[int, str]:
+    """Response id to the most severe alert it raised (open or acknowledged): these chart points are marked."""
+    found: dict[int, str] = {}
+    for alert in alerts:
+        before = found.get(alert.response_id)
+        if before is None or severity_rank(alert.severity) < severity_rank(before):
+            found[alert.response_id] = alert.severity
+    return found
+
+
 @bp.get("/clients/<int:client_id>")
 @allow("clinician", "supervisor")
 def client(client_id: int) -> Any:
@@ -260,16 +316,20 @@ def client(client_id: int) -> Any:
     found = view_client(
         session, _user(), client_id, episode_id=request.args.get("episode", type=int), actor=actor(), address=address()
     )
+    raised = alerts_of_responses(session, [response.id for response, _score in found.responses])
     session.commit()
+    alerts = triage_order(found.alerts)
     return render_template(
         "clinician/client.html",
         client=found.client,
         episodes=found.client.episodes,
         episode=found.episode,
         next_number=found.next_session,
-        **client_progress(found.responses),
+        **client_progress(found.responses, _most_severe(raised)),
         detail=_item_detail(found.responses),
-        alerts=found.alerts,
+        alerts=alerts,
+        alert_counts_by_severity=count_by_severity(alerts),
+        sessions=_alert_sessions(alerts),
         titles=_titles(),
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),
@@ -279,6 +339,40 @@ def client(client_id: int) -> Any:
         moment=plan_moment,
         now=datetime.now(UTC),
         is_expired=is_expired,
+    )
+
+
+@bp.post("/clients/<int:client_id>/alerts/acknowledge")
+@allow("clinician")
+def acknowledge_many(client_id: int) -> Any:
+    """One note closes the alerts ticked on the client page."""
+    session = db_session()
+    treated_client(session, _user(), client_id)  # someone else's client is a 404, whatever the form holds
+    form = make_form(AcknowledgeManyForm)
+    if not form.validate():
+        return form_problem(form)
+    acknowledge_alerts(
+        session, _user(), form.alert.data, client_id=client_id, note=form.note.data, actor=actor(), address=address()
+    )
+    session.commit()
+    return redirect(url_for("clinician.client", client_id=client_id), 303)
+
+
+@bp.get("/clients/<int:client_id>/report.pdf")
+@allow("clinician", "supervisor")
+def report_pdf(client_id: int) -> Any:
+    """The printable client report of the chosen episode, made on the server (see web/report_pdf.py)."""
+    session = db_session()
+    found = client_report(
+        session, _user(), client_id, episode_id=request.args.get("episode", type=int), actor=actor(), address=address()
+    )
+    session.commit()
+    pdf = render_report_pdf(found, _titles(), _alert_sessions(found.alerts), _most_severe(found.alerts))
+    name = "report-" + re.sub(r"[^A-Za-z0-9._-]", "_", found.client.code) + ".pdf"
+    return FlaskResponse(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )
 
 

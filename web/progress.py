@@ -7,7 +7,7 @@ instrument is named here: a plugin instrument is drawn by the same code as a bui
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -18,12 +18,18 @@ from core import Administration, Chart, Instrument, Progress, episode_progress
 from core.expected import ExpectedTable
 from core.models import Response, Score
 from core.responses import stored_score_values
-from web.charts import Band, ExpectedPoint, Line, Point, Series, line_chart
+from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
 from web.state import db_session, portal
 
 
-def client_progress(rows: Sequence[tuple[Response, Score | None]]) -> dict[str, Any]:
-    """Template values for the client page: ``charts``, ``summary`` and ``answered`` (any scored response)."""
+def client_progress(
+    rows: Sequence[tuple[Response, Score | None]], alerted: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """Template values for the client page: ``charts``, ``summary`` and ``answered`` (any scored response).
+
+    ``alerted`` maps a response id to the most severe alert it raised: its chart points are marked.
+    """
+    alerted = alerted or {}
     grouped: dict[str, list[tuple[Response, Administration]]] = {}
     for response, score in rows:
         if score is not None:
@@ -36,7 +42,7 @@ def client_progress(rows: Sequence[tuple[Response, Score | None]]) -> dict[str, 
             continue
         labels = {a.response_id: _when(response) for response, a in entries}
         found = episode_progress(instrument, [a for _response, a in entries])
-        charts.extend(_chart(instrument, chart, labels) for chart in found.charts)
+        charts.extend(_chart(instrument, chart, labels, alerted) for chart in found.charts)
         summary.extend(_summary(found, labels))
     return {"charts": charts, "summary": summary, "answered": bool(grouped)}
 
@@ -86,19 +92,39 @@ def _signed(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:+}"
 
 
-def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> dict[str, Any]:
+def _cutoff_fact(line: Any) -> str:
+    """A value past a cutoff line, in the definition's words: "Alliance concern (< 36)"."""
+    return _("%(label)s (%(op)s %(value)s)", label=line.label, op=line.op, value=_number(line.value))
+
+
+def _severity_word(severity: str) -> str:
+    words = {"urgent": _("urgent"), "warning": _("warning"), "info": _("information")}
+    return words.get(severity, severity)
+
+
+def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str], alerted: Mapping[int, str]) -> dict[str, Any]:
     chart_id = f"chart-{instrument.id}-{chart.id}"
     x_keys = [(f"r{a.response_id}", labels[a.response_id]) for a in chart.administrations]
     series = []
     table: dict[str, dict[str, Any]] = {key: {"label": label, "values": {}} for key, label in x_keys}
     for one in chart.series:
         drawn = Series(one.label)
+        crossing = [line for line in chart.lines if line.score == one.score]
         for point in one.points:
-            key, when = f"r{point.administration.response_id}", labels[point.administration.response_id]
-            href = _href(point.administration.response_id)
+            response_id = point.administration.response_id
+            key, when = f"r{response_id}", labels[response_id]
+            href = _href(response_id)
+            crossed = [line for line in crossing if line.crossed(point.value)]
+            facts = [_cutoff_fact(line) for line in crossed]
+            severity = alerted.get(response_id)
+            if severity:
+                facts.append(_("raised an alert (%(severity)s)", severity=_severity_word(severity)))
             text = _("%(name)s %(value)s (%(when)s)", name=one.label, value=_number(point.value), when=when)
-            drawn.points.append(Point(key, point.value, href, text))
-            table[key]["values"][one.label] = (_number(point.value), href)
+            if facts:
+                text = f"{text}: {'; '.join(facts)}"
+            state = "outside" if crossed else "within"
+            drawn.points.append(Point(key, point.value, href, text, state=state, alert=severity))
+            table[key]["values"][one.label] = (_number(point.value), href, "; ".join(facts))
         series.append(drawn)
     lines = [
         Line(line.value, _("%(op)s %(value)s: %(label)s", op=line.op, value=_number(line.value), label=line.label))
@@ -133,11 +159,16 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> dict
         for band in chart.change_bands
     ]
     notes += expected_notes
-    return {
-        "id": chart_id,
-        "title": chart.title,
-        "svg": line_chart(
-            chart_id,
+    marked = any(point.alert for one in series for point in one.points)
+    legend = Legend(
+        within=_("within the cutoff") if chart.lines else None,
+        outside=_("outside the cutoff") if chart.lines else None,
+        alert=_("raised an alert") if marked else None,
+    )
+
+    def draw(layout: Any, suffix: str, css: str) -> Any:
+        return line_chart(
+            chart_id + suffix,
             chart.title,
             x_keys,
             series,
@@ -146,8 +177,17 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> dict
             lines=lines,
             bands=bands,
             shaded=shaded,
-            expected=expected,
-        ),
+            layers=[expected_layer(expected)] if expected else (),
+            legend=legend,
+            layout=layout,
+            css_class=css,
+        )
+
+    return {
+        "id": chart_id,
+        "title": chart.title,
+        "svg": draw(WIDE, "", "chart chart-wide"),
+        "svg_narrow": draw(NARROW, "-narrow", "chart chart-narrow"),
         "columns": [one.label for one in chart.series],
         "rows": [table[key] for key, _label in x_keys],
         "notes": notes,
@@ -218,8 +258,15 @@ def _summary(found: Progress, labels: dict[int, str]) -> list[dict[str, Any]]:
     rows = []
     for entry in found.summary:
         response_id = entry.latest.administration.response_id
+        crossed = [
+            line
+            for chart in found.charts
+            for line in chart.lines
+            if line.score == entry.score and line.crossed(entry.latest.value)
+        ]
         rows.append(
             {
+                "outside": "; ".join(_cutoff_fact(line) for line in crossed),
                 "title": found.instrument.short_title,
                 "label": entry.label,
                 "value": _number(entry.latest.value),

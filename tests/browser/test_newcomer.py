@@ -139,7 +139,8 @@ def test_newcomer_path(app, runner, live_server, page, browser, tmp_path: Path, 
     check_accessibility(page, "client page")
     screenshot(page, "staff-client")
 
-    # Acknowledge the alert with a note.
+    # Tick the alert and acknowledge it with a note.
+    page.check(".alert-list input[type=checkbox]")
     page.fill("textarea[name=note]", "Asked about the session; agreed to change the focus.")
     page.click("button:has-text('Acknowledge')")
     assert page.locator("#client-alerts").count() == 0

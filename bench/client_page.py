@@ -1,0 +1,116 @@
+"""The client page and the PDF report of a client with 50 sessions (ORS + SRS each): time and SQL queries.
+
+Prints p50 / p99 of the client page over in-process requests (Flask test client, SQLite in a temporary folder) and
+the number of SQL statements one page view runs, so an N+1 query shows as a count that grows with the sessions.
+Not a test: nothing asserts a time.
+
+    .venv/bin/python bench/client_page.py [--sessions 50] [--views 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from core.accounts import create_user
+from core.care import start_care_session
+from core.instruments import placeholder_wording
+from core.models import Client, Episode
+from core.plans import BUILTIN_PLANS
+from core.wording import install_wording
+from web.app import create_app
+
+PASSWORD = "a long bench password"
+
+
+def build(folder: Path, sessions: int):
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
+            "SECRET_KEY": "bench",
+            "TESTING": True,
+            "CREATE_SCHEMA": True,
+            "LOAD_ENTRYPOINTS": False,
+        }
+    )
+    state = app.extensions["rapportal"]
+    with state.sessions.begin() as session:
+        for instrument in state.engine.instruments:
+            if not instrument.licence.wording_bundled:
+                wording = placeholder_wording(instrument)
+                wording["placeholder"] = False
+                install_wording(session, state.engine, instrument.id, wording, actor="bench")
+        user = create_user(session, "ann", "Ann", "clinician", PASSWORD, actor="bench", address=None)
+        client = Client(code="B-50", clinician_id=user.id)
+        session.add(client)
+        session.flush()
+        episode = Episode(client_id=client.id, plan_name="pcoms", plan=BUILTIN_PLANS["pcoms"][1])
+        session.add(episode)
+        session.flush()
+        client_id, episode_id = client.id, episode.id
+    anonymous = app.test_client()
+    for number in range(1, sessions + 1):
+        with state.sessions.begin() as session:
+            started = start_care_session(
+                session, state.engine, session.get(Episode, episode_id), number=number, actor="bench", address=None
+            )
+            tokens = {link.assignment.instrument_id: link.token for link in started.links}
+        for instrument_id, token in tokens.items():
+            value = str(3 + (number * 7 % 6))  # 3.0 to 8.0 per item: some sessions past the cutoffs
+            answers = {f"{instrument_id}_{i}": f"{value}.0" for i in range(1, 5)}
+            page = anonymous.get(f"/a/{token}")
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+            anonymous.post(f"/a/{token}", data={**answers, "csrf_token": csrf})
+    return app, client_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--views", type=int, default=200)
+    parser.add_argument("--show", action="store_true", help="print the most repeated SQL statements")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        app, client_id = build(Path(folder), args.sessions)
+        staff = app.test_client()
+        login = staff.get("/login").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+        staff.post("/login", data={"csrf_token": csrf, "username": "ann", "password": PASSWORD})
+        engine = app.extensions["rapportal"].db
+        statements: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        assert staff.get(f"/clients/{client_id}").status_code == 200
+        statements.clear()
+        staff.get(f"/clients/{client_id}")
+        queries = len(statements)
+        if args.show:
+            for text, count in collections.Counter(s.split("WHERE")[0][:120] for s in statements).most_common(6):
+                print(count, " ".join(text.split()))
+        times = []
+        for _ in range(args.views):
+            start = time.perf_counter()
+            staff.get(f"/clients/{client_id}")
+            times.append((time.perf_counter() - start) * 1000)
+        times.sort()
+        pdf_times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            response = staff.get(f"/clients/{client_id}/report.pdf")
+            pdf_times.append((time.perf_counter() - start) * 1000)
+        print(f"client page, {args.sessions} sessions (ORS + SRS): {queries} SQL statements per view")
+        print(
+            f"  p50 {statistics.median(times):.1f} ms, p99 {times[int(len(times) * 0.99) - 1]:.1f} ms"
+            f" over {args.views} views"
+        )
+        print(f"PDF report: median {statistics.median(pdf_times):.0f} ms, {len(response.data) // 1024} KiB")
+
+
+if __name__ == "__main__":
+    main()
