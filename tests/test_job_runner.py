@@ -26,7 +26,6 @@ from test_production_support import RAPPORTAL, free_port
 from core.jobs import DONE, QUEUED
 from core.migrations import upgrade
 from core.models import Job
-from tests.conftest import database_url
 from web import create_app
 from web.state import portal
 
@@ -47,12 +46,12 @@ def _brokers() -> list[Any]:
 class Setup:
     """One portal's settings, shared by the test's own app (which enqueues) and its worker processes."""
 
-    def __init__(self, tmp_path: Path, broker: str) -> None:
+    def __init__(self, tmp_path: Path, db_url: str, broker: str) -> None:
         if broker == "redis":
             assert REDIS_URL, "CI=true: set RAPPORTAL_TEST_REDIS_URL (a Redis server for the broker tests)"
         self.settings = {
             "INSTANCE_PATH": str(tmp_path / "instance"),
-            "DATABASE_URL": database_url(tmp_path),
+            "DATABASE_URL": db_url,
             "LOAD_ENTRYPOINTS": "false",
             "JOB_MODULES": "job_test_support",
             "JOBS_SWEEP_SECONDS": "1",
@@ -121,8 +120,8 @@ class Setup:
 
 
 @pytest.fixture(params=_brokers())
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    found = Setup(tmp_path, request.param)
+def setup(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> Iterator[Setup]:
+    found = Setup(tmp_path, db_url, request.param)
     yield found
     found.stop_all()
 
@@ -187,8 +186,8 @@ def test_queued_jobs_survive_a_worker_killed_mid_job_and_run_once_after_the_rest
 
 
 @pytest.mark.timeout(180)
-def test_serve_runs_a_job_worker_beside_gunicorn_and_stops_it_with_the_server(tmp_path: Path) -> None:
-    setup = Setup(tmp_path, "sqlite")
+def test_serve_runs_a_job_worker_beside_gunicorn_and_stops_it_with_the_server(tmp_path: Path, db_url: str) -> None:
+    setup = Setup(tmp_path, db_url, "sqlite")
     app = setup.app()
     port = free_port()
     server = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from core import build_engine
 from core.db import create_schema, make_db_engine, make_session_factory
 from core.jobs import DONE, FAILED, QUEUED, RUNNING, JobContext, JobQueue, job, periodic_job, recent_jobs
 from core.models import Job
-from tests.conftest import database_url
 from web.state import job_context, portal
 
 CALLS: list[tuple[str, Any]] = []
@@ -70,8 +68,8 @@ def _clear_calls() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Any:
-    engine = make_db_engine(database_url(tmp_path))
+def db(db_url: str) -> Any:
+    engine = make_db_engine(db_url)
     create_schema(engine)
     yield engine
     engine.dispose()
@@ -217,11 +215,10 @@ def test_a_job_whose_worker_died_on_its_last_attempt_is_reported_failed(
     assert CALLS == [] and job_id in caplog.text
 
 
-def test_two_workers_racing_for_the_same_jobs_run_each_once(tmp_path: Path) -> None:
-    engine = make_db_engine(database_url(tmp_path))
-    create_schema(engine)
+def test_two_workers_racing_for_the_same_jobs_run_each_once(db: sa.Engine, db_url: str) -> None:
+    other = make_db_engine(db_url)  # the second worker has its own connections, as another process would
     try:
-        queues = [JobQueue(make_session_factory(engine)) for _ in range(2)]
+        queues = [JobQueue(make_session_factory(engine)) for engine in (db, other)]
         ids = [queues[0].enqueue("test.record", value=n) for n in range(40)]
         contexts = [
             JobContext(engine=build_engine(load_entrypoints=False), sessions=q.sessions, settings={}, queue=q)
@@ -244,7 +241,7 @@ def test_two_workers_racing_for_the_same_jobs_run_each_once(tmp_path: Path) -> N
         assert sum(ran) == 40
         assert sorted(value for _, value in CALLS) == list(range(40))
     finally:
-        engine.dispose()
+        other.dispose()
 
 
 def test_a_periodic_job_runs_once_per_period_however_many_workers_ask(
