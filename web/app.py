@@ -14,7 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from core import build_engine
 from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
-from web import cli, client, health, pages, staff, state
+from web import api, cli, client, fhir, health, pages, staff, state
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -39,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=256 * 1024,
         CLINIC_NAME="Rapportal",
         PROXY_HOPS=0,
+        API_RATE_LIMIT=600,
         LANGUAGES=["en", "de", "es"],
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
     )
@@ -78,6 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(client.bp)
     staff.init_app(app)  # accounts, caseload, admin, audit, kiosk (web/staff.py)
+    api.init_app(app)  # the JSON API (/api/v1/) and its FHIR face (/fhir/R4/)
+    fhir.init_app(app)
     return app
 
 
