@@ -41,7 +41,7 @@ def run_flow(app: Any, world: Any) -> dict[str, Any]:
     """Client, episode, session and links through the API; answers through the links; returns what was made."""
     api = app.test_client()
     admin, ann = bearer(make_key(app, "admin")), bearer(make_key(app, "ann"))
-    made = api.post("/api/v1/clients", json={"code": "C-9", "clinician_id": world.users["ann"]}, headers=admin)
+    made = api.post("/api/v1/clients", json={"code": "C-9", "clinician": "ann"}, headers=admin)
     assert made.status_code == 201, made.text
     client_id = made.json["id"]
     episode = api.post(f"/api/v1/clients/{client_id}/episodes", json={"plan": "pcoms"}, headers=ann)

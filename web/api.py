@@ -22,6 +22,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from spectree import Response as Responses
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 
+from core.accounts import AccountError, user_by_username
 from core.api_keys import find_api_key, spend_request
 from core.care import (
     acknowledge_alert,
@@ -240,8 +241,13 @@ def _utc(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
 
-def _day(value: date | None) -> datetime | None:
-    return datetime.combine(value, time(), tzinfo=UTC) if value is not None else None
+def _day(value: str | None, field_name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput("Use a day that exists, as YYYY-MM-DD.", field_name) from None
 
 
 def _lifetime() -> timedelta:
@@ -375,8 +381,17 @@ def _client(client: Client) -> dict[str, Any]:
         "display_name": client.display_name,
         "language": client.language,
         "site_id": client.site_id,
-        "clinician_id": client.clinician_id,
+        "clinician": client.clinician.username if client.clinician else None,
     }
+
+
+def _clinician_id(session: Any, username: str | None, field_name: str) -> int | None:
+    if username is None:
+        return None
+    try:
+        return user_by_username(session, username).id
+    except AccountError:
+        raise InvalidInput("There is no account with this username.", field_name) from None
 
 
 def _episode(episode: Episode) -> m.EpisodeOut:
@@ -418,8 +433,8 @@ def new_client(json: m.ClientIn) -> Any:
         display_name=json.display_name,
         language=json.language,
         languages=current_app.config["LANGUAGES"],
-        clinician_id=json.clinician_id,
-        further_ids=json.further_ids,
+        clinician_id=_clinician_id(session, json.clinician, "clinician"),
+        further_ids=[_clinician_id(session, name, "further") for name in json.further],
         site_id=json.site_id,
         actor=actor(),
         address=address(),
@@ -552,8 +567,8 @@ def responses(query: m.ResponseQuery) -> Any:
         owner(),
         client_id=query.client_id,
         instrument=query.instrument,
-        since=_day(query.since),
-        until=_day(query.until),
+        since=_day(query.since, "since"),
+        until=_day(query.until, "until"),
         after_id=after,
         limit=query.limit,
         actor=actor(),

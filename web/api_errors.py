@@ -42,8 +42,14 @@ def operation_outcome(status: int, detail: str, headers: dict[str, str] | None =
     return response
 
 
-def api_error(status: int, detail: str) -> Any:
-    """A framework refusal (404, 405, 413, ...) under /api/ or /fhir/, in that face's format."""
+def api_error(status: int, error: Any) -> Any:
+    """A framework refusal (404, 405, 413, ...) under /api/ or /fhir/, in that face's format.
+
+    A 405 lists the methods the path answers to in ``Allow`` (RFC 9110).
+    """
+    detail = getattr(error, "description", None) or HTTPStatus(status).phrase
+    methods = getattr(error, "valid_methods", None)
+    headers = {"Allow": ", ".join(sorted(methods))} if methods else None
     if request.path.startswith("/fhir/"):
-        return operation_outcome(status, detail)
-    return problem(status, detail)
+        return operation_outcome(status, str(detail), headers)
+    return problem(status, str(detail), headers=headers)

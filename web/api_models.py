@@ -6,14 +6,16 @@ same classes (web/api.py), so the document cannot drift from what the API accept
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DB_INT = 2**31 - 1  # what an id column holds (INTEGER on PostgreSQL)
 Id = int
 Scalar = int | float | str | bool | None
+# A day as the query string carries it; checked as a date by the view (pydantic's date would also take 0 as 1970)
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", json_schema_extra={"format": "date"})]
 
 
 class Body(BaseModel):
@@ -115,8 +117,8 @@ class ClientIn(Body):
     code: str = Field(max_length=64, description="A pseudonymous code: letters, digits and . _ -")
     display_name: str | None = Field(default=None, max_length=128)
     language: str = Field(default="en", max_length=16)
-    clinician_id: int | None = Field(default=None, ge=1, le=DB_INT)
-    further_ids: list[int] = Field(default=[], max_length=50)
+    clinician: str | None = Field(default=None, max_length=64, description="The main clinician's username")
+    further: list[str] = Field(default=[], max_length=50, description="Further clinicians' usernames")
     site_id: int = Field(default=1, ge=1, le=DB_INT)
 
 
@@ -126,7 +128,7 @@ class ClientOut(BaseModel):
     display_name: str | None
     language: str
     site_id: Id
-    clinician_id: Id | None
+    clinician: str | None = Field(description="The main clinician's username")
 
 
 class ClientList(BaseModel):
@@ -196,8 +198,8 @@ class AssignmentIn(Body):
 class ResponseQuery(BaseModel):
     client_id: int | None = Field(default=None, ge=1, le=DB_INT)
     instrument: str | None = Field(default=None, max_length=64)
-    since: date | None = Field(default=None, description="Submitted on or after this day (UTC)")
-    until: date | None = Field(default=None, description="Submitted before this day (UTC)")
+    since: Day | None = Field(default=None, description="Submitted on or after this day (UTC), YYYY-MM-DD")
+    until: Day | None = Field(default=None, description="Submitted before this day (UTC), YYYY-MM-DD")
     cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
     limit: int = Field(default=50, ge=1, le=100)
 
@@ -257,8 +259,8 @@ class Acknowledged(BaseModel):
 class ExportIn(Body):
     format: str = Field(max_length=32, description="An exporter: csv, xlsx, fhir, ...")
     instruments: list[str] = Field(default=[], max_length=50)
-    since: date | None = None
-    until: date | None = None
+    since: Day | None = None
+    until: Day | None = None
     clients: list[str] = Field(default=[], max_length=500, description="Client codes")
 
 

@@ -84,7 +84,7 @@ def _error_page(error: Any) -> Any:
     if custom and custom != getattr(type(error), "description", None):
         message = custom
     if request.path.startswith(("/api/", "/fhir/")):
-        return api_error(status, str(message))
+        return api_error(status, error)
     return render_template("plain.html", title=str(title), message=str(message)), status
 
 
