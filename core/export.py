@@ -468,17 +468,36 @@ def prepare_export(engine: Engine, exporter_name: str, selection: ExportSelectio
     return ExportPlan(exporter, ExportContext(engine, selection, instruments_in(engine, selection)))
 
 
-class _Counted:
-    """Count the rows an exporter actually consumed."""
+PROGRESS_EVERY = 500  # rows between two calls of an export's progress callback
 
-    def __init__(self, rows: Iterable[ExportRow]) -> None:
+
+class _Counted:
+    """Count the rows an exporter actually consumed, telling ``progress`` every ``PROGRESS_EVERY`` rows."""
+
+    def __init__(self, rows: Iterable[ExportRow], progress: Callable[[int], None] | None = None) -> None:
         self._rows = rows
+        self._progress = progress
         self.count = 0
 
     def __iter__(self) -> Iterator[ExportRow]:
+        progress = self._progress
         for row in self._rows:
             self.count += 1
+            if progress is not None and self.count % PROGRESS_EVERY == 0:
+                progress(self.count)
             yield row
+
+
+def count_rows(bind: sa.Engine, selection: ExportSelection) -> int:
+    """How many responses ``selection`` holds (an export's rows expected, for its progress)."""
+    reader, owned = _reading_bind(bind)
+    try:
+        with reader.connect() as conn:
+            selected = export_query(selection).order_by(None).with_only_columns(Response.id).subquery()
+            return conn.execute(sa.select(sa.func.count()).select_from(selected)).scalar_one()
+    finally:
+        if owned:
+            reader.dispose()
 
 
 def _bind_of(session_factory: so.sessionmaker[so.Session]) -> sa.Engine:
@@ -498,24 +517,31 @@ def run_export(
     actor: str,
     address: str | None = None,
     plan: ExportPlan | None = None,
+    progress: Callable[[int], None] | None = None,
+    audit: bool = True,
 ) -> int:
     """Write the selected responses to ``stream`` in the named format; return the rows written.
 
     The export is audited afterwards in its own transaction (action ``export``, with the
-    selection and the row count), also when it fails half-way (``completed`` false).
-    Raises :class:`ExportError` before writing anything when the format or selection is refused.
+    selection and the row count), also when it fails half-way (``completed`` false); a caller
+    that audits the export itself (an export job) passes ``audit=False``. ``progress(rows)`` is
+    called every ``PROGRESS_EVERY`` rows the exporter has taken (and not at all by an exporter
+    that reads no rows). Raises :class:`ExportError` before writing anything when the format or
+    selection is refused.
     """
     plan = plan or prepare_export(engine, exporter_name, selection)
-    rows = _Counted(stream_rows(_bind_of(session_factory), selection))
+    rows = _Counted(stream_rows(_bind_of(session_factory), selection), progress)
     try:
         plan.exporter.write(rows, stream, plan.context)
         stream.flush()
     except BaseException:
         # Record the attempt (some rows may have left already), but never hide why it failed.
-        with contextlib.suppress(Exception):
-            _audit(session_factory, plan, rows.count, False, actor, address)
+        if audit:
+            with contextlib.suppress(Exception):
+                _audit(session_factory, plan, rows.count, False, actor, address)
         raise
-    _audit(session_factory, plan, rows.count, True, actor, address)
+    if audit:
+        _audit(session_factory, plan, rows.count, True, actor, address)
     return rows.count
 
 
@@ -661,6 +687,7 @@ __all__ = [
     "ExportError",
     "ExportPlan",
     "as_utc",
+    "count_rows",
     "item_label",
     "iter_export",
     "list_exporters",

@@ -343,6 +343,68 @@ class InstrumentWording(Base):
     installed_by: so.Mapped[str] = so.mapped_column(sa.String(128))
 
 
+# --- Background jobs (core/jobs.py, core/export_jobs.py) ------------------------------------------------------------
+
+
+class Job(Base):
+    """One queued, running, finished or failed background job; the row a worker claims before running it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_status_run_at", "status", "run_at"),)
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128))
+    kwargs: so.Mapped[dict[str, Any]]
+    status: so.Mapped[str] = so.mapped_column(sa.String(16))  # queued | running | done | failed
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    max_attempts: so.Mapped[int] = so.mapped_column(default=4)
+    run_at: so.Mapped[datetime]  # due from then on (a delay, or the backoff before a retry)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    lease_until: so.Mapped[datetime | None]  # a running job's claim; past it, the job may be claimed again
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(1000))  # the last failure's type and message
+
+
+class JobSchedule(Base):
+    """The last period in which a periodic job ran, claimed by one worker across all hosts."""
+
+    __tablename__ = "job_schedules"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(128), primary_key=True)
+    last_period: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    last_run_at: so.Mapped[datetime]
+
+
+class ExportJob(Base):
+    """An export run as a job: who asked, for what, how far it got, and the file it left in the instance folder."""
+
+    __tablename__ = "export_jobs"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    job_id: so.Mapped[str | None] = so.mapped_column(sa.String(32))  # the jobs row that runs it
+    requested_by: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    exporter: so.Mapped[str] = so.mapped_column(sa.String(64))
+    selection: so.Mapped[dict[str, Any]]  # ExportSelection.to_json(), sites included
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="queued")  # queued | running | done | failed
+    rows_written: so.Mapped[int] = so.mapped_column(default=0)
+    rows_expected: so.Mapped[int | None]
+    filename: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # the download's name
+    media_type: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    path: so.Mapped[str | None] = so.mapped_column(sa.String(1024))  # the file, once written
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    expires_at: so.Mapped[datetime | None]  # the file is removed then (RAPPORTAL_EXPORT_KEEP_HOURS)
+    removed_at: so.Mapped[datetime | None]
+
+    @property
+    def expired(self) -> bool:
+        return self.removed_at is not None
+
+
 # -- API keys (issue 13: the JSON API and the FHIR face) ---------------------------------
 
 

@@ -95,3 +95,19 @@ def audit_actions(app: Any) -> list[tuple[str, str, str | None]]:
 
     with app.extensions["rapportal"].sessions() as session:
         return [(e.actor, e.action, e.target) for e in session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id))]
+
+
+def web_export(app: Any, client: Any, data: dict[str, Any]) -> Any:
+    """Start an export on the exports page, let a worker write it (in this process), and download it."""
+    from web.state import job_context
+
+    started = client.post("/admin/exports", data={"csrf_token": page_token(client, "/admin/exports"), **data})
+    assert started.status_code == 303, (started.status_code, started.text)
+    progress = started.headers["Location"]
+    with app.app_context():
+        app.extensions["rapportal"].jobs.run_until_idle(job_context(app))
+    page = client.get(progress)
+    assert page.status_code == 200
+    link = re.search(r'href="([^"]+/download)"', page.text)
+    assert link, page.text
+    return client.get(link.group(1))

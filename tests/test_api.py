@@ -21,6 +21,7 @@ from core import ExportSelection
 from core.api_keys import create_api_key, revoke_api_key
 from core.export import run_export
 from core.models import ApiKey, AuditEntry
+from web.state import job_context
 
 
 @pytest.fixture
@@ -68,10 +69,26 @@ def test_the_whole_clinical_flow_runs_through_the_api_with_keys(app: Any, world:
     assert done.status_code == 200 and done.json["changed"] is True
     assert done.json["alert"]["note"] == "Talked it over."
     assert [a for a in api.get("/api/v1/alerts", headers=ann).json["items"] if a["client_id"] == client_id] == []
+    admin = flow["admin"]
+    started = api.post("/api/v1/exports", json={"format": "csv", "clients": ["C-9"]}, headers=admin)
+    assert started.status_code == 202, started.text
+    export_id = started.json["id"]
+    assert api.get(f"/api/v1/exports/{export_id}/file", headers=admin).status_code == 409  # not written yet
+    with app.app_context():
+        app.extensions["rapportal"].jobs.run_until_idle(job_context(app))
+    status = api.get(f"/api/v1/exports/{export_id}", headers=admin).json
+    assert status["status"] == "done" and status["rows_written"] == 2
+    download = api.get(f"/api/v1/exports/{export_id}/file", headers=admin)
+    assert download.status_code == 200 and download.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(download.data.decode("utf-8-sig"))))
+    assert sorted(Decimal(row["score_total"]) for row in rows) == [Decimal("18.5"), Decimal("32.0")]
+    assert api.get(f"/api/v1/exports/{export_id}", headers=ann).status_code == 403  # exports are for administrators
     actions = [action for actor, action, _target in audit_actions(app) if actor == "user:ann"]
     for expected in ("episode.create", "session.create", "responses.list", "caseload.view", "alert.acknowledge"):
         assert expected in actions
-    assert ("user:admin", "client.create") in [(a, b) for a, b, _t in audit_actions(app)]
+    by_admin = [action for actor, action, _target in audit_actions(app) if actor == "user:admin"]
+    for expected in ("client.create", "export.started", "export.downloaded"):
+        assert expected in by_admin
 
 
 def test_api_numbers_equal_the_web_pages_the_export_and_the_fhir_face(app: Any, world: Any) -> None:

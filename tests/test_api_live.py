@@ -36,7 +36,13 @@ from web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "api.md"
-ADMIN_OPERATIONS = {("POST", "/api/v1/clients"), ("GET", "/api/v1/clients")}
+ADMIN_OPERATIONS = {
+    ("POST", "/api/v1/clients"),
+    ("GET", "/api/v1/clients"),
+    ("POST", "/api/v1/exports"),
+    ("GET", "/api/v1/exports/{export_id}"),
+    ("GET", "/api/v1/exports/{export_id}/file"),
+}
 
 
 class Live:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, answer, audit_actions, links_on, make_world, page_token, sign_in, start_session
+from staff_support import (
+    ORS_ANSWERS,
+    answer,
+    audit_actions,
+    links_on,
+    make_world,
+    page_token,
+    sign_in,
+    start_session,
+    web_export,
+)
 
 from core.audit import record
 from core.models import AuditEntry
@@ -164,8 +174,8 @@ def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(ap
     assert device.post("/kiosk/lock", data={"csrf_token": lock_token}).status_code == 303
     admin = app.test_client()
     sign_in(admin, "admin")
-    export = admin.post("/admin/exports", data={"csrf_token": page_token(admin, "/admin/exports"), "format": "csv"})
-    assert export.status_code == 200 and export.data  # read to the end: the export is audited when done
+    export = web_export(app, admin, {"format": "csv"})
+    assert export.status_code == 200 and export.data
 
     forbidden = set(engine.alert_rules)
     for instrument in engine.instruments:
@@ -176,7 +186,8 @@ def test_a_clinical_day_leaves_no_answer_score_flag_or_rule_name_in_the_trail(ap
     with app.extensions["rapportal"].sessions() as session:
         entries = session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)).all()
     actions = {entry.action for entry in entries}
-    assert {"response.submit", "alert.acknowledge", "kiosk.unlock", "kiosk.lock", "export", "client.view"} <= actions
+    assert {"response.submit", "alert.acknowledge", "kiosk.unlock", "kiosk.lock", "client.view"} <= actions
+    assert {"export.started", "export.finished", "export.downloaded"} <= actions
     assert sum(entry.action == "alert.acknowledge" for entry in entries) == 2
     for entry in entries:
         words = {entry.actor, entry.action, entry.target or "", *_strings(entry.detail)}

@@ -243,7 +243,7 @@ def test_upgrade_to_0006_puts_every_client_in_the_default_site_and_keeps_every_r
         clients = connection.execute(sa.text("SELECT code, language, site_id FROM clients ORDER BY id")).all()
     assert [tuple(row) for row in sites] == [(1, "Main site")]
     assert [tuple(row) for row in clients] == [("C-001", "en", 1), ("C-002", "de", 1)]
-    upgrade(db)  # later revisions (api keys, ...) complete the models
+    upgrade(db)  # the later revisions (0008_jobs, ...) complete the schema
     assert schema_differences(db) == []
     with db.connect() as connection:
         command.downgrade(alembic_config(connection), "0005")

@@ -16,25 +16,25 @@ import wtforms
 from babel import Locale
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     redirect,
     render_template,
     request,
-    stream_with_context,
+    send_file,
     url_for,
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
-from core import ExportSelection, WordingError
+from core import WordingError
 from core.accounts import LAST_ADMIN, ROLES, AccountError, clear_sign_in_throttle, create_user, update_user
 from core.audit import browse_audit
 from core.clients import clinicians, create_client, list_clients, managed_client, unassigned_clients, update_client
 from core.errors import InvalidInput, NotFound
-from core.export import ExportError, iter_export, list_exporters
+from core.export import list_exporters
+from core.export_jobs import ExportFilters, export_status, open_export, recent_exports, start_export
 from core.models import ClientClinician, User
 from core.plugins import describe_plugins
 from core.sites import (
@@ -560,39 +560,83 @@ def _export_form() -> Any:
 @bp.get("/exports")
 @allow("admin")
 def exports() -> Any:
-    return render_template("admin/exports.html", form=_export_form())
+    return _exports_page(_export_form())
 
 
 @bp.post("/exports")
 @allow("admin")
-def download_export() -> Any:
+def start_export_view() -> Any:
     form = _export_form()
     if not form.validate():
-        return render_template("admin/exports.html", form=form), form_status(form)
+        return _exports_page(form, form_status(form))
     since, until = form.since.data, form.until.data
     if since and until and since > until:
         form.until.errors = [_("This date is before the 'on or after' date.")]
-        return render_template("admin/exports.html", form=form), 422
-    selection = ExportSelection(
+        return _exports_page(form, 422)
+    filters = ExportFilters(
         instruments=tuple(form.instruments.data or ()),
-        since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
-        until=datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1) if until else None,
+        since=since,
+        until=until,
         identifying=bool(form.identifying.data),
-        sites=tuple(site_ids_of(db_session(), current_user())),
     )
-    state = portal()
+    session = db_session()
     try:
-        plan, chunks = iter_export(
-            state.sessions, state.engine, form.format.data, selection, actor=actor(), address=address()
+        started = start_export(
+            session, current_user(), portal().jobs, exporter=form.format.data, filters=filters, address=address()
         )
-    except ExportError as exc:
-        form.format.errors = [str(exc)]
-        return render_template("admin/exports.html", form=form), 422
-    return Response(
-        stream_with_context(chunks),
-        mimetype=plan.exporter.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{plan.filename}"'},
+    except InvalidInput as exc:
+        session.rollback()
+        field = form.format if exc.field == "exporter" else getattr(form, exc.field or "", form.format)
+        field.errors = [core_message(exc.message)]
+        return _exports_page(form, 422)
+    session.commit()
+    return redirect(url_for("admin.export_progress", export_id=started.id), 303)
+
+
+EXPORT_STATUS_TITLES = {
+    "queued": _l("Waiting for a worker"),
+    "running": _l("Being written"),
+    "done": _l("Ready to download"),
+    "failed": _l("Failed"),
+}
+
+
+def export_status_title(export: Any) -> str:
+    if export.status == "done" and export.expired:
+        return str(_l("Expired"))
+    return str(EXPORT_STATUS_TITLES.get(export.status, export.status))
+
+
+def _exports_page(form: Any, status: int = 200) -> Any:
+    started = recent_exports(db_session(), current_user())
+    page = render_template("admin/exports.html", form=form, exports=started, export_status_title=export_status_title)
+    return page, status
+
+
+@bp.get("/exports/<int:export_id>")
+@allow("admin")
+def export_progress(export_id: int) -> Any:
+    export = export_status(db_session(), current_user(), export_id)
+    return render_template(
+        "admin/export_progress.html", export=export, percent=_percent(export), export_status_title=export_status_title
     )
+
+
+def _percent(export: Any) -> int | None:
+    if export.status == "done":
+        return 100
+    if not export.rows_expected:
+        return None
+    return min(99, int(100 * export.rows_written / export.rows_expected))
+
+
+@bp.get("/exports/<int:export_id>/download")
+@allow("admin")
+def download_export(export_id: int) -> Any:
+    session = db_session()
+    path, filename, media_type = open_export(session, current_user(), export_id, address=address())
+    session.commit()
+    return send_file(path, mimetype=media_type, as_attachment=True, download_name=filename, max_age=0)
 
 
 # -- audit trail -------------------------------------------------------------------

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from spectree import Response as Responses
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from werkzeug.http import dump_options_header
 
 from core.accounts import AccountError, user_by_username
 from core.api_keys import find_api_key, spend_request
@@ -37,6 +39,7 @@ from core.care import (
 from core.clients import create_client, list_clients, treated_client
 from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput, NotAllowed, NotFound, RateLimited
 from core.export import as_utc
+from core.export_jobs import ExportFilters, export_status, open_export, start_export
 from core.instruments import Instrument
 from core.models import Alert, ApiKey, Client, Episode, User
 from core.records import ScoredRow, list_scored_responses, response_row
@@ -273,11 +276,12 @@ def openapi_document() -> dict[str, Any]:
                 content = answer.get("content", {})
                 if int(status) >= 400 and "application/json" in content:
                     answer["content"] = {"application/problem+json": content["application/json"]}
-            if operation.get("operationId") == "get_api_v1_exports_export_id_file":
-                operation["responses"]["200"] = {
-                    "description": "The export file",
-                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                }
+    download = document.get("paths", {}).get("/api/v1/exports/{export_id}/file", {}).get("get")
+    if download:  # spectree knows JSON bodies only: the file is in the exporter's own format
+        download["responses"]["200"] = {
+            "description": "The export file, in its exporter's format (text/csv, application/fhir+json, ...)",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
     return document
 
 
@@ -630,6 +634,81 @@ def acknowledge(alert_id: int, json: m.AcknowledgeIn) -> Any:
     changed = acknowledge_alert(session, alert, user_id=owner().id, note=json.note, actor=actor(), address=address())
     session.commit()
     return m.Acknowledged(changed=changed, alert=_alert(alert, portal().engine.alert_titles()))
+
+
+# -- exports ------------------------------------------------------------------------------------
+
+
+def _export(row: Any) -> m.ExportOut:
+    return m.ExportOut(
+        id=row.id,
+        status="expired" if row.status == "done" and row.expired else row.status,
+        rows_written=row.rows_written,
+        rows_expected=row.rows_expected,
+        filename=row.filename,
+        media_type=row.media_type,
+        error=row.error,
+    )
+
+
+@bp.post("/exports")
+@spec.validate(resp=Responses(HTTP_202=m.ExportOut, **errors_for(422)), tags=["exports"])
+@needs("export", "admin")
+def new_export(json: m.ExportIn) -> Any:
+    """Start an export (administrators); a worker writes the file. Poll it, then download it."""
+    session = db_session()
+    filters = ExportFilters(
+        instruments=tuple(json.instruments),
+        since=_day(json.since, "since").date() if json.since else None,
+        until=_day(json.until, "until").date() if json.until else None,
+        clinicians=tuple(json.clinicians),
+        clients=tuple(json.clients),
+        identifying=json.identifying,
+    )
+    started = start_export(
+        session,
+        owner(),
+        portal().jobs,
+        exporter=json.format,
+        filters=filters,
+        engine=portal().engine,
+        address=address(),
+    )
+    session.commit()
+    return _export(started), 202
+
+
+@bp.get("/exports/<int:export_id>")
+@spec.validate(resp=answers(m.ExportOut), tags=["exports"])
+@needs("export", "admin")
+def export(export_id: int) -> Any:
+    """How far an export has got: queued, running, done (then download it), failed or expired."""
+    return _export(export_status(db_session(), owner(), export_id))
+
+
+EXPORT_CHUNK = 64 * 1024
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(EXPORT_CHUNK):
+            yield chunk
+
+
+@bp.get("/exports/<int:export_id>/file")
+@spec.validate(resp=Responses("HTTP_200", **errors_for(409)), tags=["exports"], skip_validation=True)
+@needs("export", "admin")
+def export_file(export_id: int) -> Any:
+    """The finished export's file (audited as export.downloaded); 409 while it is not ready or after it expired."""
+    session = db_session()
+    path, filename, media_type = open_export(session, owner(), export_id, address=address())
+    session.commit()
+    headers = {
+        "Content-Type": media_type,
+        "Content-Disposition": dump_options_header("attachment", {"filename": filename}),
+        "Content-Length": str(path.stat().st_size),
+    }
+    return _chunks(path), 200, headers  # streamed in chunks: the file never sits in memory whole
 
 
 def init_app(app: Flask) -> None:

@@ -107,7 +107,7 @@ class ScoreOut(BaseModel):
 
 
 class VersionQuery(BaseModel):
-    version: str | None = Field(default=None, max_length=32)
+    version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]{1,32}$")
 
 
 # -- clients, episodes, sessions, links ------------------------------------------------
@@ -197,10 +197,13 @@ class AssignmentIn(Body):
 
 class ResponseQuery(BaseModel):
     client_id: int | None = Field(default=None, ge=1, le=DB_INT)
-    instrument: str | None = Field(default=None, max_length=64)
+    instrument: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     since: Day | None = Field(default=None, description="Submitted on or after this day (UTC), YYYY-MM-DD")
     until: Day | None = Field(default=None, description="Submitted before this day (UTC), YYYY-MM-DD")
-    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+    # ASCII only (what a cursor is made of), so a request line stays within what the server reads (gunicorn: 4 KiB)
+    cursor: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,512}$", description="next_cursor of the previous page"
+    )
     limit: int = Field(default=50, ge=1, le=100)
 
 
@@ -262,11 +265,13 @@ class ExportIn(Body):
     since: Day | None = None
     until: Day | None = None
     clients: list[str] = Field(default=[], max_length=500, description="Client codes")
+    clinicians: list[str] = Field(default=[], max_length=100, description="Clinicians' usernames")
+    identifying: bool = Field(default=False, description="With display names")
 
 
 class ExportOut(BaseModel):
     id: Id
-    status: str = Field(description="queued, running, done or failed")
+    status: str = Field(description="queued, running, done (ready to download), failed or expired")
     rows_written: int | None
     rows_expected: int | None
     filename: str | None

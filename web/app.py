@@ -14,6 +14,8 @@ from werkzeug.routing import IntegerConverter
 
 from core import build_engine
 from core.db import create_schema, make_db_engine, make_read_session_factory, make_session_factory
+from core.job_runner import JobBroker
+from core.jobs import DEFAULT_LEASE_SECONDS, JobQueue, load_job_modules
 from web import api, cli, client, fhir, health, pages, staff, state
 
 
@@ -40,6 +42,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         CLINIC_NAME="Rapportal",
         PROXY_HOPS=0,
         API_RATE_LIMIT=600,
+        JOBS_URL=None,  # the broker: empty for SQLite in the instance folder, or redis://... (docs/jobs.md)
+        JOBS_THREADS=2,
+        JOBS_SWEEP_SECONDS=15,
+        JOBS_LEASE_SECONDS=DEFAULT_LEASE_SECONDS,
+        JOBS_KEEP_DONE_DAYS=7,
+        JOB_MODULES=[],
+        SERVE_WORKER=True,
+        EXPORT_KEEP_HOURS=24,
         LANGUAGES=["en", "de", "es"],
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
     )
@@ -50,6 +60,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     instance.mkdir(parents=True, exist_ok=True)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _stored_secret_key(instance / "secret_key")
+    if not app.config.get("EXPORT_FOLDER"):
+        app.config["EXPORT_FOLDER"] = str(instance / "exports")
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'rapportal.db'}"
 
@@ -67,10 +79,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Behind a reverse proxy, the client's address (throttles, audit) and scheme (Secure
         # cookies) come from the X-Forwarded-* headers that the last ``hops`` proxies set.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    load_job_modules()
+    load_job_modules(tuple(_names(app.config["JOB_MODULES"])))
+    sessions = make_session_factory(db)
+    broker = JobBroker(app.config["JOBS_URL"], instance)
     state.init_app(
         app,
         state.Portal(
-            engine=engine, db=db, sessions=make_session_factory(db), read_sessions=make_read_session_factory(db)
+            engine=engine,
+            db=db,
+            sessions=sessions,
+            read_sessions=make_read_session_factory(db),
+            jobs=JobQueue(
+                sessions,
+                dispatch=broker.dispatch,
+                engine=engine,
+                lease_seconds=float(app.config["JOBS_LEASE_SECONDS"]),
+            ),
+            job_broker=broker,
         ),
     )
     babel.init_app(app, locale_selector=_select_language)

@@ -15,6 +15,8 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g
 
 from core import Engine
+from core.job_runner import JobBroker
+from core.jobs import JobContext, JobQueue
 from core.wording import refresh_wording
 
 EXTENSION_KEY = "rapportal"
@@ -28,8 +30,10 @@ class Portal:
     db: sa.Engine
     sessions: so.sessionmaker[so.Session]
     read_sessions: so.sessionmaker[so.Session]
+    jobs: JobQueue
     form_classes: dict[tuple[str, str, str | None], type] = field(default_factory=dict)
     widget_templates: dict[str, Any] = field(default_factory=dict)
+    job_broker: JobBroker | None = None  # huey, carrying "job X is due" to the workers (core/job_runner.py)
 
 
 def init_app(app: Flask, state: Portal) -> None:
@@ -40,6 +44,13 @@ def init_app(app: Flask, state: Portal) -> None:
 def portal(app: Flask | None = None) -> Portal:
     """The engine and database of ``app`` (default: the current app)."""
     return (app or current_app).extensions[EXTENSION_KEY]
+
+
+def job_context(app: Flask | None = None) -> JobContext:
+    """What a job run for ``app`` gets: its engine, sessions, settings and queue (workers and tests)."""
+    app = app or current_app
+    state = portal(app)
+    return JobContext(engine=state.engine, sessions=state.sessions, settings=app.config, queue=state.jobs)
 
 
 def db_session(*, read_only: bool = False) -> so.Session:

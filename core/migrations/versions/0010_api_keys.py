@@ -1,7 +1,7 @@
 """api keys: hashed bearer keys for the JSON API and the FHIR face, each acting as its owner with scopes
 
 Revision ID: 0010_api_keys
-Revises: 0006
+Revises: 0008_jobs
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_api_keys"
-down_revision = "0006"
+down_revision = "0008_jobs"  # was "0006"; on top of the jobs branch merged here (the lead re-chains)
 branch_labels = None
 depends_on = None
 
