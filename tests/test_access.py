@@ -102,6 +102,8 @@ def world(app, licensed_wording):
             "user_id": world.users["ann"],
             "filename": "rapportal.css",
             "export_id": export.id,
+            "instrument_id": "ors",  # the JSON API's and the FHIR face's paths (refused without an API key)
+            "resource": "ors",
         }
         world.link_token = link_token
         world.kiosk_token = kiosk_token

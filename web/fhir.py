@@ -21,6 +21,7 @@ from core.fhir import CLIENT_SYSTEM, questionnaire, resource_id, response_entrie
 from core.records import MAX_PAGE_SIZE, list_scored_responses, response_row
 from core.version import __version__
 from web.api import Refusal, actor, address, authenticate, owner
+from web.access import allow
 from web.api_errors import operation_outcome
 from web.state import db_session, portal
 
@@ -64,6 +65,7 @@ bp.register_error_handler(DomainError, _domain_error)
 
 
 @bp.get("/metadata")
+@allow("public")
 def metadata() -> Any:
     """The CapabilityStatement: what this server reads and searches."""
     search = [
@@ -112,6 +114,7 @@ def _bundle(entries: list[dict[str, Any]], next_url: str | None = None) -> dict[
 
 
 @bp.get("/Questionnaire")
+@allow("key")
 def questionnaire_search() -> Any:
     """Every installed instrument version as a Questionnaire."""
     entries = []
@@ -123,6 +126,7 @@ def questionnaire_search() -> Any:
 
 
 @bp.get("/Questionnaire/<resource>")
+@allow("key")
 def questionnaire_read(resource: str) -> Any:
     for instrument in portal().engine.instruments.all_versions():
         if resource_id(f"{instrument.id}-{instrument.version}") == resource:
@@ -229,23 +233,27 @@ def _entries_of(response_id: int) -> list[dict[str, Any]]:
 
 
 @bp.get("/QuestionnaireResponse")
+@allow("key")
 def questionnaire_response_search() -> Any:
     """QuestionnaireResponses of the key owner's clients, by subject and date."""
     return _search("QuestionnaireResponse")
 
 
 @bp.get("/QuestionnaireResponse/<int:response_id>")
+@allow("key")
 def questionnaire_response_read(response_id: int) -> Any:
     return _fhir(_entries_of(response_id)[0]["resource"])
 
 
 @bp.get("/Observation")
+@allow("key")
 def observation_search() -> Any:
     """Observations of scored totals (those with a LOINC code), by subject and date."""
     return _search("Observation")
 
 
 @bp.get("/Observation/<resource>")
+@allow("key")
 def observation_read(resource: str) -> Any:
     number, dash, _score = resource.partition("-")
     if not dash or not number.isdigit() or len(number) > 10 or int(number) > 2**31 - 1:
