@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,7 @@ from fhir.resources.R4B.bundle import Bundle as R4BBundle
 from fhir.resources.R4B.questionnaire import Questionnaire as R4BQuestionnaire
 from fhirclient.models.bundle import Bundle as R4Bundle
 from fhirclient.models.capabilitystatement import CapabilityStatement
-from staff_support import ORS_ANSWERS, SRS_LOW, answer, audit_actions, make_world, sign_in
+from staff_support import ORS_ANSWERS, SRS_LOW, answer, audit_actions, make_world, page_token, sign_in
 
 from core import ExportSelection
 from core.api_keys import create_api_key, revoke_api_key
@@ -251,3 +252,31 @@ def test_api_keys_from_the_command_line(app: Any, world: Any, runner: Any) -> No
     with app.extensions["rapportal"].sessions() as session:
         details = [e.detail for e in session.scalars(sa.select(AuditEntry).where(AuditEntry.action.like("api_key%")))]
     assert details and all(secret not in json.dumps(detail) for detail in details)
+
+
+def test_an_administrator_makes_and_revokes_a_key_on_the_api_keys_page(app: Any, world: Any) -> None:
+    web = app.test_client()
+    sign_in(web, "admin")
+    made = web.post(
+        "/admin/api-keys",
+        data={"csrf_token": page_token(web, "/admin/api-keys"), "owner": "ann", "scopes": ["read"], "name": "EHR"},
+    )
+    assert made.status_code == 303
+    page = web.get("/admin/api-keys")
+    secret = re.search(r'id="new-key" type="text" value="(rpk_[^"]+)"', page.text).group(1)
+    assert "rpk_" not in web.get("/admin/api-keys").text.replace(secret[:10], "")  # shown once
+    api = app.test_client()
+    assert api.get("/api/v1/instruments", headers=bearer(secret)).status_code == 200
+    assert api.get("/api/v1/alerts/1/acknowledge", headers=bearer(secret)).status_code == 405
+    refused = web.post(
+        "/admin/api-keys", data={"csrf_token": page_token(web, "/admin/api-keys"), "owner": "ann", "scopes": []}
+    )
+    assert refused.status_code == 422
+    with app.extensions["rapportal"].sessions() as session:
+        key_id = session.scalar(sa.select(ApiKey.id))
+    revoked = web.post(f"/admin/api-keys/{key_id}/revoke", data={"csrf_token": page_token(web, "/admin/api-keys")})
+    assert revoked.status_code == 303
+    assert api.get("/api/v1/instruments", headers=bearer(secret)).status_code == 401
+    clinician = app.test_client()
+    sign_in(clinician, "ann")
+    assert clinician.get("/admin/api-keys").status_code == 403

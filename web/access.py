@@ -33,7 +33,7 @@ SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
 KIOSK_COOKIE = "rapportal_kiosk"
 STAFF_ROLES = ("admin", "clinician", "supervisor", "auditor")
-STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk", "reports")
+STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk", "reports", "api_keys")
 
 # Endpoints that other modules own, with the rule that applies to them.
 OTHER_ENDPOINTS: dict[str, tuple[str, ...]] = {

@@ -20,8 +20,8 @@ from core.errors import DomainError, InvalidInput, NotFound
 from core.fhir import CLIENT_SYSTEM, questionnaire, resource_id, response_entries
 from core.records import MAX_PAGE_SIZE, list_scored_responses, response_row
 from core.version import __version__
-from web.api import Refusal, actor, address, authenticate, owner
 from web.access import allow
+from web.api import Refusal, actor, address, authenticate, owner
 from web.api_errors import operation_outcome
 from web.state import db_session, portal
 
