@@ -26,6 +26,7 @@ from web.access import (
     actor,
     address,
     allow,
+    choices,
     core_message,
     current_user,
     form_problem,
