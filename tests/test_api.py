@@ -163,6 +163,8 @@ def test_bad_input_is_a_problem_naming_the_field_never_a_500(app: Any, world: An
         headers={**key, "Content-Type": "application/json"},
     )
     assert malformed.status_code == 400 and malformed.json["errors"][0]["field"] == "body"
+    listed = api.post(f"/api/v1/clients/{world.client_id}/episodes", json=[], headers=key)
+    assert listed.status_code == 422 and listed.json["errors"][0]["field"] == "body"
     typed = api.post(f"/api/v1/episodes/{world.episode_id}/sessions", json={"number": "many"}, headers=key)
     assert typed.status_code == 422 and typed.json["errors"][0]["field"] == "number"
     huge = api.post(f"/api/v1/episodes/{world.episode_id}/sessions", json={"number": 10**40}, headers=key)

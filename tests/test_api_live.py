@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from conftest import database_url
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from staff_support import ORS_ANSWERS, SRS_LOW, make_world
@@ -55,9 +54,9 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory, module_db_url: str) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("api-live")
-    url = database_url(folder)
+    url = module_db_url
     migrated = make_db_engine(url)
     upgrade(migrated)  # as `rapportal serve` would
     migrated.dispose()

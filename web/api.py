@@ -166,6 +166,8 @@ def _check_body() -> Any:
         parsed = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         return problem(400, "The body is not valid JSON.", [("body", str(exc)[:200])])
+    if not isinstance(parsed, dict):
+        return problem(422, "The body must be a JSON object.", [("body", f"got {type(parsed).__name__}")])
     where = _text_problem(parsed)
     if where:
         return problem(400, "The body holds text that cannot be stored.", [(where, "NUL, unpaired surrogate or NaN")])

@@ -19,7 +19,7 @@ Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", json_schema_
 
 
 class Body(BaseModel):
-    """A request body: unknown fields are refused (a misspelt field is a mistake, never ignored)."""
+    """A request body or query: unknown fields are refused (a misspelt field is a mistake, never ignored)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,7 +106,7 @@ class ScoreOut(BaseModel):
     flags: list[str]
 
 
-class VersionQuery(BaseModel):
+class VersionQuery(Body):
     version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]{1,32}$")
 
 
@@ -195,7 +195,7 @@ class AssignmentIn(Body):
 # -- responses and alerts ----------------------------------------------------------------
 
 
-class ResponseQuery(BaseModel):
+class ResponseQuery(Body):
     client_id: int | None = Field(default=None, ge=1, le=DB_INT)
     instrument: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     since: Day | None = Field(default=None, description="Submitted on or after this day (UTC), YYYY-MM-DD")
