@@ -13,6 +13,8 @@ from core.channels import DeliveryError, NotificationChannel, OutgoingMessage
 from core.engine import Engine, build_engine
 from core.export import ExportColumn, ExportContext, as_utc, item_label, neutralise_cell, wide_values, write_text_lines
 from core.exporters import Exporter, ExportRow, ExportSelection
+from core.fhir import questionnaire_entry as fhir_questionnaire_entry
+from core.fhir import response_entries as fhir_response_entries
 from core.hookspecs import hookimpl
 from core.instruments import Band, Instrument, InstrumentDefinitionError, Item, Option, WordingError
 from core.plugins import DEFAULT_PLUGINS, get_plugin_manager
@@ -71,6 +73,8 @@ __all__ = [
     "build_engine",
     "decimal_to_json",
     "episode_progress",
+    "fhir_questionnaire_entry",
+    "fhir_response_entries",
     "flag_alert",
     "get_plugin_manager",
     "hookimpl",

@@ -35,3 +35,11 @@ class Conflict(DomainError):
 
 class DatabaseUnavailable(DomainError):
     """The database could not be reached for a few seconds; nothing was stored, the caller may send again."""
+
+
+class RateLimited(DomainError):
+    """Too many requests in the current window; ``retry_after`` says in how many seconds to try again."""
+
+    def __init__(self, message: str, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.retry_after = retry_after

@@ -472,3 +472,28 @@ class OutboxMessage(Base):
     sent_at: so.Mapped[datetime | None]
     error: so.Mapped[str | None] = so.mapped_column(sa.String(500))  # the server's refusal: never message text
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+# -- API keys (issue 13: the JSON API and the FHIR face) ---------------------------------
+
+
+class ApiKey(Base):
+    """A key a script or an EHR sends as ``Authorization: Bearer <key>``; only its SHA-256 is stored.
+
+    It acts as its owner, narrowed by ``scopes`` (read, write, export); a revoked or expired key is refused.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    secret_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    prefix: so.Mapped[str] = so.mapped_column(sa.String(16))  # the key's first characters, to tell keys apart
+    name: so.Mapped[str] = so.mapped_column(sa.String(128))
+    owner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"), index=True)
+    scopes: so.Mapped[list[Any]]
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    created_by: so.Mapped[str] = so.mapped_column(sa.String(128))
+    expires_at: so.Mapped[datetime | None]
+    revoked_at: so.Mapped[datetime | None]
+
+    owner: so.Mapped[User] = so.relationship()

@@ -41,6 +41,12 @@ def db_url(tmp_path: Path) -> str:
     return database_url(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def module_db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One fresh database shared by a module's tests (a served portal that several tests use)."""
+    return database_url(tmp_path_factory.mktemp("db"))
+
+
 _TEST_SCHEMA_PREFIX = "rt_test_"
 _test_schemas: list[str] = []
 _admin_engines: dict[str, sa.Engine] = {}

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from staff_support import PASSWORD, SRS_LOW, make_world, page_token, sign_in, web_export
 
 from core.accounts import create_user
+from core.api_keys import create_api_key
 from core.export_jobs import start_export
 from core.models import Alert, AuditEntry, CareSession, Client, KioskSession, User
 from core.responses import create_assignment, submit_response
@@ -107,6 +108,9 @@ def world(app, licensed_wording):
             "user_id": world.users["ann"],
             "filename": "rapportal.css",
             "export_id": export.id,
+            "instrument_id": "ors",  # the JSON API's and the FHIR face's paths (refused without an API key)
+            "resource": "ors",
+            "key_id": create_api_key(session, owner="ann", name="", scopes="read", actor="test", address=None).key.id,
         }
         world.link_token = link_token
         world.kiosk_token = kiosk_token

@@ -5,7 +5,8 @@ rule is refused (403). Endpoints of other blueprints are listed in :data:`OTHER_
 ``tests/test_access.py`` walks the whole URL map and fails for an endpoint that has no rule.
 
 Roles: ``admin``, ``clinician``, ``supervisor``, ``auditor`` (signed-in accounts); ``public`` (anyone);
-``link`` (whoever holds a questionnaire link); ``kiosk`` (a device unlocked for one client).
+``link`` (whoever holds a questionnaire link); ``kiosk`` (a device unlocked for one client); ``key`` (whoever
+sends an API key: the JSON API and the FHIR face check it and its scopes themselves, web/api.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
 KIOSK_COOKIE = "rapportal_kiosk"
 STAFF_ROLES = ("admin", "clinician", "supervisor", "auditor")
-STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk", "reports")
+STAFF_BLUEPRINTS = ("auth", "clinician", "admin", "kiosk", "reports", "api_keys")
 
 # Endpoints that other modules own, with the rule that applies to them.
 OTHER_ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -61,7 +62,7 @@ DEFAULTS = {
 def allow(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Record which roles may open a view (checked before every request)."""
     for role in roles:
-        if role not in (*STAFF_ROLES, "public", "link", "kiosk"):
+        if role not in (*STAFF_ROLES, "public", "link", "kiosk", "key"):
             raise ValueError(f"unknown role {role!r}")
 
     def mark(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,7 +17,7 @@ from core.db import create_schema, make_db_engine, make_read_session_factory, ma
 from core.expected import ExpectedChange, ExpectedSettings
 from core.job_runner import JobBroker
 from core.jobs import DEFAULT_LEASE_SECONDS, JobQueue, load_job_modules
-from web import cli, client, flow, health, pages, staff, state
+from web import api, cli, client, fhir, flow, health, pages, staff, state
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -42,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=256 * 1024,
         CLINIC_NAME="Rapportal",
         PROXY_HOPS=0,
+        API_RATE_LIMIT=600,
         JOBS_URL=None,  # the broker: empty for SQLite in the instance folder, or redis://... (docs/jobs.md)
         JOBS_QUEUE_NAME="rapportal",
         JOBS_THREADS=2,
@@ -116,6 +117,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(client.bp)
     staff.init_app(app)  # accounts, caseload, admin, audit, kiosk (web/staff.py)
     app.add_template_global(flow.language_notes)  # the client forms' notes on untranslated instruments
+    api.init_app(app)  # the JSON API (/api/v1/) and its FHIR face (/fhir/R4/)
+    fhir.init_app(app)
     return app
 
 

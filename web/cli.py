@@ -30,9 +30,10 @@ from core.accounts import (
     setup_token,
     user_by_username,
 )
+from core.api_keys import create_api_key, key_state, list_api_keys, revoke_api_key
 from core.care import issue_link
 from core.clients import create_client, list_clients
-from core.errors import DomainError
+from core.errors import DomainError, InvalidInput, NotFound
 from core.expected import (
     ExpectedTable,
     clinic_expected_table,
@@ -864,3 +865,66 @@ def _print_expected(table: ExpectedTable) -> None:
                 f"  session {point.session}: median {point.median}, 25th-75th percentile {point.p25} to {point.p75}"
                 f" ({point.count} episodes)"
             )
+
+
+# -- API keys (issue 13) ---------------------------------------------------------------
+
+
+@cli.group("api-keys")
+def api_keys() -> None:
+    """Keys for the JSON API and the FHIR face (docs/api.md)."""
+
+
+@api_keys.command("create")
+@click.option("--owner", required=True, metavar="USERNAME", help="The account the key acts as.")
+@click.option("--scopes", default="read", show_default=True, help="Comma-separated: read, write, export.")
+@click.option("--name", default="", help="What the key is for (shown in the list).")
+@click.option("--expires", default=None, metavar="YYYY-MM-DD", help="The day (UTC) the key stops working.")
+def api_keys_create(owner: str, scopes: str, name: str, expires: str | None) -> None:
+    """Create a key and print it once (only its hash is kept)."""
+    expires_at = None
+    if expires:
+        try:
+            expires_at = datetime.strptime(expires, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            fail(f"--expires: {expires!r} is not a day as YYYY-MM-DD")
+    with portal().sessions.begin() as session:
+        try:
+            issued = create_api_key(
+                session,
+                owner=owner,
+                name=name,
+                scopes=scopes,
+                expires_at=expires_at,
+                actor=f"cli:{getpass.getuser()}",
+                address=None,
+            )
+        except InvalidInput as exc:
+            fail(f"{'--' + exc.field if exc.field else 'input'}: {exc.message}")
+        key_id = issued.key.id
+    click.echo(issued.secret)
+    click.echo(f"Key {key_id} for {owner} ({scopes}); it is shown only now.", err=True)
+
+
+@api_keys.command("list")
+def api_keys_list() -> None:
+    """Every key: id, prefix, owner, scopes, state, expiry (never a secret; audited)."""
+    with portal().sessions.begin() as session:
+        for found in list_api_keys(session, actor=f"cli:{getpass.getuser()}", address=None):
+            expiry = found.expires_at.date().isoformat() if found.expires_at else "-"
+            click.echo(
+                f"{found.id}\t{found.prefix}…\t{found.owner.username}\t{','.join(found.scopes)}\t"
+                f"{key_state(found)}\t{expiry}\t{found.name}"
+            )
+
+
+@api_keys.command("revoke")
+@click.argument("key_id", type=click.IntRange(1, 2**31 - 1))
+def api_keys_revoke(key_id: int) -> None:
+    """Revoke a key at once."""
+    with portal().sessions.begin() as session:
+        try:
+            changed = revoke_api_key(session, key_id, actor=f"cli:{getpass.getuser()}", address=None)
+        except NotFound as exc:
+            fail(exc.message)
+    click.echo(f"Revoked key {key_id}" if changed else f"Key {key_id} was revoked already")

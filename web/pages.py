@@ -14,6 +14,7 @@ from flask_babel import lazy_gettext as _l
 from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput, NotAllowed, NotFound
 from core.responses import is_retryable
 from web.access import core_message
+from web.api_errors import api_error
 
 # No inline script or style anywhere, so the policy can stay this strict.
 CONTENT_SECURITY_POLICY = (
@@ -82,8 +83,8 @@ def _error_page(error: Any) -> Any:
     custom = getattr(error, "description", None)
     if custom and custom != getattr(type(error), "description", None):
         message = custom
-    if request.path.startswith("/api/"):
-        return {"error": {"status": status, "message": str(title), "detail": str(message)}}, status
+    if request.path.startswith(("/api/", "/fhir/")):
+        return api_error(status, error)
     return render_template("plain.html", title=str(title), message=str(message)), status
 
 

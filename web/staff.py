@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web import access, admin, auth, clinician, kiosk, reports
+from web import access, admin, api_keys, auth, clinician, kiosk, reports
 
 
 def init_app(app: Flask) -> None:
@@ -17,5 +17,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(clinician.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(api_keys.bp)  # the API keys page (web/api_keys.py)
     app.register_blueprint(kiosk.bp)
     reports.init_app(app)
