@@ -236,6 +236,14 @@ def test_the_session_page_offers_the_release_until_it_is_done(app, ann, world):
     assert [a for _actor, a, _target in audit_actions(app)].count("session.release") == 1
 
 
+def test_the_client_page_lists_a_held_measure_as_held(app, ann, world):
+    start_session(ann, world.episode_id, world.client_id)
+    page = ann.get(f"/clients/{world.client_id}").text
+    assert "ORS: waiting" in page and "SRS: held until you release it" in page
+    release(ann, 1)
+    assert "SRS: waiting" in ann.get(f"/clients/{world.client_id}").text
+
+
 def test_release_needs_the_csrf_token_and_the_clients_clinician(app, ann, world):
     start_session(ann, world.episode_id, world.client_id)
     assert ann.post("/sessions/1/release", data={"csrf_token": "1.forged"}).status_code == 400

@@ -46,7 +46,7 @@ from core.clients import set_progress_shown, treated_client
 from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
 from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
-from core.responses import is_expired, stored_score_values
+from core.responses import is_expired, is_held, stored_score_values
 from core.triage import (
     acknowledge_alerts,
     alerts_of_responses,
@@ -339,6 +339,8 @@ def client(client_id: int) -> Any:
         moment=plan_moment,
         now=datetime.now(UTC),
         is_expired=is_expired,
+        is_held=is_held,
+        short_title=_short_title,
     )
 
 
