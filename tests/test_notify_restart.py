@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import database_url
 from notify_support import MailHandler, start_smtp
 
 from core import build_engine
@@ -96,8 +95,8 @@ def _wait(condition, seconds: float) -> bool:
 
 
 @pytest.mark.timeout(400)
-def test_a_killed_worker_sends_every_reminder_exactly_once_after_a_restart(tmp_path):
-    url = database_url(tmp_path)
+def test_a_killed_worker_sends_every_reminder_exactly_once_after_a_restart(tmp_path, db_url):
+    url = db_url
     _prepare(url)
     handler = MailHandler()
     smtp = start_smtp(handler)
