@@ -53,6 +53,12 @@ def run_flow(app: Any, world: Any) -> dict[str, Any]:
     links = {link["instrument"]: link["url"].split("://", 1)[1].split("/", 1)[1] for link in started.json["links"]}
     assert set(links) == {"ors", "srs"}
     assert answer(app, "/" + links["ors"], ORS_ANSWERS).status_code == 200
+    held = app.test_client().get("/" + links["srs"])  # the SRS waits for the end of the session
+    assert held.status_code == 200 and 'name="csrf_token"' not in held.text
+    released = api.post(f"/api/v1/sessions/{started.json['id']}/release", json={}, headers=ann)
+    assert released.status_code == 200 and released.json["changed"] is True and released.json["released_at"]
+    again = api.post(f"/api/v1/sessions/{started.json['id']}/release", json={}, headers=ann)
+    assert again.status_code == 200 and again.json["changed"] is False
     assert answer(app, "/" + links["srs"], SRS_LOW).status_code == 200
     return {"api": api, "ann": ann, "admin": admin, "client_id": client_id}
 

@@ -435,7 +435,8 @@ def test_the_chart_shows_the_expected_band_and_its_figures(app, client, world):
     sign_in(client, "ann")
     page = client.get(f"/clients/{client_id}")
     assert page.status_code == 200
-    assert page.text.count('class="chart-expected"') == 2
+    # a bar at each of the two sessions, in the chart's wide drawing and in its narrow (phone) one
+    assert page.text.count('class="chart-expected"') == 2 * 2
     point = _figures(app, 16, 2)
     assert "Expected change: median and 25th to 75th percentile of 30 completed episodes" in page.text
     assert f"S2: expected {_shown(point.p25)} to {_shown(point.p75)}, median {_shown(point.median)}" in page.text

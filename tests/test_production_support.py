@@ -68,8 +68,8 @@ def prepare_database(url: str, count: int, instrument: str = "phq9") -> list[str
 class Server:
     """`rapportal serve` in its own process group, so a crash test can SIGKILL all of it at once."""
 
-    def __init__(self, url: str, instance: Path, workers: int = 4) -> None:
-        self.url, self.instance, self.workers = url, instance, workers
+    def __init__(self, url: str, instance: Path, workers: int = 4, job_worker: bool = True) -> None:
+        self.url, self.instance, self.workers, self.job_worker = url, instance, workers, job_worker
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = instance / "server.log"
@@ -87,6 +87,7 @@ class Server:
             RAPPORTAL_LOAD_ENTRYPOINTS="false",
             RAPPORTAL_SECRET_KEY="production-test-secret",
             RAPPORTAL_LINK_GUESS_LIMIT="100000",
+            RAPPORTAL_SERVE_WORKER="true" if self.job_worker else "false",
         )
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(

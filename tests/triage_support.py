@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from staff_support import ORS_ANSWERS, answer, links_on, page_token, start_session
+from staff_support import ORS_ANSWERS, answer, links_on, page_token, release_latest, start_session
 
 from core.models import Alert, Episode, Response
 
@@ -50,6 +50,8 @@ def deteriorating_client(app: Any, clinician: Any, client_id: int) -> Triage:
     ):
         links = links_on(start_session(clinician, episode_id, client_id).text)
         for instrument, answers in (("ors", ors), ("phq9", phq9), ("srs", srs)):
+            if instrument == "srs":
+                release_latest(app, clinician)  # the end-of-session SRS opens once the clinician releases it
             if answers is not None:
                 assert answer(app, links[instrument], answers).status_code in (200, 303)
     with app.extensions["rapportal"].sessions.begin() as session:

@@ -29,6 +29,7 @@ from core.api_keys import find_api_key, spend_request
 from core.care import (
     acknowledge_alert,
     issue_link,
+    release_end_of_session,
     start_care_session,
     start_episode,
     view_caseload,
@@ -41,7 +42,7 @@ from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput
 from core.export import as_utc
 from core.export_jobs import ExportFilters, export_status, open_export, start_export
 from core.instruments import Instrument
-from core.models import Alert, ApiKey, Client, Episode, User
+from core.models import Alert, ApiKey, CareSession, Client, Episode, User
 from core.records import ScoredRow, list_scored_responses, response_row
 from core.scoring import decimal_to_json
 from core.validation import ResponseValidationError
@@ -516,6 +517,19 @@ def new_session(episode_id: int, json: m.SessionIn) -> Any:
         skipped=[m.SkippedOut(instrument=i, reason=r) for i, r in started.skipped],
     )
     return body, 201 if started.created else 200
+
+
+@bp.post("/sessions/<int:session_id>/release")
+@spec.validate(resp=answers(m.SessionReleased, 422), tags=["clients"])
+@needs("write", "clinician", "supervisor")
+def release_session(session_id: int, json: m.ReleaseIn) -> Any:
+    """Release the session's end-of-session questionnaires (the plan's ``end`` measures, the SRS of PCOMS):
+    their links open from now on. Until then a held link tells the client it comes at the end of the session."""
+    session = db_session()
+    care = visible_record(session, owner(), CareSession, session_id, to_change=True)
+    changed = release_end_of_session(session, owner(), care, actor=actor(), address=address())
+    session.commit()
+    return m.SessionReleased(id=care.id, changed=changed, released_at=_utc(care.end_released_at))
 
 
 @bp.post("/clients/<int:client_id>/assignments")

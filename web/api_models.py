@@ -188,6 +188,16 @@ class SessionStarted(BaseModel):
     skipped: list[SkippedOut]
 
 
+class ReleaseIn(Body):
+    """No fields: send ``{}``."""
+
+
+class SessionReleased(BaseModel):
+    id: Id
+    changed: bool = Field(description="False when the session's end-of-session questionnaires were released already")
+    released_at: datetime | None = Field(description="When they were released (null: the plan has none)")
+
+
 class AssignmentIn(Body):
     instrument: str = Field(max_length=64)
 
