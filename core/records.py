@@ -63,7 +63,7 @@ def _scored(row: Any) -> ScoredRow:
         band=row[9],
         flags=tuple(row[10] or ()),
     )
-    return ScoredRow(export_row, row[11], row[12])
+    return ScoredRow(export_row, row[-2], row[-1])  # the two columns _query adds after the export's own
 
 
 def list_scored_responses(

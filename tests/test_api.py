@@ -43,6 +43,8 @@ def run_flow(app: Any, world: Any) -> dict[str, Any]:
     """Client, episode, session and links through the API; answers through the links; returns what was made."""
     api = app.test_client()
     admin, ann = bearer(make_key(app, "admin")), bearer(make_key(app, "ann"))
+    # a client without an episode first, so that the flow's client and episode ids differ
+    assert api.post("/api/v1/clients", json={"code": "C-8", "clinician": "ann"}, headers=admin).status_code == 201
     made = api.post("/api/v1/clients", json={"code": "C-9", "clinician": "ann"}, headers=admin)
     assert made.status_code == 201, made.text
     client_id = made.json["id"]
@@ -69,6 +71,7 @@ def test_the_whole_clinical_flow_runs_through_the_api_with_keys(app: Any, world:
     listed = api.get(f"/api/v1/responses?client_id={client_id}", headers=ann).json["items"]
     totals = {row["instrument"]: row["scores"]["total"] for row in listed}
     assert totals == {"ors": 18.5, "srs": 32.0}
+    assert {(row["client_id"], row["client"], row["complete"]) for row in listed} == {(client_id, "C-9", True)}
     alerts = api.get("/api/v1/alerts", headers=ann).json["items"]
     (alert,) = [a for a in alerts if a["client_id"] == client_id]
     assert "SRS 32.0 in session 1" in alert["message"]
