@@ -18,10 +18,9 @@ import sqlalchemy.orm as so
 from core.audit import record
 from core.clients import visible_client_ids
 from core.errors import InvalidInput
-from core.export import as_utc, export_query
+from core.export import as_utc, export_query, row_to_export_row
 from core.exporters import ExportRow, ExportSelection
 from core.models import Response, Score, User
-from core.scoring import decimal_scores
 
 MAX_PAGE_SIZE = 100
 
@@ -50,20 +49,7 @@ def _query(user: User, selection: ExportSelection) -> sa.Select[Any]:
 
 
 def _scored(row: Any) -> ScoredRow:
-    export_row = ExportRow(
-        response_id=row[0],
-        client=row[1],
-        clinician=row[2],
-        session=None if row[3] is None else str(row[3]),
-        instrument=row[4],
-        version=row[5],
-        submitted_at=as_utc(row[6]),
-        answers=row[7] or {},
-        scores=decimal_scores(row[8]),
-        band=row[9],
-        flags=tuple(row[10] or ()),
-    )
-    return ScoredRow(export_row, row[-2], row[-1])  # the two columns _query adds after the export's own
+    return ScoredRow(row_to_export_row(row), row[-2], row[-1])  # the two columns _query adds after the export's own
 
 
 def list_scored_responses(
