@@ -234,3 +234,22 @@ def _alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
             return False
     return True
+
+
+def test_served_logs_keep_huey_to_its_warnings_and_its_consumer_lines():
+    """Every job run at info would bury the log (the sweep runs every 15 s); start and stop lines stay."""
+    import logging
+
+    from web.serve import configure_app_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_app_logging()
+        assert not logging.getLogger("huey").isEnabledFor(logging.INFO)
+        assert logging.getLogger("huey").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("huey.consumer").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        logging.getLogger("huey").setLevel(logging.NOTSET)
+        logging.getLogger("huey.consumer").setLevel(logging.NOTSET)

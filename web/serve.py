@@ -78,6 +78,11 @@ def configure_app_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # huey logs every job it runs at info ("Executing ...", "... executed in"): with the sweep every 15 s that
+    # buries everything else. Our own job log (rapportal.jobs) says what matters; huey keeps its warnings and
+    # its consumer's start and stop lines.
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("huey.consumer").setLevel(logging.INFO)
 
 
 class PortalServer(BaseApplication):
