@@ -250,6 +250,7 @@ def test_served_logs_keep_huey_to_its_warnings_and_its_consumer_lines():
         assert logging.getLogger("huey").isEnabledFor(logging.WARNING)
         assert logging.getLogger("huey.consumer").isEnabledFor(logging.INFO)
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
         logging.getLogger("huey").setLevel(logging.NOTSET)
         logging.getLogger("huey.consumer").setLevel(logging.NOTSET)
