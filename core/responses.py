@@ -22,7 +22,7 @@ from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import record
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
-from core.models import Alert, Assignment, Client, Response, Score, Site, ThrottleCounter
+from core.models import Alert, Assignment, CareSession, Client, Episode, Response, Score, Site, ThrottleCounter
 from core.plans import moment_of
 from core.scoring import ScoreResult, decimal_scores, score_response
 from core.tokens import hash_token, new_token
@@ -85,37 +85,79 @@ def find_assignment(session: so.Session, token: str) -> Assignment | None:
 
 
 @dataclass(frozen=True)
+class LinkView:
+    """A link as its page shows it: plain values read with SQLAlchemy Core, no ORM objects.
+
+    ``response_id`` and ``receipt`` are set once the link was answered; ``held`` says whether it is an
+    end-of-session questionnaire still waiting for its session's release (see :func:`is_held`);
+    ``show_progress`` is the client's setting for the done page.
+    """
+
+    id: int
+    client_id: int
+    token_hash: str
+    instrument_id: str
+    instrument_version: str
+    language: str
+    expires_at: datetime
+    completed_at: datetime | None
+    response_id: int | None
+    receipt: str | None
+    held: bool
+    show_progress: bool
+
+
+@dataclass(frozen=True)
 class LinkLookup:
     """What a link page needs, read in one statement (:func:`look_up_link`).
 
-    ``assignment`` (with its response loaded) is None for an unknown token; ``guesses`` is the
-    address's count of unknown tokens in the current throttle window, ``site_name`` the name of
-    the site the client is seen at, ``wording_stamp`` the stored wording's stamp for
-    :func:`core.wording.refresh_wording`.
+    ``link`` is None for an unknown token; ``guesses`` is the address's count of unknown tokens in
+    the current throttle window, ``site_name`` the name of the site the client is seen at,
+    ``wording_stamp`` the stored wording's stamp for :func:`core.wording.refresh_wording`.
     """
 
-    assignment: Assignment | None
+    link: LinkView | None
     guesses: int
     site_name: str | None
     wording_stamp: tuple[int, int | None] | None
 
 
 def _link_lookup_statement() -> sa.Select[Any]:
+    links, responses, clients = Assignment.__table__, Response.__table__, Client.__table__
+    care, episodes, sites = CareSession.__table__, Episode.__table__, Site.__table__
     guesses = (
         sa.select(ThrottleCounter.count)
         .where(ThrottleCounter.key == sa.bindparam("guess_key"), ThrottleCounter.window_start == sa.bindparam("window"))
         .scalar_subquery()
     )
-    site = (
-        sa.select(Site.name)
-        .join(Client, Client.site_id == Site.id)
-        .where(Client.id == Assignment.client_id)
-        .scalar_subquery()
-    )
     return (
-        sa.select(Assignment, guesses, site, *wording_stamp_columns())
-        .options(so.joinedload(Assignment.response))
-        .where(Assignment.token_hash == sa.bindparam("token_hash"))
+        sa.select(
+            links.c.id,
+            links.c.client_id,
+            links.c.token_hash,
+            links.c.instrument_id,
+            links.c.instrument_version,
+            links.c.language,
+            links.c.expires_at,
+            links.c.completed_at,
+            responses.c.id,
+            responses.c.receipt,
+            links.c.session_id,
+            care.c.end_released_at,
+            episodes.c.plan,
+            clients.c.show_progress,
+            sites.c.name,
+            guesses,
+            *wording_stamp_columns(),
+        )
+        .select_from(
+            links.join(clients, clients.c.id == links.c.client_id)
+            .outerjoin(sites, sites.c.id == clients.c.site_id)
+            .outerjoin(responses, responses.c.assignment_id == links.c.id)
+            .outerjoin(care, care.c.id == links.c.session_id)
+            .outerjoin(episodes, episodes.c.id == care.c.episode_id)
+        )
+        .where(links.c.token_hash == sa.bindparam("token_hash"))
     )
 
 
@@ -123,24 +165,69 @@ _LINK_LOOKUP = _link_lookup_statement()  # built once: constructing it cost more
 
 
 def look_up_link(
-    session: so.Session, token: str, *, guess_key: str, window_seconds: int, now: float | None = None
+    connection: sa.Connection | so.Session,
+    token: str,
+    *,
+    guess_key: str,
+    window_seconds: int,
+    now: float | None = None,
 ) -> LinkLookup:
-    """A link's assignment and response, its address's throttle count, its site and the wording stamp.
+    """A link with its response, its address's throttle count, its site and the wording stamp.
 
-    A page view of a valid link is the hottest path of the portal: one SELECT with scalar
-    subqueries instead of four statements. An unknown token finds no row, so its caller reads the
-    throttle count itself (:func:`core.throttle.attempts`) before counting the guess.
+    A page view of a valid link is the hottest path of the portal: one SELECT with joins and scalar
+    subqueries, read with Core (no ORM objects to build, track and discard). An unknown token finds
+    no row, so its caller reads the throttle count itself (:func:`core.throttle.attempts`) before
+    counting the guess.
     """
     window = int((now if now is not None else time.time()) // window_seconds)
     params = {"token_hash": hash_token(token), "guess_key": guess_key, "window": window}
-    row = session.execute(_LINK_LOOKUP, params).first()
+    row = connection.execute(_LINK_LOOKUP, params).first()
     if row is None:
         return LinkLookup(None, 0, None, None)
-    assignment, guess_count, site_name, wording_count, wording_newest = row
-    return LinkLookup(assignment, guess_count or 0, site_name, (wording_count, wording_newest))
+    (
+        link_id,
+        client_id,
+        token_hash,
+        instrument_id,
+        instrument_version,
+        language,
+        expires_at,
+        completed_at,
+        response_id,
+        receipt,
+        session_id,
+        released_at,
+        plan,
+        show_progress,
+        site_name,
+        guess_count,
+        wording_count,
+        wording_newest,
+    ) = row
+    held = (
+        completed_at is None
+        and session_id is not None
+        and released_at is None
+        and moment_of(plan, instrument_id) == "end"
+    )
+    link = LinkView(
+        link_id,
+        client_id,
+        token_hash,
+        instrument_id,
+        instrument_version,
+        language,
+        expires_at,
+        completed_at,
+        response_id,
+        receipt,
+        held,
+        bool(show_progress),
+    )
+    return LinkLookup(link, guess_count or 0, site_name, (wording_count, wording_newest))
 
 
-def is_expired(assignment: Assignment, now: datetime | None = None) -> bool:
+def is_expired(assignment: Assignment | LinkView, now: datetime | None = None) -> bool:
     expires = assignment.expires_at
     if expires.tzinfo is None:  # SQLite hands back naive datetimes
         expires = expires.replace(tzinfo=UTC)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import wtforms
-from flask import current_app, render_template
+from flask import current_app, g, render_template
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from wtforms.csrf.core import CSRF
 
 from core import Instrument, ResponseValidationError, Widget, WidgetValueError
@@ -44,12 +44,10 @@ class ContextCSRF(CSRF):
         return super().setup_form(form)
 
     def _mac(self, issued: int) -> str:
-        message = f"{self.context}:{issued}".encode()
-        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+        return _csrf_mac(self.secret, self.context, issued)
 
     def generate_csrf_token(self, csrf_token_field: Any) -> str:
-        issued = int(time.time())
-        return f"{issued}.{self._mac(issued)}"
+        return csrf_token_for(self.secret, self.context)
 
     def validate_csrf_token(self, form: wtforms.Form, field: Any) -> None:
         issued_text, _sep, mac = (field.data or "").partition(".")
@@ -61,6 +59,16 @@ class ContextCSRF(CSRF):
             raise wtforms.ValidationError(
                 _("This page was open for a long time. Your answers are kept: please send again.")
             )
+
+
+def _csrf_mac(secret: bytes, context: str, issued: int) -> str:
+    return hmac.new(secret, f"{context}:{issued}".encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_token_for(secret: bytes, context: str) -> str:
+    """A new form token for ``context`` (what :class:`ContextCSRF` puts in a form, without building one)."""
+    issued = int(time.time())
+    return f"{issued}.{_csrf_mac(secret, context, issued)}"
 
 
 class ItemField(wtforms.Field):
@@ -248,6 +256,50 @@ def render_questionnaire(
         render_item=item_markup,
         **context,
     )
+
+
+# Stand-ins for what differs between two fresh pages of one questionnaire: only letters and dashes, so that
+# escaping leaves them as they are and each occurs once in the page.
+_ACTION_MARK = "rapportal-fresh-page-action"
+_TOKEN_MARK = "rapportal-fresh-page-token"
+_FRESH_PAGES_KEPT = 512
+
+
+def fresh_questionnaire(
+    template: str, instrument: Instrument, language: str, *, action: str, csrf_context: str, **context: Any
+) -> str:
+    """A questionnaire page with nothing answered yet: what a client's link shows on every first visit.
+
+    Such a page is the same for every client in one language at one site except for the form's action
+    and its token, so it is rendered once through :func:`render_questionnaire` with marks in their
+    place, kept per process (keyed on everything the page is made of: the template, the instrument's
+    version and installed wording, the wording and page languages, the site's name and ``context``),
+    and each request puts its own action and token in. Nothing about a client is in the kept markup.
+    """
+    secret = current_app.config["SECRET_KEY"].encode()
+    key = (
+        template,
+        instrument.id,
+        instrument.version,
+        instrument.wording_source,
+        language,
+        str(get_locale()),
+        g.get("site_name"),
+        tuple(sorted(context.items())),
+    )
+    cache = portal().fresh_pages
+    page = cache.get(key)
+    if page is None:
+        form = questionnaire_form(instrument, None, csrf_context)
+        form.csrf_token.current_token = _TOKEN_MARK
+        page = render_questionnaire(template, instrument, language, form, action=_ACTION_MARK, **context)
+        if page.count(_ACTION_MARK) != 1 or page.count(_TOKEN_MARK) != 1:
+            raise RuntimeError(f"{template}: a fresh questionnaire page must show its action and form token once")
+        if len(cache) >= _FRESH_PAGES_KEPT:
+            cache.clear()
+        cache[key] = page
+    token = csrf_token_for(secret, csrf_context)
+    return page.replace(_ACTION_MARK, str(escape(action))).replace(_TOKEN_MARK, str(escape(token)))
 
 
 def has_unknown_fields(instrument: Instrument, formdata: Any, allowed: tuple[str, ...] = ()) -> bool:

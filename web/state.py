@@ -15,6 +15,7 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g
 
 from core import Engine
+from core.db import READ_ONLY
 from core.job_runner import JobBroker
 from core.jobs import JobContext, JobQueue
 from core.wording import refresh_wording
@@ -36,6 +37,8 @@ class Portal:
     job_broker: JobBroker | None = None  # huey, carrying "job X is due" to the workers (core/job_runner.py)
     # (instrument id, version, wording source, wording language, page locale) -> texts and untouched item markup
     page_parts: dict[tuple[str, str, str | None, str, str], Any] = field(default_factory=dict)
+    # a fresh questionnaire page's markup with marks for its action and form token (web.forms.fresh_questionnaire)
+    fresh_pages: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
 
 def init_app(app: Flask, state: Portal) -> None:
@@ -73,11 +76,26 @@ def db_session(*, read_only: bool = False, wording: bool = True) -> so.Session:
     return g.db_session
 
 
+def read_connection() -> sa.Connection:
+    """The request's Core connection for reading only (on SQLite its transaction never takes the write lock).
+
+    The link pages read through it: one SELECT with no ORM session to build and tear down. It is closed
+    (its transaction rolled back) when the request ends, or by :func:`drop_db_session`.
+    """
+    if "db_connection" not in g:
+        g.db_connection = portal().db.connect().execution_options(**{READ_ONLY: True})
+    return g.db_connection
+
+
 def drop_db_session() -> None:
-    """Close the request's session (after its connection failed, say); the next :func:`db_session` opens a new one."""
+    """Close the request's session and read connection (after a connection failed, say); the next
+    :func:`db_session` or :func:`read_connection` opens a new one."""
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+    connection = g.pop("db_connection", None)
+    if connection is not None:
+        connection.close()
 
 
 def _close_db_session(_exc: BaseException | None) -> None:
