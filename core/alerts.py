@@ -238,25 +238,41 @@ def evaluate_alerts(rules: Mapping[str, AlertRule], context: AlertContext) -> li
     return alerts
 
 
+def _earlier_scores_statement(in_episode: bool) -> sa.Select[Any]:
+    query = (
+        sa.select(Score.values)
+        .join(Response, Response.id == Score.response_id)
+        .where(
+            Response.client_id == sa.bindparam("client_id"),
+            Response.instrument_id == sa.bindparam("instrument_id"),
+            Response.id != sa.bindparam("response_id"),
+            Response.submitted_at <= sa.bindparam("submitted_at"),
+        )
+        .order_by(Response.submitted_at, Response.id)
+    )
+    if in_episode:
+        query = query.where(Response.episode_id == sa.bindparam("episode_id"))
+    return query
+
+
+# built once (constructing a statement cost more than running it on SQLite)
+_EARLIER_SCORES = {True: _earlier_scores_statement(True), False: _earlier_scores_statement(False)}
+
+
 def earlier_scores_loader(session: so.Session, response: Response) -> Callable[[], EarlierScores]:
     """A loader for :attr:`AlertContext.load_earlier`: the stored scores of the client's administrations of the
     same instrument before ``response`` (in its episode, when it has one), oldest first. Queries only when called.
     """
 
     def load() -> EarlierScores:
-        query = (
-            sa.select(Score.values)
-            .join(Response, Response.id == Score.response_id)
-            .where(
-                Response.client_id == response.client_id,
-                Response.instrument_id == response.instrument_id,
-                Response.id != response.id,
-                Response.submitted_at <= response.submitted_at,
-            )
-            .order_by(Response.submitted_at, Response.id)
-        )
-        if response.episode_id is not None:
-            query = query.where(Response.episode_id == response.episode_id)
-        return [decimal_scores(values) for values in session.scalars(query)]
+        params = {
+            "client_id": response.client_id,
+            "instrument_id": response.instrument_id,
+            "response_id": response.id,
+            "submitted_at": response.submitted_at,
+            "episode_id": response.episode_id,
+        }
+        rows = session.connection().execute(_EARLIER_SCORES[response.episode_id is not None], params).scalars()
+        return [decimal_scores(values) for values in rows]
 
     return load

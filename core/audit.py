@@ -16,6 +16,20 @@ from core.models import AuditEntry, User, UserSite, utcnow
 from core.scope import site_client_ids, site_user_ids
 
 
+def audit_values(
+    actor: str, action: str, target: str | None, address: str | None, at: datetime | None, detail: dict[str, Any]
+) -> dict[str, Any]:
+    """One audit row's values, cut to their column widths (so a long plugin or user name never fails the write)."""
+    return {
+        "at": at or utcnow(),
+        "actor": actor[:128],
+        "action": action[:64],
+        "target": target[:128] if target else None,
+        "address": address[:64] if address else None,
+        "detail": detail,
+    }
+
+
 def record(
     session: so.Session,
     actor: str,
@@ -26,20 +40,28 @@ def record(
     at: datetime | None = None,
     **detail: Any,
 ) -> AuditEntry:
-    """Add one audit entry to ``session`` (committed with the caller's transaction).
-
-    Values are cut to their column widths, so a long plugin or user name never fails the write.
-    """
-    entry = AuditEntry(
-        at=at or utcnow(),
-        actor=actor[:128],
-        action=action[:64],
-        target=target[:128] if target else None,
-        address=address[:64] if address else None,
-        detail=detail,
-    )
+    """Add one audit entry to ``session`` (committed with the caller's transaction)."""
+    entry = AuditEntry(**audit_values(actor, action, target, address, at, detail))
     session.add(entry)
     return entry
+
+
+_INSERT_AUDIT_ENTRY = sa.insert(AuditEntry.__table__)
+
+
+def record_now(
+    connection: sa.Connection,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    address: str | None = None,
+    *,
+    at: datetime | None = None,
+    **detail: Any,
+) -> None:
+    """Insert one audit entry at once on ``connection``, in its transaction: :func:`record` for the hot paths that
+    write with Core statements (a submission), with no ORM object to build and flush."""
+    connection.execute(_INSERT_AUDIT_ENTRY, audit_values(actor, action, target, address, at, detail))
 
 
 AUDIT_PAGE_SIZE = 100

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.alerts import AlertContext, earlier_scores_loader
-from core.audit import record
+from core.audit import record_now
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
 from core.models import Alert, Assignment, CareSession, Client, Episode, Response, Score, Site, ThrottleCounter
@@ -246,14 +246,24 @@ def is_held(assignment: Assignment) -> bool:
     return moment_of(care.episode.plan, assignment.instrument_id) == "end"
 
 
+def _history_statement(in_episode: bool) -> sa.Select[Any]:
+    query = sa.select(Response.answers).where(
+        Response.client_id == sa.bindparam("client_id"), Response.instrument_id == sa.bindparam("instrument_id")
+    )
+    if in_episode:
+        query = query.where(Response.episode_id == sa.bindparam("episode_id"))
+    return query.order_by(Response.submitted_at, Response.id)
+
+
+_HISTORY = {True: _history_statement(True), False: _history_statement(False)}  # built once, as _LINK_LOOKUP
+
+
 def history_for(
     session: so.Session, client_id: int, instrument_id: str, episode_id: int | None
 ) -> list[dict[str, Any]]:
     """Earlier answers of this client to this instrument in the same episode, oldest first."""
-    query = sa.select(Response.answers).where(Response.client_id == client_id, Response.instrument_id == instrument_id)
-    if episode_id is not None:
-        query = query.where(Response.episode_id == episode_id)
-    return list(session.scalars(query.order_by(Response.submitted_at, Response.id)))
+    params = {"client_id": client_id, "instrument_id": instrument_id, "episode_id": episode_id}
+    return list(session.connection().execute(_HISTORY[episode_id is not None], params).scalars())
 
 
 def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
@@ -302,31 +312,39 @@ def submit_response(
     )
     result = score_response(instrument, answers, history)
     now = datetime.now(UTC)
-    response = Response(
-        assignment=assignment,
-        client_id=assignment.client_id,
-        episode_id=assignment.episode_id,
-        instrument_id=instrument.id,
-        instrument_version=instrument.version,
-        language=assignment.language,
-        answers=dict(answers),
-        receipt=secrets.token_hex(4).upper(),
-        started_at=started_at,
-        submitted_at=now,
-    )
+    # The rows go in with Core statements on the session's connection, in its transaction: the ORM's unit of
+    # work cost more than the statements themselves. The session is told what was stored (below), so an
+    # ORM caller that reads ``assignment.response`` afterwards finds it.
+    session.flush()  # whatever the caller added first (a new assignment, say) goes in before the rows below
+    connection = session.connection()
+    values = {
+        "assignment_id": assignment.id,
+        "client_id": assignment.client_id,
+        "episode_id": assignment.episode_id,
+        "instrument_id": instrument.id,
+        "instrument_version": instrument.version,
+        "language": assignment.language,
+        "answers": dict(answers),
+        "receipt": secrets.token_hex(4).upper(),
+        "started_at": started_at,
+        "submitted_at": now,
+    }
+    response_id = connection.execute(_INSERT_RESPONSE, values).inserted_primary_key[0]
+    connection.execute(_COMPLETE_ASSIGNMENT, {"assignment_id": assignment.id, "completed_at": now})
+    response = Response(id=response_id, **values)
+    so.make_transient_to_detached(response)  # stored above: the session takes it as loaded, not as new
     session.add(response)
-    assignment.completed_at = now
-    session.flush()
-    session.add(
-        Score(
-            response_id=response.id,
-            complete=result.complete,
-            values=score_values_to_store(result),
-            band=result.band,
-            flags=list(result.flags),
-            scored_at=now,
-        )
-    )
+    so.attributes.set_committed_value(assignment, "response", response)
+    so.attributes.set_committed_value(assignment, "completed_at", now)
+    score = {
+        "response_id": response_id,
+        "complete": result.complete,
+        "values": score_values_to_store(result),
+        "band": result.band,
+        "flags": list(result.flags),
+        "scored_at": now,
+    }
+    connection.execute(_INSERT_SCORE, score)
     context = AlertContext(
         instrument,
         result,
@@ -335,24 +353,27 @@ def submit_response(
         load_earlier=earlier_scores_loader(session, response),
         load_expected=lambda score: engine.expected.table(session, instrument, score),
     )
-    with session.no_autoflush:  # the earlier scores exclude this response: its score waits for the one flush below
-        raised = engine.alerts_for(context)
-    for alert in raised:
-        session.add(
-            Alert(
-                response_id=response.id,
-                client_id=assignment.client_id,
-                rule=alert.rule,
-                severity=alert.severity,
-                message=alert.message,
-                created_at=now,
-            )
+    raised = engine.alerts_for(context)
+    if raised:
+        connection.execute(
+            _INSERT_ALERT,
+            [
+                {
+                    "response_id": response_id,
+                    "client_id": assignment.client_id,
+                    "rule": alert.rule,
+                    "severity": alert.severity,
+                    "message": alert.message,
+                    "created_at": now,
+                }
+                for alert in raised
+            ],
         )
-    record(
-        session,
+    record_now(
+        connection,
         actor,
         "response.submit",
-        f"response:{response.id}",
+        f"response:{response_id}",
         address,
         at=now,
         instrument=instrument.id,
@@ -360,10 +381,19 @@ def submit_response(
         assignment=assignment.id,
     )
     engine.plugin_manager.hook.response_submitted(
-        instrument_id=instrument.id, version=instrument.version, response_id=response.id, result=result
+        instrument_id=instrument.id, version=instrument.version, response_id=response_id, result=result
     )
-    session.flush()
     return Submission(response.id, response.receipt, created=True)
+
+
+_INSERT_RESPONSE = sa.insert(Response.__table__)
+_INSERT_SCORE = sa.insert(Score.__table__)
+_INSERT_ALERT = sa.insert(Alert.__table__)
+_COMPLETE_ASSIGNMENT = (
+    sa.update(Assignment.__table__)
+    .where(Assignment.__table__.c.id == sa.bindparam("assignment_id"))
+    .values(completed_at=sa.bindparam("completed_at"))
+)
 
 
 class LinkError(Exception):
