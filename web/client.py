@@ -6,6 +6,7 @@ about any client. Unknown-token requests are counted per address and throttled.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
@@ -24,6 +25,7 @@ from web.forms import (
     questionnaire_form,
     render_questionnaire,
 )
+from web.kept import kept_page, mark
 from web.state import db_session, drop_db_session, portal, read_connection
 
 bp = Blueprint("client", __name__, url_prefix="/a")
@@ -52,9 +54,7 @@ def _load(token: str) -> LinkView:
     """
 
     def find() -> LinkLookup:
-        found = look_up_link(
-            read_connection(), token, guess_key=f"link:{address()}", window_seconds=THROTTLE_WINDOW
-        )
+        found = look_up_link(read_connection(), token, guess_key=f"link:{address()}", window_seconds=THROTTLE_WINDOW)
         if found.link is not None and found.wording_stamp != portal().engine.instruments.wording_stamp:
             # someone installed wording: read it (a newer install since is read by the next request)
             refresh_wording(db_session(read_only=True, wording=False), portal().engine, found.wording_stamp)
@@ -86,8 +86,13 @@ def _form_page(link: LinkView, instrument: Any, token: str, form: Any, status: i
 
 
 def _done_page(receipt: str, first_time: bool, link: LinkView):
-    trends = own_trends(link.id) if link.show_progress else []  # off for most clients: then nothing to read
-    return render_template("client/done.html", receipt=receipt, first_time=first_time, trends=trends)
+    if link.show_progress:  # the client's own trend: off for most clients
+        trends = own_trends(link.id)
+        if trends:
+            return render_template("client/done.html", receipt=receipt, first_time=first_time, trends=trends)
+    # otherwise the page is the same for everyone but the receipt
+    render = partial(render_template, "client/done.html", receipt=mark("receipt"), first_time=first_time, trends=[])
+    return kept_page(("client/done.html", first_time), render, {"receipt": receipt})
 
 
 def _held_page(status: int = 200):

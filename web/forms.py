@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import wtforms
-from flask import current_app, g, render_template
+from flask import current_app, render_template
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from wtforms.csrf.core import CSRF
 
 from core import Instrument, ResponseValidationError, Widget, WidgetValueError
 from core.instruments import Item
+from web.kept import kept_page, mark
 from web.state import portal
 
 CSRF_FIELD = "csrf_token"
@@ -258,48 +259,25 @@ def render_questionnaire(
     )
 
 
-# Stand-ins for what differs between two fresh pages of one questionnaire: only letters and dashes, so that
-# escaping leaves them as they are and each occurs once in the page.
-_ACTION_MARK = "rapportal-fresh-page-action"
-_TOKEN_MARK = "rapportal-fresh-page-token"
-_FRESH_PAGES_KEPT = 512
-
-
 def fresh_questionnaire(
     template: str, instrument: Instrument, language: str, *, action: str, csrf_context: str, **context: Any
 ) -> str:
     """A questionnaire page with nothing answered yet: what a client's link shows on every first visit.
 
     Such a page is the same for every client in one language at one site except for the form's action
-    and its token, so it is rendered once through :func:`render_questionnaire` with marks in their
-    place, kept per process (keyed on everything the page is made of: the template, the instrument's
-    version and installed wording, the wording and page languages, the site's name and ``context``),
-    and each request puts its own action and token in. Nothing about a client is in the kept markup.
+    and its token, so it is rendered once through :func:`render_questionnaire` and kept
+    (:func:`web.pages.kept_page`, keyed on the template, the instrument's version and installed wording,
+    the wording language and ``context``); each request fills in its own action and a new token.
     """
-    secret = current_app.config["SECRET_KEY"].encode()
-    key = (
-        template,
-        instrument.id,
-        instrument.version,
-        instrument.wording_source,
-        language,
-        str(get_locale()),
-        g.get("site_name"),
-        tuple(sorted(context.items())),
-    )
-    cache = portal().fresh_pages
-    page = cache.get(key)
-    if page is None:
+
+    def render() -> str:
         form = questionnaire_form(instrument, None, csrf_context)
-        form.csrf_token.current_token = _TOKEN_MARK
-        page = render_questionnaire(template, instrument, language, form, action=_ACTION_MARK, **context)
-        if page.count(_ACTION_MARK) != 1 or page.count(_TOKEN_MARK) != 1:
-            raise RuntimeError(f"{template}: a fresh questionnaire page must show its action and form token once")
-        if len(cache) >= _FRESH_PAGES_KEPT:
-            cache.clear()
-        cache[key] = page
-    token = csrf_token_for(secret, csrf_context)
-    return page.replace(_ACTION_MARK, str(escape(action))).replace(_TOKEN_MARK, str(escape(token)))
+        form.csrf_token.current_token = mark("token")
+        return render_questionnaire(template, instrument, language, form, action=mark("action"), **context)
+
+    key = (template, instrument.id, instrument.version, instrument.wording_source, language, *sorted(context.items()))
+    secret = current_app.config["SECRET_KEY"].encode()
+    return kept_page(key, render, {"action": action, "token": csrf_token_for(secret, csrf_context)})
 
 
 def has_unknown_fields(instrument: Instrument, formdata: Any, allowed: tuple[str, ...] = ()) -> bool:
