@@ -591,3 +591,40 @@ def test_a_link_page_carries_the_name_of_the_clients_site(app, client):
         move_client(session, None, patient, site.id, actor="test", address=None)
     page = client.get(f"/a/{token}").get_data(as_text=True)
     assert '<span class="site-name">North &lt;Clinic&gt;</span>' in page and "North <Clinic>" not in page
+
+
+# --- kept pages (web/kept.py): rendered once, filled in per request ---------------------------------------------
+
+
+def test_fresh_forms_of_two_links_differ_only_in_their_action_and_form_token_and_each_token_fits_its_link(app, client):
+    first, second = make_link(app), make_link(app)
+    pages = [client.get(f"/a/{token}").get_data(as_text=True) for token in (first, second)]
+    tokens = [csrf_of(page) for page in pages]
+    assert f'action="/a/{first}"' in pages[0] and f'action="/a/{second}"' in pages[1]
+    assert "rapportal-kept" not in pages[0] + pages[1]
+    same = [page.replace(token, "T").replace(csrf, "C") for page, token, csrf in zip(pages, (first, second), tokens)]
+    assert same[0] == same[1]
+    # each form token belongs to its own link: swapped, both are refused and nothing is stored
+    assert client.post(f"/a/{first}", data={**PHQ9_ALL_ONES, "csrf_token": tokens[1]}).status_code == 422
+    assert stored_responses(app) == []
+    for token, csrf in zip((first, second), tokens):
+        assert client.post(f"/a/{token}", data={**PHQ9_ALL_ONES, "csrf_token": csrf}).status_code == 200
+    assert len(stored_responses(app)) == 2
+
+
+def test_receipt_pages_show_each_submissions_own_receipt(app, client):
+    receipts = []
+    for _ in range(3):
+        html = post(client, make_link(app), PHQ9_ALL_ONES).get_data(as_text=True)
+        assert "Thank you: your answers are saved" in html
+        receipts.append(re.findall(r'data-receipt="([^"]+)">([^<]+)<', html))
+    stored = sorted(r.receipt for r in stored_responses(app))
+    assert sorted(shown for [(shown, again)] in receipts if shown == again) == stored and len(set(stored)) == 3
+
+
+def test_a_kept_form_follows_the_links_language(app, client):
+    english, german = make_link(app), make_link(app, language="de")
+    assert '<html lang="en">' in client.get(f"/a/{english}").get_data(as_text=True)
+    page = client.get(f"/a/{german}").get_data(as_text=True)
+    assert '<html lang="de">' in page and "Meine Antworten senden" in page
+    assert '<html lang="en">' in client.get(f"/a/{english}").get_data(as_text=True)
