@@ -32,6 +32,23 @@ def _requests(lines: list[str]) -> list[tuple[str, str, dict[str, str] | None]]:
     return parsed
 
 
+def statements_per_request(db, client, requests, expect: int) -> float:
+    """SQL statements sent per request (``BEGIN`` included, ``COMMIT`` and ``ROLLBACK`` not)."""
+    import sqlalchemy as sa
+
+    sent = []
+
+    def count(_conn, _cursor, statement, *_args):
+        sent.append(statement)
+
+    sa.event.listen(db, "before_cursor_execute", count)
+    try:
+        cpu_per_request(client, requests, expect)
+    finally:
+        sa.event.remove(db, "before_cursor_execute", count)
+    return len(sent) / len(requests)
+
+
 def cpu_per_request(client, requests, expect: int, profile: str | None = None) -> float:
     """Milliseconds of this process's CPU per request; every reply must have status ``expect``."""
     profiler = None
@@ -69,12 +86,15 @@ def main() -> None:
         from web.state import portal
 
         instruments = {i: portal(mine.app).engine.instruments.get(i) for i in INSTRUMENTS}
+        db = portal(mine.app).db
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {args.count} requests per scenario, SQLite")
     for instrument_id in INSTRUMENTS:
         for scenario, submit in (("render", False), ("submit", True)):
             name = f"{scenario}-{instrument_id}"
             bare_lines = _requests(bare.links(instrument_id, args.count, submit, instruments[instrument_id], rng))
-            portal_lines = _requests(mine.links(instrument_id, args.count, submit, rng))
+            portal_lines = _requests(mine.links(instrument_id, args.count + 20, submit, rng))
+            statements = statements_per_request(db, portal_client, portal_lines[-20:], 200)
+            portal_lines = portal_lines[:-20]
             for client, lines in ((bare_client, bare_lines), (portal_client, portal_lines)):
                 cpu_per_request(client, lines[:20], 200)  # templates compiled, caches filled
             before = (bare.rows()[0], mine.rows()[0])
@@ -87,7 +107,9 @@ def main() -> None:
                 if stored != (args.count - 20, args.count - 20) or mine.rows()[1]:
                     raise RuntimeError(f"{name}: rows {stored}, expected {args.count - 20} each")
             print(
-                f"{name:14} bare {base:5.2f} ms | portal {ours:5.2f} ms | portal/bare {ours / base:4.1f}x", flush=True
+                f"{name:14} bare {base:5.2f} ms | portal {ours:5.2f} ms | portal/bare {ours / base:4.1f}x"
+                f" | portal SQL statements per request {statements:.1f}",
+                flush=True,
             )
 
 

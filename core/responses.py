@@ -74,7 +74,8 @@ def create_assignment(
 
 _FIND_ASSIGNMENT = (
     sa.select(Assignment)
-    .options(so.joinedload(Assignment.response), so.joinedload(Assignment.session))  # a submit reads both
+    # a submit reads the response, the session's number and (for the held check) its episode's plan
+    .options(so.joinedload(Assignment.response), so.joinedload(Assignment.session).joinedload(CareSession.episode))
     .where(Assignment.token_hash == sa.bindparam("token_hash"))
 )
 
