@@ -408,6 +408,7 @@ class LinkError(Exception):
 
 DEFAULT_RETRY_SECONDS = 5.0
 T = TypeVar("T")
+_Model = TypeVar("_Model", Assignment, CareSession, Episode)
 
 
 def retry_database(
@@ -476,6 +477,53 @@ def submit_answers(
     raise RuntimeError("the response could not be stored: a database constraint refused it")
 
 
+def _loaded(session: so.Session, instance: _Model) -> _Model:
+    """Put an object built from a row this session's transaction just read into the session as if the ORM had
+    loaded it (no INSERT follows); what was not read loads on first use as usual."""
+    so.make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
+
+
+def _submit_lookup_statement() -> sa.Select[Any]:
+    links, care, episodes = Assignment.__table__, CareSession.__table__, Episode.__table__
+    return (
+        sa.select(links, care, episodes.c.id, episodes.c.plan, Response.__table__.c.id)
+        .select_from(
+            links.outerjoin(care, care.c.id == links.c.session_id)
+            .outerjoin(episodes, episodes.c.id == care.c.episode_id)
+            .outerjoin(Response.__table__, Response.__table__.c.assignment_id == links.c.id)
+        )
+        .where(links.c.token_hash == sa.bindparam("token_hash"))
+    )
+
+
+_SUBMIT_LOOKUP = _submit_lookup_statement()
+
+
+def find_assignment_to_submit(session: so.Session, token: str) -> Assignment | None:
+    """:func:`find_assignment` for a submission: one Core statement reads the link, its care session and the
+    plan (a submission needs them all), and the session gets them as loaded objects. An answered link is
+    read the usual way (the first receipt is what it needs)."""
+    row = session.connection().execute(_SUBMIT_LOOKUP, {"token_hash": hash_token(token)}).first()
+    if row is None:
+        return None
+    links, care = Assignment.__table__, CareSession.__table__
+    if row[-1] is not None:  # answered already
+        return find_assignment(session, token)
+    assignment = _loaded(session, Assignment(**{c.key: row[i] for i, c in enumerate(links.c)}))
+    so.attributes.set_committed_value(assignment, "response", None)
+    if assignment.session_id is None:
+        so.attributes.set_committed_value(assignment, "session", None)
+        return assignment
+    offset = len(links.c)
+    visit = _loaded(session, CareSession(**{c.key: row[offset + i] for i, c in enumerate(care.c)}))
+    episode_id, plan = row[offset + len(care.c)], row[offset + len(care.c) + 1]
+    so.attributes.set_committed_value(visit, "episode", _loaded(session, Episode(id=episode_id, plan=plan)))
+    so.attributes.set_committed_value(assignment, "session", visit)
+    return assignment
+
+
 def submit_by_token(
     session_factory: so.sessionmaker[so.Session],
     engine: Engine,
@@ -486,7 +534,7 @@ def submit_by_token(
     """Submit through a link (see :func:`submit_answers`)."""
 
     def locate(session: so.Session) -> Assignment:
-        assignment = find_assignment(session, token)
+        assignment = find_assignment_to_submit(session, token)
         if assignment is None:
             raise LinkError("unknown")
         if assignment.response is None and is_expired(assignment):
