@@ -614,8 +614,14 @@ class Caseload:
     last_answer: dict[int, datetime]
 
 
-def view_caseload(session: so.Session, user: User, *, actor: str, address: str | None) -> Caseload:
-    """The clients ``user`` may see, with what needs their attention; audited as ``caseload.view``."""
+def view_caseload(
+    session: so.Session, user: User, *, actor: str, address: str | None, audit_session: so.Session | None = None
+) -> Caseload:
+    """The clients ``user`` may see, with what needs their attention; audited as ``caseload.view``.
+
+    The audit entry goes into ``audit_session`` when given (a writing session the caller commits, so ``session``
+    may be a read-only one), else into ``session``.
+    """
     ids = visible_client_ids(user)
     clients = list(session.scalars(sa.select(Client).where(Client.id.in_(ids)).order_by(Client.code)))
     alerts = open_alerts(session, ids)
@@ -634,7 +640,7 @@ def view_caseload(session: so.Session, user: User, *, actor: str, address: str |
         ).all()
     )
     # the caseload shows client codes and alert messages: a view of client data like any other
-    record(session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
+    record(audit_session or session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
     return Caseload(clients, alerts, pending, last_answer)
 
 
@@ -682,11 +688,20 @@ def load_client_view(
 
 
 def view_client(
-    session: so.Session, user: User, client_id: int, *, episode_id: int | None = None, actor: str, address: str | None
+    session: so.Session,
+    user: User,
+    client_id: int,
+    *,
+    episode_id: int | None = None,
+    actor: str,
+    address: str | None,
+    audit_session: so.Session | None = None,
 ) -> ClientView:
-    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``."""
+    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``
+    (into ``audit_session`` when given, as :func:`view_caseload`)."""
     client, episode, responses = load_client_view(session, user, client_id, episode_id=episode_id)
-    record(session, actor, "client.view", f"client:{client.id}", address, episode=episode.id if episode else None)
+    target = f"client:{client.id}"
+    record(audit_session or session, actor, "client.view", target, address, episode=episode.id if episode else None)
     next_session = next_session_number(session, episode) if episode else 1
     return ClientView(client, episode, responses, open_alerts(session, [client.id]), next_session)
 

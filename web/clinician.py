@@ -66,6 +66,8 @@ from web.access import (
     current_user,
     form_problem,
     make_form,
+    read_audit,
+    reading_view,
 )
 from web.flow import untranslated_notes
 from web.progress import client_progress
@@ -230,10 +232,11 @@ def _titles() -> dict[str, str]:
 
 @bp.get("/caseload")
 @allow("clinician", "supervisor")
+@reading_view
 def caseload() -> Any:
     session = db_session()
-    found = view_caseload(session, _user(), actor=actor(), address=address())
-    session.commit()
+    with read_audit() as audit:
+        found = view_caseload(session, _user(), actor=actor(), address=address(), audit_session=audit)
     by_client: dict[int, list[Alert]] = defaultdict(list)
     for alert in found.alerts:
         by_client[alert.client_id].append(alert)
@@ -311,13 +314,20 @@ def _most_severe(alerts: Any) -> dict[int, str]:
 
 @bp.get("/clients/<int:client_id>")
 @allow("clinician", "supervisor")
+@reading_view
 def client(client_id: int) -> Any:
     session = db_session()
-    found = view_client(
-        session, _user(), client_id, episode_id=request.args.get("episode", type=int), actor=actor(), address=address()
-    )
-    raised = alerts_of_responses(session, [response.id for response, _score in found.responses])
-    session.commit()
+    with read_audit() as audit:
+        found = view_client(
+            session,
+            _user(),
+            client_id,
+            episode_id=request.args.get("episode", type=int),
+            actor=actor(),
+            address=address(),
+            audit_session=audit,
+        )
+        raised = alerts_of_responses(session, [response.id for response, _score in found.responses])
     alerts = triage_order(found.alerts)
     return render_template(
         "clinician/client.html",
