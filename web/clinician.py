@@ -73,8 +73,21 @@ from web.flow import untranslated_notes
 from web.progress import client_progress
 from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
+from web.texts import TemplatePhrases, id_url, phrases
 
 bp = Blueprint("clinician", __name__)
+
+
+@bp.context_processor
+def _repeated_texts() -> dict[str, Any]:
+    """What the clinician's pages repeat per alert, session and response: phrases and links (see web/texts.py)."""
+    return {
+        "say": TemplatePhrases(phrases()),
+        "response_url": id_url("clinician.response", "response_id"),
+        "client_url": id_url("clinician.client", "client_id"),
+        "session_url": id_url("clinician.care_session", "session_id"),
+        "acknowledge_url": id_url("clinician.acknowledge", "alert_id"),
+    }
 
 # The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
 PLAN_TITLES = {

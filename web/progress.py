@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from flask import url_for
-from flask_babel import gettext as _
 
 from core import Administration, Chart, Instrument, Progress, episode_progress
 from core.expected import ExpectedTable
@@ -20,6 +18,12 @@ from core.models import Response, Score
 from core.responses import stored_score_values
 from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
 from web.state import db_session, portal
+from web.texts import id_url, phrases
+
+
+def _(message: str, **variables: Any) -> str:
+    """``gettext`` through the request's :func:`web.texts.phrases`: a chart repeats its phrases at every point."""
+    return phrases()(message, **variables)
 
 
 def client_progress(
@@ -78,7 +82,7 @@ def _when(response: Response) -> str:
 
 
 def _href(response_id: int) -> str:
-    return url_for("clinician.response", response_id=response_id)
+    return id_url("clinician.response", "response_id")(response_id)
 
 
 def _number(value: Decimal) -> str:
