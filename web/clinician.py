@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import segno
+from markupsafe import Markup
 import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
@@ -290,14 +291,44 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
             instrument = engine.instruments.get(instrument_id, responses[-1].instrument_version)
         except KeyError:
             continue
+        items = [(item.id, item.topic) for item in instrument.items]
         detail.append(
             {
                 "title": instrument.short_title,
-                "items": [(item.id, item.topic) for item in instrument.items],
+                "items": items,
                 "responses": [(r, _x_key(r)[1]) for r in responses],
+                # (item id, topic, the answer in each response or "–"), drawn as the table's rows
+                "rows": [
+                    (item_id, topic, ["–" if r.answers.get(item_id) is None else r.answers[item_id] for r in responses])
+                    for item_id, topic in items
+                ],
             }
         )
     return detail
+
+
+def _session_rows(episode: Episode | None) -> list[tuple[CareSession, Markup]]:
+    """The episode's sessions, each with its questionnaires and their state ("ORS: answered; SRS: waiting")."""
+    if episode is None:
+        return []
+    say = phrases()
+    now = datetime.now(UTC)
+    rows = []
+    for care in episode.sessions:
+        states = []
+        for assignment in care.assignments:
+            if assignment.completed_at:
+                state = say("answered")
+            elif is_expired(assignment, now):
+                state = say("link expired")
+            elif is_held(assignment):
+                state = say("held until you release it")
+            else:
+                state = say("waiting")
+            # a translation is markup in the page, as the template's own ``_`` makes it; the title is escaped
+            states.append(Markup("{}: {}").format(_short_title(assignment), Markup(state)))
+        rows.append((care, Markup("; ").join(states)))
+    return rows
 
 
 def _alert_sessions(alerts: Any) -> dict[int, int]:
@@ -348,6 +379,7 @@ def client(client_id: int) -> Any:
         episodes=found.client.episodes,
         episode=found.episode,
         next_number=found.next_session,
+        session_rows=_session_rows(found.episode),
         **client_progress(found.responses, _most_severe(raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,

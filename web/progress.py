@@ -193,7 +193,11 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str], alerted
         "svg": draw(WIDE, "", "chart chart-wide"),
         "svg_narrow": draw(NARROW, "-narrow", "chart chart-narrow"),
         "columns": [one.label for one in chart.series],
-        "rows": [table[key] for key, _label in x_keys],
+        # each row's cells in column order: (value, href, facts), or None where that series has no point
+        "rows": [
+            {**table[key], "cells": [table[key]["values"].get(one.label) for one in chart.series]}
+            for key, _label in x_keys
+        ],
         "notes": notes,
     }
 
