@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import segno
-from markupsafe import Markup
+from markupsafe import Markup, escape
 import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
@@ -76,21 +76,10 @@ from web.flow import untranslated_notes
 from web.progress import client_progress
 from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
-from web.texts import TemplatePhrases, id_url, phrases
+from web.texts import gettext as _
+from web.texts import id_url, phrases, template_gettext
 
 bp = Blueprint("clinician", __name__)
-
-
-@bp.context_processor
-def _repeated_texts() -> dict[str, Any]:
-    """What the clinician's pages repeat per alert, session and response: phrases and links (see web/texts.py)."""
-    return {
-        "say": TemplatePhrases(phrases()),
-        "response_url": id_url("clinician.response", "response_id"),
-        "client_url": id_url("clinician.client", "client_id"),
-        "session_url": id_url("clinician.care_session", "session_id"),
-        "acknowledge_url": id_url("clinician.acknowledge", "alert_id"),
-    }
 
 # The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
 PLAN_TITLES = {
@@ -262,8 +251,10 @@ class AlertLine:
 
 
 def _alert_lines(alerts: Sequence[Alert], titles: Mapping[str, str], sessions: Mapping[int, int]) -> list[AlertLine]:
-    say = TemplatePhrases(phrases())
-    answers = say("answers")
+    # translations are markup in the page, as the template's own ``_`` makes them
+    answers = Markup(_("answers"))
+    session_word = Markup(_("session %(n)s"))
+    say = phrases()
     response_href = id_url("clinician.response", "response_id")
     client_href = id_url("clinician.client", "client_id")
     acknowledge_href = id_url("clinician.acknowledge", "alert_id")
@@ -271,7 +262,7 @@ def _alert_lines(alerts: Sequence[Alert], titles: Mapping[str, str], sessions: M
         AlertLine(
             alert=alert,
             title=titles.get(alert.rule, alert.rule),
-            session=say("session %(n)s", n=sessions[alert.id]) if sessions.get(alert.id) else None,
+            session=session_word % {"n": sessions[alert.id]} if sessions.get(alert.id) else None,
             date=say.date(alert.created_at, "d MMM yyyy"),
             answers=answers,
             href=response_href(alert.response_id),
@@ -312,6 +303,7 @@ def caseload() -> Any:
     alerts = triage_order(found.alerts)
     return render_template(
         "clinician/caseload.html",
+        _=template_gettext,  # the page's phrases translated once (web/texts.py)
         rows=rows,
         alerts=alerts,
         alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(found.alerts)),
@@ -333,6 +325,7 @@ def _x_key(response: Response) -> tuple[str, str, Any]:
 
 def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, Any]]:
     engine = portal().engine
+    href = id_url("clinician.response", "response_id")
     grouped: dict[str, list[Response]] = defaultdict(list)
     for response, _score in rows:
         grouped[response.instrument_id].append(response)
@@ -347,7 +340,7 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
             {
                 "title": instrument.short_title,
                 "items": items,
-                "responses": [(r, _x_key(r)[1]) for r in responses],
+                "responses": [(r, _x_key(r)[1], href(r.id)) for r in responses],
                 # (item id, topic, the answer in each response or "–"), drawn as the table's rows
                 "rows": [
                     (item_id, topic, ["–" if r.answers.get(item_id) is None else r.answers[item_id] for r in responses])
@@ -358,27 +351,27 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
     return detail
 
 
-def _session_rows(episode: Episode | None) -> list[tuple[CareSession, Markup]]:
-    """The episode's sessions, each with its questionnaires and their state ("ORS: answered; SRS: waiting")."""
+def _session_rows(episode: Episode | None) -> list[tuple[CareSession, str, Markup]]:
+    """The episode's sessions, each with its page and its questionnaires' states ("ORS: answered; SRS: waiting")."""
     if episode is None:
         return []
-    say = phrases()
+    href = id_url("clinician.care_session", "session_id")
     now = datetime.now(UTC)
     rows = []
     for care in episode.sessions:
         states = []
         for assignment in care.assignments:
             if assignment.completed_at:
-                state = say("answered")
+                state = _("answered")
             elif is_expired(assignment, now):
-                state = say("link expired")
+                state = _("link expired")
             elif is_held(assignment):
-                state = say("held until you release it")
+                state = _("held until you release it")
             else:
-                state = say("waiting")
+                state = _("waiting")
             # a translation is markup in the page, as the template's own ``_`` makes it; the title is escaped
-            states.append(Markup("{}: {}").format(_short_title(assignment), Markup(state)))
-        rows.append((care, Markup("; ").join(states)))
+            states.append(f"{escape(_short_title(assignment))}: {state}")
+        rows.append((care, href(care.id), Markup("; ".join(states))))
     return rows
 
 
@@ -426,6 +419,7 @@ def client(client_id: int) -> Any:
     alerts = triage_order(found.alerts)
     return render_template(
         "clinician/client.html",
+        _=template_gettext,  # the page's phrases translated once (web/texts.py)
         client=found.client,
         episodes=found.client.episodes,
         episode=found.episode,

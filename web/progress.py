@@ -18,12 +18,8 @@ from core.models import Response, Score
 from core.responses import stored_score_values
 from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
 from web.state import db_session, portal
-from web.texts import id_url, phrases
-
-
-def _(message: str, **variables: Any) -> str:
-    """``gettext`` through the request's :func:`web.texts.phrases`: a chart repeats its phrases at every point."""
-    return phrases()(message, **variables)
+from web.texts import gettext as _  # a chart repeats its phrases at every point: translated once per request
+from web.texts import id_url
 
 
 def client_progress(

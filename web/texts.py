@@ -17,6 +17,8 @@ from typing import Any
 from babel import dates
 from flask import g, url_for
 from flask_babel import get_locale, get_timezone, get_translations
+from jinja2 import pass_eval_context
+from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
 _SENTINEL = 987654321987  # an id no route would produce by accident: replaced by the real one
@@ -50,18 +52,23 @@ class Phrases:
         return text
 
 
-class TemplatePhrases:
-    """:class:`Phrases` for a template, as ``say(...)``: like Jinja's new-style ``_`` in an autoescaped template,
-    the translation is markup and always a format string, the variables escaped into it."""
+def gettext(message: str, **variables: Any) -> str:
+    """As ``flask_babel.gettext``, through the request's :class:`Phrases`."""
+    return phrases()(message, **variables)
 
-    def __init__(self, found: Phrases) -> None:
-        self._phrases = found
 
-    def __call__(self, message: str, **variables: Any) -> Markup:
-        return Markup(self._phrases(message)) % variables
+@pass_eval_context
+def template_gettext(eval_ctx: EvalContext, message: str, **variables: Any) -> str:
+    """As Jinja's new-style ``_`` (``jinja2.ext``), through the request's :class:`Phrases`: in an autoescaped
+    template the translation is markup, and it is always a format string, the variables escaped into it.
 
-    def date(self, value: datetime, pattern: str) -> str:
-        return self._phrases.date(value, pattern)
+    A view passes it as ``_`` to ``render_template``, so its template and the macros it imports with context
+    translate at dictionary speed; the messages stay marked ``_(...)`` for extraction.
+    """
+    text: Any = phrases()(message)
+    if eval_ctx.autoescape:
+        text = Markup(text)
+    return text % variables
 
 
 def phrases() -> Phrases:
