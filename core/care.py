@@ -673,18 +673,28 @@ def load_client_view(
         .outerjoin(Score, Score.response_id == Response.id)
         .where(Response.client_id == client.id)
         .order_by(Response.submitted_at, Response.id)
-        .options(so.selectinload(Response.assignment).selectinload(Assignment.session))  # no query per response
     )
-    if episode is not None:
-        query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
-        # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
+    if episode is None:
+        query = query.options(so.selectinload(Response.assignment).selectinload(Assignment.session))  # no query per response
+        return client, episode, [(response, score) for response, score in session.execute(query).all()]
+    query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
+    # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
+    session.scalars(
+        sa.select(Episode)
+        .where(Episode.id == episode.id)
+        .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
+        .execution_options(populate_existing=True)
+    ).all()
+    rows = [(response, score) for response, score in session.execute(query).all()]
+    # A response's assignment and its session are then mostly loaded already: reaching them is an identity-map
+    # lookup, no query. Those of other episodes' sessions (answers given outside any episode) are loaded in one go.
+    known = {assignment.id for care in episode.sessions for assignment in care.assignments}
+    missing = {r.assignment_id for r, _score in rows if r.assignment_id is not None and r.assignment_id not in known}
+    if missing:
         session.scalars(
-            sa.select(Episode)
-            .where(Episode.id == episode.id)
-            .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
-            .execution_options(populate_existing=True)
+            sa.select(Assignment).where(Assignment.id.in_(missing)).options(so.selectinload(Assignment.session))
         ).all()
-    return client, episode, [(response, score) for response, score in session.execute(query).all()]
+    return client, episode, rows
 
 
 def view_client(
@@ -702,7 +712,8 @@ def view_client(
     client, episode, responses = load_client_view(session, user, client_id, episode_id=episode_id)
     target = f"client:{client.id}"
     record(audit_session or session, actor, "client.view", target, address, episode=episode.id if episode else None)
-    next_session = next_session_number(session, episode) if episode else 1
+    # the episode's sessions are loaded (load_client_view): the next number is theirs, as next_session_number says
+    next_session = max((care.number for care in episode.sessions), default=0) + 1 if episode else 1
     return ClientView(client, episode, responses, open_alerts(session, [client.id]), next_session)
 
 

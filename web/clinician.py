@@ -375,18 +375,27 @@ def _session_rows(episode: Episode | None) -> list[tuple[CareSession, str, Marku
     return rows
 
 
-def _alert_sessions(alerts: Any) -> dict[int, int]:
-    """Session number of each alert's response (alerts of answers outside a session have none)."""
-    ids = {alert.response_id for alert in alerts}
-    if not ids:
-        return {}
-    rows = db_session().execute(
-        sa.select(Response.id, CareSession.number)
-        .join(Assignment, Assignment.id == Response.assignment_id)
-        .join(CareSession, CareSession.id == Assignment.session_id)
-        .where(Response.id.in_(ids))
-    )
-    numbers = dict(rows.all())
+def _alert_sessions(alerts: Any, loaded: Sequence[tuple[Response, Any]] = ()) -> dict[int, int]:
+    """Session number of each alert's response (alerts of answers outside a session have none).
+
+    ``loaded``: responses the page loaded already with their assignment and session (the client page's); only the
+    other alerts' responses are looked up.
+    """
+    numbers: dict[int, int] = {}
+    for response, _score in loaded:
+        care = response.assignment.session if response.assignment is not None else None
+        if care is not None:
+            numbers[response.id] = care.number
+    known = {response.id for response, _score in loaded}
+    ids = {alert.response_id for alert in alerts} - known
+    if ids:
+        rows = db_session().execute(
+            sa.select(Response.id, CareSession.number)
+            .join(Assignment, Assignment.id == Response.assignment_id)
+            .join(CareSession, CareSession.id == Assignment.session_id)
+            .where(Response.id.in_(ids))
+        )
+        numbers.update(rows.all())
     return {alert.id: numbers[alert.response_id] for alert in alerts if alert.response_id in numbers}
 
 
@@ -428,7 +437,7 @@ def client(client_id: int) -> Any:
         **client_progress(found.responses, _most_severe(raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,
-        alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(alerts)),
+        alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(alerts, found.responses)),
         alert_counts_by_severity=count_by_severity(alerts),
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),
