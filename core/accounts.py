@@ -251,9 +251,7 @@ class SessionCheck:
     ended: UserSession | None = None  # the session that must end (``end_reason``)
 
 
-def check_session(
-    session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None
-) -> SessionCheck:
+def check_session(session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None) -> SessionCheck:
     """Like :func:`load_session`, but changes nothing: a reading request checks its sign-in session this way and
     stores what is due (:func:`store_session_check`) in a short writing transaction of its own."""
     now = now or datetime.now(UTC)
@@ -293,9 +291,7 @@ def store_session_check(session: so.Session, session_id: int, check: SessionChec
         )
     elif check.touch:
         session.execute(
-            sa.update(table)
-            .where(table.c.id == session_id, table.c.ended_at.is_(None))
-            .values(last_seen_at=check.at)
+            sa.update(table).where(table.c.id == session_id, table.c.ended_at.is_(None)).values(last_seen_at=check.at)
         )
 
 

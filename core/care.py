@@ -675,7 +675,8 @@ def load_client_view(
         .order_by(Response.submitted_at, Response.id)
     )
     if episode is None:
-        query = query.options(so.selectinload(Response.assignment).selectinload(Assignment.session))  # no query per response
+        # no query per response
+        query = query.options(so.selectinload(Response.assignment).selectinload(Assignment.session))
         return client, episode, [(response, score) for response, score in session.execute(query).all()]
     query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
     # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session

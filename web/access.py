@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy.orm as so
-
 from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_babel import get_locale

@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import segno
-from markupsafe import Markup, escape
 import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
 from flask import session as flask_session
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup, escape
 from wtforms import validators as v
 
 from core.care import (
@@ -80,6 +80,8 @@ from web.texts import gettext as _
 from web.texts import id_url, phrases, template_gettext
 
 bp = Blueprint("clinician", __name__)
+
+NO_ANSWER = "\u2013"  # an en dash: the item table's cell for an item not answered
 
 # The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
 PLAN_TITLES = {
@@ -341,9 +343,13 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
                 "title": instrument.short_title,
                 "items": items,
                 "responses": [(r, _x_key(r)[1], href(r.id)) for r in responses],
-                # (item id, topic, the answer in each response or "–"), drawn as the table's rows
+                # (item id, topic, the answer in each response or a dash), drawn as the table's rows
                 "rows": [
-                    (item_id, topic, ["–" if r.answers.get(item_id) is None else r.answers[item_id] for r in responses])
+                    (
+                        item_id,
+                        topic,
+                        [NO_ANSWER if r.answers.get(item_id) is None else r.answers[item_id] for r in responses],
+                    )
                     for item_id, topic in items
                 ],
             }
