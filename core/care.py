@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.accounts import SignInLimits, confirm_password, end_session
 from core.audit import record
@@ -687,14 +688,24 @@ def load_client_view(
         .execution_options(populate_existing=True)
     ).all()
     rows = [(response, score) for response, score in session.execute(query).all()]
-    # A response's assignment and its session are then mostly loaded already: reaching them is an identity-map
-    # lookup, no query. Those of other episodes' sessions (answers given outside any episode) are loaded in one go.
-    known = {assignment.id for care in episode.sessions for assignment in care.assignments}
+    # A response's assignment and its session are then mostly loaded already: they are attached as loaded (no
+    # query, and none of the lazy loader's work per response). Those of other episodes' sessions (answers given
+    # outside any episode) are loaded in one go.
+    known: dict[int, Assignment] = {}
+    for care in episode.sessions:
+        for assignment in care.assignments:
+            set_committed_value(assignment, "session", care)
+            known[assignment.id] = assignment
     missing = {r.assignment_id for r, _score in rows if r.assignment_id is not None and r.assignment_id not in known}
     if missing:
-        session.scalars(
-            sa.select(Assignment).where(Assignment.id.in_(missing)).options(so.selectinload(Assignment.session))
-        ).all()
+        known.update(
+            (assignment.id, assignment)
+            for assignment in session.scalars(
+                sa.select(Assignment).where(Assignment.id.in_(missing)).options(so.selectinload(Assignment.session))
+            )
+        )
+    for response, _score in rows:
+        set_committed_value(response, "assignment", known.get(response.assignment_id))
     return client, episode, rows
 
 
