@@ -255,7 +255,11 @@ def check_session(session: so.Session, token: str, policy: SessionPolicy, now: d
     """Like :func:`load_session`, but changes nothing: a reading request checks its sign-in session this way and
     stores what is due (:func:`store_session_check`) in a short writing transaction of its own."""
     now = now or datetime.now(UTC)
-    found = session.scalar(sa.select(UserSession).where(UserSession.token_hash == hash_token(token)))
+    found = session.scalar(
+        sa.select(UserSession)
+        .where(UserSession.token_hash == hash_token(token))
+        .options(so.joinedload(UserSession.user))  # every request needs the user: one statement, not two
+    )
     if found is None or found.ended_at is not None:
         return SessionCheck(None)
     user = found.user
