@@ -14,7 +14,7 @@ the clinician re-issues it, which replaces the hash (the old link stops working)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -657,6 +657,7 @@ class ClientView:
     responses: list[tuple[Response, Score | None]]
     alerts: list[Alert]
     next_session: int
+    raised: list[Alert] = field(default_factory=list)  # every alert of ``responses``, open or acknowledged
 
 
 def load_client_view(
@@ -693,6 +694,7 @@ def load_client_view(
     # outside any episode) are loaded in one go.
     known: dict[int, Assignment] = {}
     for care in episode.sessions:
+        set_committed_value(care, "episode", episode)
         for assignment in care.assignments:
             set_committed_value(assignment, "session", care)
             known[assignment.id] = assignment
@@ -726,7 +728,23 @@ def view_client(
     record(audit_session or session, actor, "client.view", target, address, episode=episode.id if episode else None)
     # the episode's sessions are loaded (load_client_view): the next number is theirs, as next_session_number says
     next_session = max((care.number for care in episode.sessions), default=0) + 1 if episode else 1
-    return ClientView(client, episode, responses, open_alerts(session, [client.id]), next_session)
+    # the client's open alerts and every alert the page's responses raised (open or acknowledged), in one query
+    ids = {response.id for response, _score in responses}
+    found = list(
+        session.scalars(
+            sa.select(Alert)
+            .where(
+                sa.or_(
+                    sa.and_(Alert.client_id == client.id, Alert.acknowledged_at.is_(None)),
+                    Alert.response_id.in_(ids),
+                )
+            )
+            .order_by(Alert.created_at.desc(), Alert.id.desc())
+        )
+    )
+    opened = [alert for alert in found if alert.client_id == client.id and alert.acknowledged_at is None]
+    raised = [alert for alert in found if alert.response_id in ids]
+    return ClientView(client, episode, responses, opened, next_session, raised)
 
 
 def view_care_session(

@@ -52,7 +52,6 @@ from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, is_held, stored_score_values
 from core.triage import (
     acknowledge_alerts,
-    alerts_of_responses,
     caseload_order,
     client_report,
     count_by_severity,
@@ -430,7 +429,6 @@ def client(client_id: int) -> Any:
             address=address(),
             audit_session=audit,
         )
-        raised = alerts_of_responses(session, [response.id for response, _score in found.responses])
     alerts = triage_order(found.alerts)
     return render_template(
         "clinician/client.html",
@@ -440,7 +438,7 @@ def client(client_id: int) -> Any:
         episode=found.episode,
         next_number=found.next_session,
         session_rows=_session_rows(found.episode),
-        **client_progress(found.responses, _most_severe(raised)),
+        **client_progress(found.responses, _most_severe(found.raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,
         alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(alerts, found.responses)),
