@@ -1,10 +1,12 @@
-"""The client page and the PDF report of a client with 50 sessions (ORS + SRS each): time and SQL queries.
+"""The client page and the caseload of a clinician, and the PDF report of a client with 50 sessions: time, CPU, SQL.
 
-Prints p50 / p99 of the client page over in-process requests (Flask test client, SQLite in a temporary folder) and
-the number of SQL statements one page view runs, so an N+1 query shows as a count that grows with the sessions.
-Not a test: nothing asserts a time.
+Prints, for the client page of a client with 50 sessions (ORS + SRS each, PCOMS plan) and for the caseload of a
+clinician with 200 clients, p50 / p99 over in-process requests (Flask test client, SQLite in a temporary folder),
+the CPU time per view (``time.process_time``) and the number of SQL statements one view runs, so an N+1 query shows
+as a count that grows with the sessions. Not a test: nothing asserts a time.
 
-    .venv/bin/python bench/client_page.py [--sessions 50] [--views 200]
+    .venv/bin/python bench/client_page.py [--sessions 50] [--clients 200] [--views 200] [--pdf]
+    .venv/bin/python bench/client_page.py --profile client   # or caseload: writes a pyinstrument profile
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from web.app import create_app
 PASSWORD = "a long bench password"
 
 
-def build(folder: Path, sessions: int):
+def build(folder: Path, sessions: int, clients: int):
     app = create_app(
         {
             "DATABASE_URL": f"sqlite:///{folder / 'bench.db'}",
@@ -50,6 +52,7 @@ def build(folder: Path, sessions: int):
         user = create_user(session, "ann", "Ann", "clinician", PASSWORD, actor="bench", address=None)
         client = Client(code="B-50", clinician_id=user.id)
         session.add(client)
+        session.add_all(Client(code=f"CASE-{n:04d}", clinician_id=user.id) for n in range(1, clients))
         session.flush()
         episode = Episode(client_id=client.id, plan_name="pcoms", plan=BUILTIN_PLANS["pcoms"][1])
         session.add(episode)
@@ -62,6 +65,7 @@ def build(folder: Path, sessions: int):
                 session, state.engine, session.get(Episode, episode_id), number=number, actor="bench", address=None
             )
             tokens = {link.assignment.instrument_id: link.token for link in started.links}
+            started.care.end_released_at = started.care.held_at  # the SRS opens at once, as after "Release"
         for instrument_id, token in tokens.items():
             value = str(3 + (number * 7 % 6))  # 3.0 to 8.0 per item: some sessions past the cutoffs
             answers = {f"{instrument_id}_{i}": f"{value}.0" for i in range(1, 5)}
@@ -71,45 +75,74 @@ def build(folder: Path, sessions: int):
     return app, client_id
 
 
+def measure(staff, url: str, views: int) -> tuple[list[float], list[float]]:
+    """Wall-clock milliseconds of each view, sorted, and the CPU milliseconds per view of 10 batches, sorted (on a
+    shared machine the fastest batch is the steadiest figure)."""
+    times, cpu = [], []
+    batch = max(views // 10, 1)
+    for start_at in range(0, views, batch):
+        started_cpu = time.process_time()
+        for _ in range(min(batch, views - start_at)):
+            start = time.perf_counter()
+            assert staff.get(url).status_code == 200
+            times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000 / min(batch, views - start_at))
+    return sorted(times), sorted(cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=200, help="clients of the clinician (the caseload)")
     parser.add_argument("--views", type=int, default=200)
+    parser.add_argument("--pdf", action="store_true", help="also time the PDF report (about 3 s each)")
     parser.add_argument("--show", action="store_true", help="print the most repeated SQL statements")
+    parser.add_argument("--profile", choices=("client", "caseload"), help="write a pyinstrument profile instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        app, client_id = build(Path(folder), args.sessions)
+        app, client_id = build(Path(folder), args.sessions, args.clients)
         staff = app.test_client()
         login = staff.get("/login").text
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
         staff.post("/login", data={"csrf_token": csrf, "username": "ann", "password": PASSWORD})
+        pages = {"client": f"/clients/{client_id}", "caseload": "/caseload"}
+        if args.profile:
+            from pyinstrument import Profiler
+
+            staff.get(pages[args.profile])
+            with Profiler(interval=0.0005) as profiler:
+                for _ in range(args.views):
+                    staff.get(pages[args.profile])
+            out = Path(f"{args.profile}-page.txt")
+            out.write_text(profiler.output_text(unicode=True, show_all=False))
+            print(f"wrote {out}")
+            return
         engine = app.extensions["rapportal"].db
         statements: list[str] = []
         sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-        assert staff.get(f"/clients/{client_id}").status_code == 200
-        statements.clear()
-        staff.get(f"/clients/{client_id}")
-        queries = len(statements)
-        if args.show:
-            for text, count in collections.Counter(s.split("WHERE")[0][:120] for s in statements).most_common(6):
-                print(count, " ".join(text.split()))
-        times = []
-        for _ in range(args.views):
-            start = time.perf_counter()
-            staff.get(f"/clients/{client_id}")
-            times.append((time.perf_counter() - start) * 1000)
-        times.sort()
-        pdf_times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            response = staff.get(f"/clients/{client_id}/report.pdf")
-            pdf_times.append((time.perf_counter() - start) * 1000)
-        print(f"client page, {args.sessions} sessions (ORS + SRS): {queries} SQL statements per view")
-        print(
-            f"  p50 {statistics.median(times):.1f} ms, p99 {times[int(len(times) * 0.99) - 1]:.1f} ms"
-            f" over {args.views} views"
-        )
-        print(f"PDF report: median {statistics.median(pdf_times):.0f} ms, {len(response.data) // 1024} KiB")
+        for name, url in pages.items():
+            assert staff.get(url).status_code == 200
+            statements.clear()
+            staff.get(url)
+            queries = len(statements)
+            writes = sum(1 for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE"))
+            if args.show:
+                for text, count in collections.Counter(s.split("WHERE")[0][:120] for s in statements).most_common(8):
+                    print(count, " ".join(text.split()))
+            times, cpu = measure(staff, url, args.views)
+            what = f"{args.sessions} sessions (ORS + SRS)" if name == "client" else f"{args.clients} clients"
+            print(f"{name} page, {what}: {queries} SQL statements per view ({writes} writing)")
+            print(
+                f"  p50 {statistics.median(times):.1f} ms, p99 {times[int(len(times) * 0.99) - 1]:.1f} ms,"
+                f" CPU per view {statistics.median(cpu):.2f} ms (fastest batch {cpu[0]:.2f} ms) over {args.views} views"
+            )
+        if args.pdf:
+            pdf_times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                response = staff.get(f"/clients/{client_id}/report.pdf")
+                pdf_times.append((time.perf_counter() - start) * 1000)
+            print(f"PDF report: median {statistics.median(pdf_times):.0f} ms, {len(response.data) // 1024} KiB")
 
 
 if __name__ == "__main__":

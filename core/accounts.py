@@ -236,18 +236,32 @@ def start_session(session: so.Session, user: User, address: str | None) -> str:
     return token
 
 
-def load_session(
-    session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None
-) -> UserSession | None:
-    """The live session for a cookie token, or None; ends a session that timed out.
+@dataclass(frozen=True)
+class SessionCheck:
+    """What :func:`check_session` found: the live session (None when there is none) and what is due to be stored.
 
-    A session ends after ``policy.idle`` without a request, after ``policy.absolute`` in all,
-    when its user is deactivated and when the password changed after it began.
+    ``end_reason`` is set when the cookie's session must end now (it timed out, its user was deactivated or the
+    password changed); ``touch`` when its last-seen time is older than :data:`LAST_SEEN_RESOLUTION`.
     """
+
+    found: UserSession | None
+    end_reason: str | None = None
+    touch: bool = False
+    at: datetime | None = None
+    ended: UserSession | None = None  # the session that must end (``end_reason``)
+
+
+def check_session(session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None) -> SessionCheck:
+    """Like :func:`load_session`, but changes nothing: a reading request checks its sign-in session this way and
+    stores what is due (:func:`store_session_check`) in a short writing transaction of its own."""
     now = now or datetime.now(UTC)
-    found = session.scalar(sa.select(UserSession).where(UserSession.token_hash == hash_token(token)))
+    found = session.scalar(
+        sa.select(UserSession)
+        .where(UserSession.token_hash == hash_token(token))
+        .options(so.joinedload(UserSession.user))  # every request needs the user: one statement, not two
+    )
     if found is None or found.ended_at is not None:
-        return None
+        return SessionCheck(None)
     user = found.user
     reason = None
     if not user.active:
@@ -259,12 +273,49 @@ def load_session(
     elif _aware(user.password_changed_at) > _aware(found.created_at):
         reason = "password_changed"
     if reason:
-        found.ended_at = now
-        found.end_reason = reason
+        return SessionCheck(None, end_reason=reason, at=now, ended=found)
+    # The last-seen time is written at most every LAST_SEEN_RESOLUTION (30 s), sparing a write on nearly every
+    # request: the idle time-out then counts from up to 30 s before the latest request, so a session idle for
+    # SESSION_IDLE_MINUTES ends at the latest on time and at the earliest 30 s early, never late.
+    return SessionCheck(found, touch=now - _aware(found.last_seen_at) > LAST_SEEN_RESOLUTION, at=now)
+
+
+def store_session_check(session: so.Session, session_id: int, check: SessionCheck) -> None:
+    """Store what :func:`check_session` found due for the session ``session_id``: its end or its last-seen time.
+
+    Either is stored only while the session has not ended otherwise (signed out meanwhile, say): the first end
+    and its reason stay.
+    """
+    table = UserSession.__table__  # Core statements: the ORM object belongs to the reading session
+    if check.end_reason:
+        session.execute(
+            sa.update(table)
+            .where(table.c.id == session_id, table.c.ended_at.is_(None))
+            .values(ended_at=check.at, end_reason=check.end_reason)
+        )
+    elif check.touch:
+        session.execute(
+            sa.update(table).where(table.c.id == session_id, table.c.ended_at.is_(None)).values(last_seen_at=check.at)
+        )
+
+
+def load_session(
+    session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None
+) -> UserSession | None:
+    """The live session for a cookie token, or None; ends a session that timed out.
+
+    A session ends after ``policy.idle`` without a request, after ``policy.absolute`` in all,
+    when its user is deactivated and when the password changed after it began.
+    """
+    check = check_session(session, token, policy, now)
+    if check.end_reason:
+        assert check.ended is not None
+        check.ended.ended_at = check.at
+        check.ended.end_reason = check.end_reason
         return None
-    if now - _aware(found.last_seen_at) > LAST_SEEN_RESOLUTION:  # spare a write on every request
-        found.last_seen_at = now
-    return found
+    if check.touch and check.found is not None:  # see check_session: spare a write on every request
+        check.found.last_seen_at = check.at
+    return check.found
 
 
 def end_session(user_session: UserSession, reason: str) -> None:

@@ -14,12 +14,13 @@ the clinician re-issues it, which replaces the hash (the old link stops working)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.accounts import SignInLimits, confirm_password, end_session
 from core.audit import record
@@ -614,8 +615,14 @@ class Caseload:
     last_answer: dict[int, datetime]
 
 
-def view_caseload(session: so.Session, user: User, *, actor: str, address: str | None) -> Caseload:
-    """The clients ``user`` may see, with what needs their attention; audited as ``caseload.view``."""
+def view_caseload(
+    session: so.Session, user: User, *, actor: str, address: str | None, audit_session: so.Session | None = None
+) -> Caseload:
+    """The clients ``user`` may see, with what needs their attention; audited as ``caseload.view``.
+
+    The audit entry goes into ``audit_session`` when given (a writing session the caller commits, so ``session``
+    may be a read-only one), else into ``session``.
+    """
     ids = visible_client_ids(user)
     clients = list(session.scalars(sa.select(Client).where(Client.id.in_(ids)).order_by(Client.code)))
     alerts = open_alerts(session, ids)
@@ -634,7 +641,7 @@ def view_caseload(session: so.Session, user: User, *, actor: str, address: str |
         ).all()
     )
     # the caseload shows client codes and alert messages: a view of client data like any other
-    record(session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
+    record(audit_session or session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
     return Caseload(clients, alerts, pending, last_answer)
 
 
@@ -650,6 +657,7 @@ class ClientView:
     responses: list[tuple[Response, Score | None]]
     alerts: list[Alert]
     next_session: int
+    raised: list[Alert] = field(default_factory=list)  # every alert of ``responses``, open or acknowledged
 
 
 def load_client_view(
@@ -667,28 +675,76 @@ def load_client_view(
         .outerjoin(Score, Score.response_id == Response.id)
         .where(Response.client_id == client.id)
         .order_by(Response.submitted_at, Response.id)
-        .options(so.selectinload(Response.assignment).selectinload(Assignment.session))  # no query per response
     )
-    if episode is not None:
-        query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
-        # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
-        session.scalars(
-            sa.select(Episode)
-            .where(Episode.id == episode.id)
-            .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
-            .execution_options(populate_existing=True)
-        ).all()
-    return client, episode, [(response, score) for response, score in session.execute(query).all()]
+    if episode is None:
+        # no query per response
+        query = query.options(so.selectinload(Response.assignment).selectinload(Assignment.session))
+        return client, episode, [(response, score) for response, score in session.execute(query).all()]
+    query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
+    # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
+    session.scalars(
+        sa.select(Episode)
+        .where(Episode.id == episode.id)
+        .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
+        .execution_options(populate_existing=True)
+    ).all()
+    rows = [(response, score) for response, score in session.execute(query).all()]
+    # A response's assignment and its session are then mostly loaded already: they are attached as loaded (no
+    # query, and none of the lazy loader's work per response). Those of other episodes' sessions (answers given
+    # outside any episode) are loaded in one go.
+    known: dict[int, Assignment] = {}
+    for care in episode.sessions:
+        set_committed_value(care, "episode", episode)
+        for assignment in care.assignments:
+            set_committed_value(assignment, "session", care)
+            known[assignment.id] = assignment
+    missing = {r.assignment_id for r, _score in rows if r.assignment_id is not None and r.assignment_id not in known}
+    if missing:
+        known.update(
+            (assignment.id, assignment)
+            for assignment in session.scalars(
+                sa.select(Assignment).where(Assignment.id.in_(missing)).options(so.selectinload(Assignment.session))
+            )
+        )
+    for response, _score in rows:
+        set_committed_value(response, "assignment", known.get(response.assignment_id))
+    return client, episode, rows
 
 
 def view_client(
-    session: so.Session, user: User, client_id: int, *, episode_id: int | None = None, actor: str, address: str | None
+    session: so.Session,
+    user: User,
+    client_id: int,
+    *,
+    episode_id: int | None = None,
+    actor: str,
+    address: str | None,
+    audit_session: so.Session | None = None,
 ) -> ClientView:
-    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``."""
+    """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``
+    (into ``audit_session`` when given, as :func:`view_caseload`)."""
     client, episode, responses = load_client_view(session, user, client_id, episode_id=episode_id)
-    record(session, actor, "client.view", f"client:{client.id}", address, episode=episode.id if episode else None)
-    next_session = next_session_number(session, episode) if episode else 1
-    return ClientView(client, episode, responses, open_alerts(session, [client.id]), next_session)
+    target = f"client:{client.id}"
+    record(audit_session or session, actor, "client.view", target, address, episode=episode.id if episode else None)
+    # the episode's sessions are loaded (load_client_view): the next number is theirs, as next_session_number says
+    next_session = max((care.number for care in episode.sessions), default=0) + 1 if episode else 1
+    # the client's open alerts and every alert the page's responses raised (open or acknowledged), in one query
+    ids = {response.id for response, _score in responses}
+    found = list(
+        session.scalars(
+            sa.select(Alert)
+            .where(
+                sa.or_(
+                    sa.and_(Alert.client_id == client.id, Alert.acknowledged_at.is_(None)),
+                    Alert.response_id.in_(ids),
+                )
+            )
+            .order_by(Alert.created_at.desc(), Alert.id.desc())
+        )
+    )
+    opened = [alert for alert in found if alert.client_id == client.id and alert.acknowledged_at is None]
+    raised = [alert for alert in found if alert.response_id in ids]
+    return ClientView(client, episode, responses, opened, next_session, raised)
 
 
 def view_care_session(

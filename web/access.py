@@ -11,10 +11,12 @@ sends an API key: the JSON API and the FHIR face check it and its scopes themsel
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy.orm as so
 from flask import Flask, abort, current_app, g, redirect, render_template, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_babel import get_locale
@@ -22,12 +24,20 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import CombinedMultiDict
 
-from core.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, SessionPolicy, load_session
+from core.accounts import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    SessionCheck,
+    SessionPolicy,
+    check_session,
+    load_session,
+    store_session_check,
+)
 from core.models import DEFAULT_SITE_NAME, User, UserSession
 from core.sites import site_name
 from core.tokens import hash_token, new_token
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
-from web.state import db_session
+from web.state import db_session, portal
 
 SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
@@ -96,6 +106,7 @@ def init_app(app: Flask) -> None:
     app.session_interface = HandoverCookie()
     app.before_request(_enforce_access)
     app.after_request(_set_cookies)
+    app.after_request(_store_due_last_seen)
     app.context_processor(_template_context)
     app.register_error_handler(401, _unauthorised)
 
@@ -112,19 +123,81 @@ def policy() -> SessionPolicy:
     )
 
 
+def reading_view(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a staff view whose GET only reads (the caseload, a client's page).
+
+    Its request reads in a read-only session (on SQLite a deferred transaction: no write lock while it loads and
+    draws) and writes only in short transactions of its own: the audit entry of the read (:func:`read_audit`),
+    committed before the page is rendered, and a sign-in session's due last-seen time or end.
+    """
+    view.reads_only = True  # type: ignore[attr-defined]
+    return view
+
+
+def _reading_request() -> bool:
+    if request.method not in ("GET", "HEAD") or request.endpoint is None:
+        return False
+    return bool(getattr(current_app.view_functions.get(request.endpoint), "reads_only", False))
+
+
 def current_session() -> UserSession | None:
     """The request's live sign-in session (loaded once per request)."""
     if "user_session" not in g:
         g.user_session = None
         token = request.cookies.get(SESSION_COOKIE)
-        if token:
+        if token and _reading_request():
+            g.user_session = _reading_session(token)
+        elif token:
             session = db_session()
             g.user_session = load_session(session, token, policy())
             if session.dirty:
                 session.commit()
-            if g.user_session is None:
-                g.clear_session_cookie = True
+        if token and g.user_session is None:
+            g.clear_session_cookie = True
     return g.user_session
+
+
+def _reading_session(token: str) -> UserSession | None:
+    """:func:`current_session` of a reading view: checked in the read-only session; an end is stored at once, a
+    due last-seen time with the view's audit entry (:func:`read_audit`) or, failing that, after the view."""
+    check = check_session(db_session(read_only=True), token, policy())
+    if check.end_reason and check.ended is not None:
+        with portal().sessions.begin() as writer:
+            store_session_check(writer, check.ended.id, check)
+        return None
+    if check.touch:
+        g.due_last_seen = check
+    return check.found
+
+
+def _store_last_seen(writer: so.Session) -> None:
+    check: SessionCheck | None = g.pop("due_last_seen", None)
+    if check is not None and check.found is not None:
+        store_session_check(writer, check.found.id, check)
+
+
+def _store_due_last_seen(response: Any) -> Any:
+    if g.get("due_last_seen") is not None:  # a reading view that wrote no audit entry (a 404, say)
+        with portal().sessions.begin() as writer:
+            _store_last_seen(writer)
+    return response
+
+
+@contextmanager
+def read_audit() -> Iterator[so.Session]:
+    """A writing session for the audit entry of a reading view's read, committed when the block ends.
+
+    Core adds the entry to it (no statement runs until then) while it reads in the request's read-only session;
+    the commit is one short transaction (BEGIN IMMEDIATE on SQLite, the INSERT, a due last-seen time, COMMIT), so
+    the entry is stored before the page is rendered and sent, and no write lock is held while reading.
+    """
+    writer = portal().sessions()
+    try:
+        yield writer
+        _store_last_seen(writer)
+        writer.commit()
+    finally:
+        writer.close()
 
 
 def current_user() -> User | None:
@@ -144,6 +217,8 @@ def _enforce_access() -> Any:
         abort(403)  # a staff view without an access rule is never served
     if "public" in roles or "kiosk" in roles:
         return None
+    if _reading_request():
+        db_session(read_only=True)  # the whole request reads without the write lock (see reading_view)
     user = current_user()
     if user is None:
         if request.method == "GET":

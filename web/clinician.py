@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +24,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from flask import Response as FlaskResponse
 from flask import session as flask_session
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup, escape
 from wtforms import validators as v
 
 from core.care import (
@@ -49,7 +52,6 @@ from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, is_held, stored_score_values
 from core.triage import (
     acknowledge_alerts,
-    alerts_of_responses,
     caseload_order,
     client_report,
     count_by_severity,
@@ -66,13 +68,19 @@ from web.access import (
     current_user,
     form_problem,
     make_form,
+    read_audit,
+    reading_view,
 )
 from web.flow import untranslated_notes
 from web.progress import client_progress
 from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
+from web.texts import gettext as _
+from web.texts import id_url, phrases, template_gettext
 
 bp = Blueprint("clinician", __name__)
+
+NO_ANSWER = "\u2013"  # an en dash: the item table's cell for an item not answered
 
 # The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
 PLAN_TITLES = {
@@ -228,26 +236,79 @@ def _titles() -> dict[str, str]:
 # -- caseload --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AlertLine:
+    """An alert with what its line on a page says besides its own fields, made once per alert in Python (a
+    template call per alert and field cost more than the rest of the page)."""
+
+    alert: Alert
+    title: str  # the rule's title, else the rule
+    session: Markup | None  # "session 3", when the alert's response was answered in a session
+    date: str  # the day it was raised, in the reader's time zone
+    answers: Markup  # the word for the link to the response
+    href: str  # the response's page
+    client_href: str
+    acknowledge_href: str
+
+
+def _alert_lines(alerts: Sequence[Alert], titles: Mapping[str, str], sessions: Mapping[int, int]) -> list[AlertLine]:
+    # translations are markup in the page, as the template's own ``_`` makes them
+    answers = Markup(_("answers"))
+    session_word = Markup(_("session %(n)s"))
+    say = phrases()
+    response_href = id_url("clinician.response", "response_id")
+    client_href = id_url("clinician.client", "client_id")
+    acknowledge_href = id_url("clinician.acknowledge", "alert_id")
+    return [
+        AlertLine(
+            alert=alert,
+            title=titles.get(alert.rule, alert.rule),
+            session=session_word % {"n": sessions[alert.id]} if sessions.get(alert.id) else None,
+            date=say.date(alert.created_at, "d MMM yyyy"),
+            answers=answers,
+            href=response_href(alert.response_id),
+            client_href=client_href(alert.client_id),
+            acknowledge_href=acknowledge_href(alert.id),
+        )
+        for alert in alerts
+    ]
+
+
 @bp.get("/caseload")
 @allow("clinician", "supervisor")
+@reading_view
 def caseload() -> Any:
     session = db_session()
-    found = view_caseload(session, _user(), actor=actor(), address=address())
-    session.commit()
+    with read_audit() as audit:
+        found = view_caseload(session, _user(), actor=actor(), address=address(), audit_session=audit)
     by_client: dict[int, list[Alert]] = defaultdict(list)
     for alert in found.alerts:
         by_client[alert.client_id].append(alert)
+    client_href = id_url("clinician.client", "client_id")
+    rows = []
+    for one in caseload_order(found.clients, found.alerts):
+        mine = count_by_severity(by_client.get(one.id, ()))
+        css = " has-urgent" if mine.get("urgent") else " has-warning" if mine.get("warning") else ""
+        last = found.last_answer.get(one.id)
+        rows.append(
+            (
+                one,
+                client_href(one.id),
+                css,
+                len(by_client.get(one.id, ())),
+                [(severity, mine[severity]) for severity in ("urgent", "warning", "info") if mine.get(severity)],
+                found.pending.get(one.id, 0),
+                last.strftime("%Y-%m-%d") if last else "",
+            )
+        )
+    alerts = triage_order(found.alerts)
     return render_template(
         "clinician/caseload.html",
-        clients=caseload_order(found.clients, found.alerts),
-        alerts=triage_order(found.alerts),
-        by_client=by_client,
-        counts={client_id: count_by_severity(alerts) for client_id, alerts in by_client.items()},
-        sessions=_alert_sessions(found.alerts),
-        pending=found.pending,
-        last_seen=found.last_answer,
+        _=template_gettext,  # the page's phrases translated once (web/texts.py)
+        rows=rows,
+        alerts=alerts,
+        alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(found.alerts)),
         codes={c.id: c.code for c in found.clients},
-        titles=_titles(),
         ack_form=make_form(AcknowledgeForm),
     )
 
@@ -265,6 +326,7 @@ def _x_key(response: Response) -> tuple[str, str, Any]:
 
 def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, Any]]:
     engine = portal().engine
+    href = id_url("clinician.response", "response_id")
     grouped: dict[str, list[Response]] = defaultdict(list)
     for response, _score in rows:
         grouped[response.instrument_id].append(response)
@@ -274,28 +336,71 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
             instrument = engine.instruments.get(instrument_id, responses[-1].instrument_version)
         except KeyError:
             continue
+        items = [(item.id, item.topic) for item in instrument.items]
         detail.append(
             {
                 "title": instrument.short_title,
-                "items": [(item.id, item.topic) for item in instrument.items],
-                "responses": [(r, _x_key(r)[1]) for r in responses],
+                "items": items,
+                "responses": [(r, _x_key(r)[1], href(r.id)) for r in responses],
+                # (item id, topic, the answer in each response or a dash), drawn as the table's rows
+                "rows": [
+                    (
+                        item_id,
+                        topic,
+                        [NO_ANSWER if r.answers.get(item_id) is None else r.answers[item_id] for r in responses],
+                    )
+                    for item_id, topic in items
+                ],
             }
         )
     return detail
 
 
-def _alert_sessions(alerts: Any) -> dict[int, int]:
-    """Session number of each alert's response (alerts of answers outside a session have none)."""
-    ids = {alert.response_id for alert in alerts}
-    if not ids:
-        return {}
-    rows = db_session().execute(
-        sa.select(Response.id, CareSession.number)
-        .join(Assignment, Assignment.id == Response.assignment_id)
-        .join(CareSession, CareSession.id == Assignment.session_id)
-        .where(Response.id.in_(ids))
-    )
-    numbers = dict(rows.all())
+def _session_rows(episode: Episode | None) -> list[tuple[CareSession, str, Markup]]:
+    """The episode's sessions, each with its page and its questionnaires' states ("ORS: answered; SRS: waiting")."""
+    if episode is None:
+        return []
+    href = id_url("clinician.care_session", "session_id")
+    now = datetime.now(UTC)
+    rows = []
+    for care in episode.sessions:
+        states = []
+        for assignment in care.assignments:
+            if assignment.completed_at:
+                state = _("answered")
+            elif is_expired(assignment, now):
+                state = _("link expired")
+            elif is_held(assignment):
+                state = _("held until you release it")
+            else:
+                state = _("waiting")
+            # a translation is markup in the page, as the template's own ``_`` makes it; the title is escaped
+            states.append(f"{escape(_short_title(assignment))}: {state}")
+        rows.append((care, href(care.id), Markup("; ".join(states))))
+    return rows
+
+
+def _alert_sessions(alerts: Any, loaded: Sequence[tuple[Response, Any]] = ()) -> dict[int, int]:
+    """Session number of each alert's response (alerts of answers outside a session have none).
+
+    ``loaded``: responses the page loaded already with their assignment and session (the client page's); only the
+    other alerts' responses are looked up.
+    """
+    numbers: dict[int, int] = {}
+    for response, _score in loaded:
+        care = response.assignment.session if response.assignment is not None else None
+        if care is not None:
+            numbers[response.id] = care.number
+    known = {response.id for response, _score in loaded}
+    ids = {alert.response_id for alert in alerts} - known
+    if ids:
+        rows = db_session().execute(
+            sa.select(Response.id, CareSession.number)
+            .join(Assignment, Assignment.id == Response.assignment_id)
+            .join(CareSession, CareSession.id == Assignment.session_id)
+            .where(Response.id.in_(ids))
+        )
+        numbers.update(rows.all())
     return {alert.id: numbers[alert.response_id] for alert in alerts if alert.response_id in numbers}
 
 
@@ -311,26 +416,33 @@ def _most_severe(alerts: Any) -> dict[int, str]:
 
 @bp.get("/clients/<int:client_id>")
 @allow("clinician", "supervisor")
+@reading_view
 def client(client_id: int) -> Any:
     session = db_session()
-    found = view_client(
-        session, _user(), client_id, episode_id=request.args.get("episode", type=int), actor=actor(), address=address()
-    )
-    raised = alerts_of_responses(session, [response.id for response, _score in found.responses])
-    session.commit()
+    with read_audit() as audit:
+        found = view_client(
+            session,
+            _user(),
+            client_id,
+            episode_id=request.args.get("episode", type=int),
+            actor=actor(),
+            address=address(),
+            audit_session=audit,
+        )
     alerts = triage_order(found.alerts)
     return render_template(
         "clinician/client.html",
+        _=template_gettext,  # the page's phrases translated once (web/texts.py)
         client=found.client,
         episodes=found.client.episodes,
         episode=found.episode,
         next_number=found.next_session,
-        **client_progress(found.responses, _most_severe(raised)),
+        session_rows=_session_rows(found.episode),
+        **client_progress(found.responses, _most_severe(found.raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,
+        alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(alerts, found.responses)),
         alert_counts_by_severity=count_by_severity(alerts),
-        sessions=_alert_sessions(alerts),
-        titles=_titles(),
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),
         ack_form=make_form(AcknowledgeForm),

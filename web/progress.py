@@ -7,12 +7,14 @@ instrument is named here: a plugin instrument is drawn by the same code as a bui
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from decimal import Decimal
+from threading import Lock
 from typing import Any
 
-from flask import url_for
-from flask_babel import gettext as _
+from flask import Flask, current_app
+from flask_babel import get_locale
 
 from core import Administration, Chart, Instrument, Progress, episode_progress
 from core.expected import ExpectedTable
@@ -20,6 +22,8 @@ from core.models import Response, Score
 from core.responses import stored_score_values
 from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
 from web.state import db_session, portal
+from web.texts import gettext as _  # a chart repeats its phrases at every point: translated once per request
+from web.texts import id_url
 
 
 def client_progress(
@@ -42,7 +46,7 @@ def client_progress(
             continue
         labels = {a.response_id: _when(response) for response, a in entries}
         found = episode_progress(instrument, [a for _response, a in entries])
-        charts.extend(_chart(instrument, chart, labels, alerted) for chart in found.charts)
+        charts.extend(_drawn_chart(instrument, chart, labels, alerted) for chart in found.charts)
         summary.extend(_summary(found, labels))
     return {"charts": charts, "summary": summary, "answered": bool(grouped)}
 
@@ -78,7 +82,7 @@ def _when(response: Response) -> str:
 
 
 def _href(response_id: int) -> str:
-    return url_for("clinician.response", response_id=response_id)
+    return id_url("clinician.response", "response_id")(response_id)
 
 
 def _number(value: Decimal) -> str:
@@ -102,7 +106,96 @@ def _severity_word(severity: str) -> str:
     return words.get(severity, severity)
 
 
-def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str], alerted: Mapping[int, str]) -> dict[str, Any]:
+#: Drawn charts kept per app (``app.extensions``), at most this many, the least recently used dropped first.
+DRAWN_CHARTS = 128
+_DRAWN_KEY = "rapportal.drawn_charts"
+
+
+class DrawnCharts:
+    """The charts drawn lately in this process, by everything a drawing depends on.
+
+    The key holds every input of :func:`_chart`, taken from the data this request read (scores, sessions,
+    alerts, the clinic's expected figures, the instrument version) and from the page (locale, link prefix): the
+    same key always draws the same chart, so a hit is right whichever process or host changed the database in
+    between, and any change to the data makes another key. Nothing is invalidated; old keys age out.
+    """
+
+    def __init__(self, size: int = DRAWN_CHARTS) -> None:
+        self.size = size
+        self._found: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self._lock = Lock()  # the development server serves requests in threads
+
+    def get(self, key: Hashable) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, drawn: dict[str, Any]) -> None:
+        with self._lock:
+            self._found[key] = drawn
+            self._found.move_to_end(key)
+            while len(self._found) > self.size:
+                self._found.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._found.clear()
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def drawn_charts(app: Flask | None = None) -> DrawnCharts:
+    """The :class:`DrawnCharts` of ``app`` (default: the current app)."""
+    return (app or current_app).extensions.setdefault(_DRAWN_KEY, DrawnCharts())
+
+
+def _drawn_chart(
+    instrument: Instrument, chart: Chart, labels: dict[int, str], alerted: Mapping[int, str]
+) -> dict[str, Any]:
+    """:func:`_chart`, drawn once per distinct input (see :class:`DrawnCharts`)."""
+    expected = _expected(instrument, chart, labels)
+    key = (
+        str(get_locale()),
+        _href(0),
+        instrument.id,
+        instrument.version,
+        instrument.short_title,
+        chart.id,
+        chart.title,
+        chart.y_min,
+        chart.y_max,
+        tuple(
+            (a.response_id, a.session_number, labels[a.response_id], alerted.get(a.response_id))
+            for a in chart.administrations
+        ),
+        tuple(
+            (one.score, one.label, tuple((point.administration.response_id, point.value) for point in one.points))
+            for one in chart.series
+        ),
+        chart.lines,
+        chart.bands,
+        chart.change_bands,
+        tuple(expected[0]),
+        tuple(expected[1]),
+    )
+    cache = drawn_charts()
+    found = cache.get(key)
+    if found is None:
+        found = _chart(instrument, chart, labels, alerted, expected)
+        cache.put(key, found)
+    return found
+
+
+def _chart(
+    instrument: Instrument,
+    chart: Chart,
+    labels: dict[int, str],
+    alerted: Mapping[int, str],
+    expected_and_notes: tuple[list[ExpectedPoint], list[str]],
+) -> dict[str, Any]:
     chart_id = f"chart-{instrument.id}-{chart.id}"
     x_keys = [(f"r{a.response_id}", labels[a.response_id]) for a in chart.administrations]
     series = []
@@ -130,7 +223,7 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str], alerted
         Line(line.value, _("%(op)s %(value)s: %(label)s", op=line.op, value=_number(line.value), label=line.label))
         for line in chart.lines
     ]
-    expected, expected_notes = _expected(instrument, chart, labels)
+    expected, expected_notes = expected_and_notes
     bands = [Band(band.low, band.high, band.label) for band in chart.bands]
     shaded = [
         Band(
@@ -189,7 +282,11 @@ def _chart(instrument: Instrument, chart: Chart, labels: dict[int, str], alerted
         "svg": draw(WIDE, "", "chart chart-wide"),
         "svg_narrow": draw(NARROW, "-narrow", "chart chart-narrow"),
         "columns": [one.label for one in chart.series],
-        "rows": [table[key] for key, _label in x_keys],
+        # each row's cells in column order: (value, href, facts), or None where that series has no point
+        "rows": [
+            {**table[key], "cells": [table[key]["values"].get(one.label) for one in chart.series]}
+            for key, _label in x_keys
+        ],
         "notes": notes,
     }
 

@@ -1,0 +1,181 @@
+"""The client page and the caseload read without holding the write lock and draw each chart once per distinct data.
+
+A reading view (``web.access.reading_view``) reads in a read-only session and writes only its audit entry (with a
+due last-seen time) in one short transaction, committed before the page is sent. Charts are kept by everything
+they are drawn from (``web.progress.DrawnCharts``), so a change to the data draws them anew; repeated phrases
+come from ``web.texts`` with the results of flask_babel's and Jinja's own functions.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask import render_template_string
+from staff_support import SRS_LOW, answer, links_on, make_world, release_latest, sign_in, start_session
+
+import web.progress
+from core.models import AuditEntry, UserSession
+from web.texts import gettext, phrases, template_gettext
+
+ORS_MIDDLE = {f"ors_{n}": "5.0" for n in range(1, 5)}
+
+
+@pytest.fixture
+def world(app, licensed_wording):
+    return make_world(app)
+
+
+@pytest.fixture
+def ann(app, world):
+    client = app.test_client()
+    sign_in(client, "ann")
+    return client
+
+
+def answered_session(app, ann, world, srs=SRS_LOW):
+    links = links_on(start_session(ann, world.episode_id, world.client_id).text)
+    assert answer(app, links["ors"], ORS_MIDDLE).status_code in (200, 303)
+    release_latest(app, ann)
+    assert answer(app, links["srs"], srs).status_code in (200, 303)
+
+
+@contextmanager
+def statements(app):
+    seen: list[str] = []
+
+    def listen(_conn, _cursor, statement, *_args):
+        seen.append(" ".join(statement.split()))
+
+    engine = app.extensions["rapportal"].db
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)
+
+
+def writes(seen: list[str]) -> list[str]:
+    return [s.split(" (")[0] for s in seen if s.split()[0] in ("INSERT", "UPDATE", "DELETE")]
+
+
+def set_last_seen(app, when: datetime) -> None:
+    with app.extensions["rapportal"].sessions.begin() as session:
+        for found in session.scalars(sa.select(UserSession).where(UserSession.ended_at.is_(None))):
+            found.last_seen_at = when
+
+
+def last_seen(app) -> datetime:
+    with app.extensions["rapportal"].sessions() as session:
+        found = session.scalars(sa.select(UserSession).where(UserSession.ended_at.is_(None))).one()
+        value = found.last_seen_at
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def views(app, action: str) -> int:
+    with app.extensions["rapportal"].sessions() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.action == action))
+
+
+@pytest.mark.parametrize(("path", "action"), [("/clients/{id}", "client.view"), ("/caseload", "caseload.view")])
+def test_a_reading_view_writes_only_its_audit_entry_in_one_short_transaction(app, ann, world, path, action):
+    answered_session(app, ann, world)
+    url = path.format(id=world.client_id)
+    set_last_seen(app, datetime.now(UTC))  # seen just now: no last-seen write is due
+    before = views(app, action)
+    with statements(app) as seen:
+        assert ann.get(url).status_code == 200
+    assert views(app, action) == before + 1  # committed by the time the page came back
+    assert writes(seen) == ["INSERT INTO audit_entries"]
+    if app.extensions["rapportal"].db.dialect.name == "sqlite":
+        # the reads ran in a deferred transaction; the one that takes the write lock holds only the INSERT
+        assert seen[0] == "BEGIN"
+        assert seen.count("BEGIN IMMEDIATE") == 1
+        assert seen[seen.index("BEGIN IMMEDIATE") + 1].startswith("INSERT INTO audit_entries")
+
+
+def test_a_reading_view_stores_a_due_last_seen_time_with_its_audit_entry(app, ann, world):
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    set_last_seen(app, long_ago)
+    with statements(app) as seen:
+        assert ann.get(f"/clients/{world.client_id}").status_code == 200
+    assert sorted(statement.split(" SET")[0] for statement in writes(seen)) == [
+        "INSERT INTO audit_entries",
+        "UPDATE user_sessions",
+    ]
+    if app.extensions["rapportal"].db.dialect.name == "sqlite":
+        assert seen.count("BEGIN IMMEDIATE") == 1
+    assert last_seen(app) > long_ago + timedelta(minutes=4)
+
+
+def test_a_reading_view_that_writes_no_audit_entry_still_stores_a_due_last_seen_time(app, ann, world):
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    set_last_seen(app, long_ago)
+    assert ann.get("/clients/999999").status_code == 404
+    assert last_seen(app) > long_ago + timedelta(minutes=4)
+
+
+def test_an_idle_session_ends_on_a_reading_view_and_shows_nothing(app, ann, world):
+    set_last_seen(app, datetime.now(UTC) - timedelta(minutes=app.config["SESSION_IDLE_MINUTES"] + 1))
+    before = views(app, "client.view")
+    assert ann.get(f"/clients/{world.client_id}").status_code == 302
+    assert views(app, "client.view") == before
+    with app.extensions["rapportal"].sessions() as session:
+        assert session.scalars(sa.select(UserSession)).all()[-1].end_reason == "idle_timeout"
+
+
+def without_tokens(html: str) -> str:
+    return re.sub(r'name="csrf_token" value="[^"]*"|<meta name="csrf-token" content="[^"]*"', "", html)
+
+
+def test_a_chart_is_drawn_once_while_what_it_shows_stays_the_same(app, ann, world, monkeypatch):
+    answered_session(app, ann, world)
+    drawn: list[str] = []
+    line_chart = web.progress.line_chart
+    monkeypatch.setattr(
+        web.progress, "line_chart", lambda chart_id, *a, **k: drawn.append(chart_id) or line_chart(chart_id, *a, **k)
+    )
+    first = ann.get(f"/clients/{world.client_id}").text
+    assert drawn  # drawn on the first view (wide and narrow)
+    count = len(drawn)
+    again = ann.get(f"/clients/{world.client_id}").text
+    assert len(drawn) == count  # not drawn again
+    assert without_tokens(again) == without_tokens(first)
+    web.progress.drawn_charts(app).clear()
+    assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == without_tokens(first)  # as drawn afresh
+
+
+def test_a_new_answer_or_alert_draws_the_chart_anew(app, ann, world, monkeypatch):
+    answered_session(app, ann, world, srs={f"srs_{n}": "9.5" for n in range(1, 5)})  # 38: no alert
+    first = ann.get(f"/clients/{world.client_id}").text
+    assert "alert-ring" not in first
+    answered_session(app, ann, world)  # 32: raises the SRS alert, and a second ORS
+    page = ann.get(f"/clients/{world.client_id}").text
+    assert "alert-ring" in page and ">S2<" in page
+    cached = len(web.progress.drawn_charts(app))
+    assert cached >= 2  # the charts of either state are kept, each under its own data
+
+
+def test_the_drawn_charts_are_bounded(app):
+    kept = web.progress.DrawnCharts(size=2)
+    for n in range(5):
+        kept.put(("chart", n), {"n": n})
+    assert len(kept) == 2 and kept.get(("chart", 0)) is None and kept.get(("chart", 4)) == {"n": 4}
+
+
+def test_phrases_translate_and_format_as_flask_babel_and_jinja_do(app):
+    from flask_babel import format_date
+    from flask_babel import gettext as babel_gettext
+
+    moment = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)
+    with app.test_request_context("/", headers={"Accept-Language": "de"}):
+        assert gettext("answers") == babel_gettext("answers") != "answers"
+        assert gettext("session %(n)s", n=3) == babel_gettext("session %(n)s", n=3)
+        assert phrases().date(moment, "d MMM yyyy") == format_date(moment, "d MMM yyyy")
+        source = '{{ _("Client %(code)s", code=code) }}|{{ _("answers") }}|{{ _("100%%") }}'
+        jinja = render_template_string(source, code="<b>&")
+        ours = render_template_string(source, code="<b>&", _=template_gettext)
+        assert ours == jinja and "&lt;b&gt;&amp;" in ours
