@@ -2,12 +2,15 @@
 
 A link page is one indexed SELECT and one Jinja render of the same number of inputs; a submit is
 one transaction (BEGIN IMMEDIATE on SQLite) with the SELECT of the link and one INSERT, on a
-connection with the portal's durability settings (WAL, ``synchronous=FULL``). Served by
-gunicorn with the same worker count as the portal. ``BARE_DATABASE_URL`` names the database.
+connection with the portal's durability settings (WAL, ``synchronous=FULL``). A scoring call
+(``POST /api/score/<form>``) parses the JSON body, looks the Bearer key up by its SHA-256 with one
+indexed SELECT and answers a small JSON object. Served by gunicorn with the same worker count as
+the portal. ``BARE_DATABASE_URL`` names the database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -15,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from flask import Flask, abort, request
+from flask import Flask, abort, jsonify, request
 
 FORMS = {"phq9": ("radio", 9, 4), "srs": ("text", 4, 0)}  # widget, items, options per item
 
@@ -32,6 +35,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS links (token TEXT PRIMARY KEY, form TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS responses (id {serial} PRIMARY KEY, token TEXT NOT NULL UNIQUE, "
     "answers TEXT NOT NULL, submitted_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_keys (secret_hash TEXT PRIMARY KEY, owner TEXT NOT NULL)",
 )
 
 app = Flask(__name__)
@@ -102,3 +106,21 @@ def submit(token: str) -> Any:
         conn.rollback() if URL.startswith("postgresql") else conn.execute("ROLLBACK")
         raise
     return "<!doctype html><p>Thank you. Your answers were saved.</p>"
+
+
+@app.post("/api/score/<form>")
+def score(form: str) -> Any:
+    """The scoring API's HTTP work: the JSON body, the key's row by hash, a small JSON answer."""
+    scheme, _space, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        abort(401)
+    body = request.get_json()
+    conn = _db()
+    digest = hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    row = conn.execute(_mark("SELECT owner FROM api_keys WHERE secret_hash = ?"), (digest,)).fetchone()
+    if URL.startswith("postgresql"):
+        conn.rollback()
+    if row is None:
+        abort(401)
+    answers = body["answers"]
+    return jsonify(instrument=form, complete=True, scores={"total": sum(answers.values())}, band=None, flags=[])

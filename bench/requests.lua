@@ -1,6 +1,8 @@
 -- wrk script for bench/run.py: replays prepared requests, each at most once, and prints a JSON summary.
 -- BENCH_REQUESTS names a file of "METHOD PATH [BODY]" lines; thread i of BENCH_THREADS takes lines i, i+n, ...
 -- A thread that runs out stops (and says so), so a single-use link is never sent twice.
+-- A POST body is form-encoded unless BENCH_HEADERS says otherwise: BENCH_HEADERS holds "Name: value" lines sent
+-- with every request (e.g. "Content-Type: application/json" and "Authorization: Bearer ..."); BENCH_COOKIE a cookie.
 
 local threads = {}
 
@@ -13,6 +15,13 @@ function init(args)
   local count = tonumber(os.getenv("BENCH_THREADS"))
   queue, position, exhausted = {}, 0, 0
   cycle = os.getenv("BENCH_CYCLE") == "1"  -- page views may repeat a link
+  local extra = {}
+  for header in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+    local name, value = header:match("^([^:]+):%s*(.-)%s*$")
+    if name then
+      extra[name] = value
+    end
+  end
   local index = 0
   for line in io.lines(os.getenv("BENCH_REQUESTS")) do
     if index % count == id then
@@ -25,6 +34,9 @@ function init(args)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
       else
         body = nil
+      end
+      for name, value in pairs(extra) do
+        headers[name] = value
       end
       table.insert(queue, wrk.format(method, path, headers, body))
     end

@@ -7,14 +7,18 @@ Each backend gets its own temporary instance folder (and, on PostgreSQL, throwaw
 127.0.0.1:5432 that are dropped afterwards). ``rapportal demo`` seeds it; then, outside the measured
 time, every POST gets a fresh single-use link with its form token, written to a file that
 ``bench/requests.lua`` replays. Both servers listen on loopback only and run with the same
-worker count; they are measured one after the other in the same run. After every submit run the
-stored rows are counted: each success must be exactly one stored response. Not a test.
+worker count; they are measured one after the other in the same run, each after the same short
+unmeasured warm-up pass (``--warmup`` seconds of wrk; submits warm up on their own fresh links).
+After every submit run the stored rows are counted: each success must be exactly one stored
+response. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import random
 import secrets
@@ -39,6 +43,7 @@ import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from core.accounts import create_user, start_session  # noqa: E402
+from core.api_keys import create_api_key  # noqa: E402
 from core.care import start_care_session, start_episode  # noqa: E402
 from core.models import Client, Response  # noqa: E402
 from core.responses import create_assignment, submit_response  # noqa: E402
@@ -52,6 +57,9 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 LUA = ROOT / "bench" / "requests.lua"
 BIN = Path(sys.executable).parent
 INSTRUMENTS = ("phq9", "srs")
+API_INSTRUMENT = "phq9"
+API_BODIES = 200  # distinct scoring requests, cycled
+SCENARIOS = ("render", "submit", "api", "staff")
 TICK = os.sysconf("SC_CLK_TCK")
 os.environ["PYTHONPATH"] = str(ROOT)  # the servers run this checkout's code
 
@@ -127,7 +135,14 @@ class Portal:
     """The portal under test: seeded, links prepared in-process, served by ``rapportal serve``."""
 
     def __init__(self, instance: Path, url: str, workers: int) -> None:
-        self.env = dict(os.environ, RAPPORTAL_INSTANCE_PATH=str(instance), RAPPORTAL_DATABASE_URL=url)
+        # One key sends every API request of the run: its budget (600 a minute by default) is raised
+        # so that no request is refused; each request still counts itself in the database.
+        self.env = dict(
+            os.environ,
+            RAPPORTAL_INSTANCE_PATH=str(instance),
+            RAPPORTAL_DATABASE_URL=url,
+            RAPPORTAL_API_RATE_LIMIT=str(10**9),
+        )
         subprocess.run([BIN / "rapportal", "demo"], env=self.env, check=True, capture_output=True)
         os.environ.update(RAPPORTAL_INSTANCE_PATH=str(instance), RAPPORTAL_DATABASE_URL=url)
         self.app = create_app()
@@ -159,6 +174,15 @@ class Portal:
                     values = answers_for(instrument, rng) | {"csrf_token": form.csrf_token.current_token}
                     lines.append(f"POST /a/{token} {urllib.parse.urlencode(values)}")
         return lines
+
+    def api_key(self) -> str:
+        """A read key of a new clinician, made by core as ``rapportal api-keys create`` makes it."""
+        actor = {"actor": "bench", "address": None}
+        with self.app.app_context():
+            state = portal()
+            with state.sessions.begin() as session:
+                create_user(session, "bench-api", "Bench API", "clinician", secrets.token_hex(12), **actor)
+                return create_api_key(session, owner="bench-api", name="bench", scopes="read", **actor).secret
 
     def seed_caseload(self, clients: int, sessions: int, rng: random.Random) -> tuple[str, int]:
         """A clinician with ``clients`` clients, the first with ``sessions`` answered PCOMS sessions.
@@ -247,6 +271,11 @@ class Bare:
     def rows(self) -> tuple[int, int]:
         return self._execute("SELECT count(*) FROM responses")[0], 0  # UNIQUE (token): no duplicates possible
 
+    def api_key(self, secret: str) -> None:
+        """Store the key's hash, as the portal stores its keys (looked up by hash, never the key)."""
+        digest = hashlib.sha256(secret.encode("utf-8")).hexdigest()
+        self._execute("INSERT INTO api_keys (secret_hash, owner) VALUES (?, ?)", [(digest, "bench-api")])
+
     def start(self) -> None:
         command = [BIN / "gunicorn", "--workers", str(self.workers), "--bind", f"127.0.0.1:{self.port}", "bare_app:app"]
         self.process = subprocess.Popen(
@@ -255,10 +284,18 @@ class Bare:
         wait_until_up(f"http://127.0.0.1:{self.port}/a/none")  # a 404 answers too
 
 
-def wrk(server, lines: list[str], seconds: float, threads: int, connections: int, cycle: bool) -> Result:
+def wrk(
+    server, lines: list[str], seconds: float, threads: int, connections: int, cycle: bool, headers: str = ""
+) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write("\n".join(lines) + "\n")
-    env = dict(os.environ, BENCH_REQUESTS=handle.name, BENCH_THREADS=str(threads), BENCH_CYCLE="1" if cycle else "0")
+    env = dict(
+        os.environ,
+        BENCH_REQUESTS=handle.name,
+        BENCH_THREADS=str(threads),
+        BENCH_CYCLE="1" if cycle else "0",
+        BENCH_HEADERS=headers,
+    )
     before = tree_cpu_seconds(server.process.pid)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA)]
     out = subprocess.run([*command, f"http://127.0.0.1:{server.port}"], env=env, capture_output=True, text=True)
@@ -294,13 +331,36 @@ def median(results: list[Result]) -> Result:
     )
 
 
-def measure(server, prepare, submit: bool, args) -> tuple[Result, str]:
-    """Run one scenario ``args.repeat`` times on ``server``; for submits, check the rows after each run."""
+def warm_up(server, lines: list[str], submit: bool, args, headers: str) -> None:
+    """An unmeasured pass of ``args.warmup`` seconds, so that every worker has its imports, templates and caches."""
+    if args.warmup <= 0:
+        return
+    wrk(server, lines, args.warmup, args.threads, args.connections, cycle=not submit, headers=headers)
+    if submit:
+        time.sleep(0.5)  # let requests cut off at the warm-up's deadline finish before the rows are counted
+
+
+def measure(server, prepare, count: int, submit: bool, args, headers: str = "") -> tuple[Result, str]:
+    """Run one scenario ``args.repeat`` times on ``server``; for submits, check the rows after each run.
+
+    ``prepare(n)`` makes ``n`` request lines. Before every measured run the server gets the same short warm-up:
+    page views replay the run's own lines (they are cycled anyway), submits get fresh single-use links of their own.
+    """
     results, checks = [], []
     for _ in range(args.repeat):
-        lines = prepare()
+        lines = prepare(count)
+        if submit:
+            warm_up(
+                server,
+                prepare(max(args.connections, math.ceil(count * args.warmup / args.duration))),
+                True,
+                args,
+                headers,
+            )
+        else:
+            warm_up(server, lines, False, args, headers)
         before, _doubled = server.rows()
-        result = wrk(server, lines, args.duration, args.threads, args.connections, cycle=not submit)
+        result = wrk(server, lines, args.duration, args.threads, args.connections, cycle=not submit, headers=headers)
         results.append(result)
         if submit:
             time.sleep(0.5)  # let requests cut off at the deadline finish
@@ -341,32 +401,31 @@ def run_backend(backend: str, args) -> list[tuple]:
         for instrument_id in INSTRUMENTS:
             instrument = instruments[instrument_id]
             for scenario, submit in (("render", False), ("submit", True)):
+                if scenario not in args.scenarios:
+                    continue
                 bare_count = per_run["submit_bare"] if submit else per_run["render"]
                 portal_count = per_run["submit_portal"] if submit else per_run["render"]
                 base, base_check = measure(
-                    bare, partial(bare.links, instrument_id, bare_count, submit, instrument, rng), submit, args
+                    bare,
+                    partial(bare.links, instrument_id, with_bodies=submit, instrument=instrument, rng=rng),
+                    bare_count,
+                    submit,
+                    args,
                 )
                 mine, mine_check = measure(
-                    rapportal, partial(rapportal.links, instrument_id, portal_count, submit, rng), submit, args
+                    rapportal,
+                    partial(rapportal.links, instrument_id, with_bodies=submit, rng=rng),
+                    portal_count,
+                    submit,
+                    args,
                 )
                 rows.append((backend, f"{scenario} {instrument_id}", base, mine, base_check, mine_check))
                 print_row(rows[-1])
-        cookie, client_id = rapportal.seed_caseload(args.caseload, args.sessions, rng)
-        staff = {
-            f"client page ({args.sessions} sessions)": f"GET /clients/{client_id}",
-            f"caseload ({args.caseload} clients)": "GET /caseload",
-        }
-        for scenario, line in staff.items():
-            os.environ["BENCH_COOKIE"] = f"{SESSION_COOKIE}={cookie}"
-            try:
-                mine, _check = measure(rapportal, partial(list, [line] * 64), False, args)  # lines for every wrk thread
-            finally:
-                del os.environ["BENCH_COOKIE"]
-            print(
-                f"{backend:10} {scenario:27} portal {mine.rate:7.0f}/s p50 {mine.p50_ms:6.1f} p99 {mine.p99_ms:6.1f} ms "
-                f"cpu {mine.cpu_ms:5.2f} ms | errors {mine.errors}",
-                flush=True,
-            )
+        if "api" in args.scenarios:
+            rows.append(measure_api(backend, rapportal, bare, instruments[API_INSTRUMENT], rng, args))
+            print_row(rows[-1])
+        if "staff" in args.scenarios:
+            measure_staff(backend, rapportal, rng, args)
     finally:
         for server in servers:
             if server.process is not None:
@@ -379,14 +438,53 @@ def run_backend(backend: str, args) -> list[tuple]:
     return rows
 
 
+def measure_api(backend: str, rapportal: Portal, bare: Bare, instrument, rng: random.Random, args) -> tuple:
+    """The stateless scoring API: one key on every request, a PHQ-9 scoring request in JSON, nothing stored.
+
+    The portal checks the key (one SELECT by hash), counts the request against the key's budget (a write),
+    validates and scores; the baseline parses the body, SELECTs the key's row by hash and answers.
+    """
+    secret = rapportal.api_key()
+    bare.api_key(secret)
+    headers = f"Content-Type: application/json\nAuthorization: Bearer {secret}"
+    bodies = [json.dumps({"answers": typed_answers(instrument, rng)}, separators=(",", ":")) for _ in range(API_BODIES)]
+    bare_lines = [f"POST /api/score/{instrument.id} {body}" for body in bodies]
+    portal_lines = [f"POST /api/v1/instruments/{instrument.id}/score {body}" for body in bodies]
+    base, _check = measure(bare, lambda _n: bare_lines, 0, False, args, headers)
+    mine, _check = measure(rapportal, lambda _n: portal_lines, 0, False, args, headers)
+    return (backend, f"api score {instrument.id}", base, mine, "", "")
+
+
+def measure_staff(backend: str, rapportal: Portal, rng: random.Random, args) -> None:
+    """The clinician's client page and caseload, signed in (the portal only: no baseline)."""
+    cookie, client_id = rapportal.seed_caseload(args.caseload, args.sessions, rng)
+    staff = {
+        f"client page ({args.sessions} sessions)": f"GET /clients/{client_id}",
+        f"caseload ({args.caseload} clients)": "GET /caseload",
+    }
+    for scenario, line in staff.items():
+        os.environ["BENCH_COOKIE"] = f"{SESSION_COOKIE}={cookie}"
+        try:
+            lines = [line] * 64  # enough for every wrk thread
+            mine, _check = measure(rapportal, lambda _n, lines=lines: lines, 0, False, args)
+        finally:
+            del os.environ["BENCH_COOKIE"]
+        print(
+            f"{backend:10} {scenario:27} portal {mine.rate:7.0f}/s p50 {mine.p50_ms:6.1f} p99 {mine.p99_ms:6.1f} ms "
+            f"cpu {mine.cpu_ms:5.2f} ms | errors {mine.errors}",
+            flush=True,
+        )
+
+
 def print_row(row: tuple) -> None:
     backend, scenario, base, mine, base_check, mine_check = row
     print(
-        f"{backend:10} {scenario:12} bare {base.rate:7.0f}/s p50 {base.p50_ms:6.1f} p99 {base.p99_ms:6.1f} ms "
+        f"{backend:10} {scenario:14} bare {base.rate:7.0f}/s p50 {base.p50_ms:6.1f} p99 {base.p99_ms:6.1f} ms "
         f"cpu {base.cpu_ms:5.2f} ms | portal {mine.rate:7.0f}/s p50 {mine.p50_ms:6.1f} p99 {mine.p99_ms:6.1f} ms "
         f"cpu {mine.cpu_ms:5.2f} ms | ratio {mine.rate / base.rate:4.0%} p99x {mine.p99_ms / base.p99_ms:4.1f}"
         + (f" | rows: bare {base_check}; portal {mine_check}" if mine_check else "")
-        + (f" | EXHAUSTED {base.exhausted + mine.exhausted}" if base.exhausted + mine.exhausted else ""),
+        + (f" | EXHAUSTED {base.exhausted + mine.exhausted}" if base.exhausted + mine.exhausted else "")
+        + (f" | ERRORS bare {base.errors}, portal {mine.errors}" if base.errors + mine.errors else ""),
         flush=True,
     )
 
@@ -396,6 +494,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--duration", type=int, default=5, help="seconds per run (default 5)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; medians are shown (default 1)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="unmeasured seconds of wrk before every measured run (default 1; 0: none)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of both servers (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
@@ -403,11 +504,19 @@ def main() -> None:
         "--portal-rate", type=float, default=600, help="links prepared per second of a portal submit run"
     )
     parser.add_argument("--bare-rate", type=float, default=2500, help="links prepared per second of a bare submit run")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="render, submit (PHQ-9 and SRS), api (scoring), staff (client page, caseload); default all",
+    )
     parser.add_argument("--caseload", type=int, default=200, help="clients of the caseload scenario (default 200)")
     parser.add_argument("--sessions", type=int, default=50, help="answered sessions on the client page (default 50)")
     args = parser.parse_args()
     print(
         f"{os.cpu_count()} CPUs, {args.workers} workers, wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+        f" after {args.warmup} s of warm-up"
     )
     for backend in ("sqlite", "postgresql") if args.backend == "both" else (args.backend,):
         run_backend(backend, args)

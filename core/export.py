@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import operator
 import queue
 import threading
@@ -226,26 +227,24 @@ def _flags(row: ExportRow) -> str:
     return ";".join(row.flags)
 
 
-_META_GETTERS: dict[str, Callable[[ExportRow], Any]] = {
-    "session": _session,
-    "episode": lambda row: row.extra.get("episode"),
-    "episode_ended_at": lambda row: row.extra.get("episode_ended_at"),
-    "client_name": lambda row: row.extra.get("client_name"),
-    "clinician_name": lambda row: row.extra.get("clinician_name"),
-}
+_META_GETTERS: dict[str, Callable[[ExportRow], Any]] = {"session": _session}
+_EXTRA_KEYS = frozenset({"episode", "episode_ended_at", "client_name", "clinician_name"})  # read from row.extra
 
 
 class _Layout:
     """``wide_values`` compiled for one column sequence.
 
     This is the hot loop of every wide export. A row answers one instrument, so it fills its
-    few answers and scores into a row of blanks instead of looking up every column.
+    few answers and scores into a row of blanks instead of looking up every column; the row's
+    plain fields are read with one ``attrgetter`` call, the extra ones from ``row.extra``.
     """
 
     def __init__(self, columns: Sequence[ExportColumn]) -> None:
         self.columns = columns
-        self.width = len(columns)
-        self.singles: list[tuple[int, Callable[[ExportRow], Any]]] = []
+        self.blank: list[Any] = [None] * len(columns)
+        plain: list[tuple[int, str]] = []
+        self.extras: list[tuple[int, str]] = []
+        self.computed: list[tuple[int, Callable[[ExportRow], Any]]] = []
         self.items: dict[str, int] = {}
         self.scores: dict[str, int] = {}
         for index, column in enumerate(columns):
@@ -254,19 +253,38 @@ class _Layout:
             elif column.kind == "score":
                 self.scores.setdefault(column.key, index)
             elif column.kind == "band":
-                self.singles.append((index, operator.attrgetter("band")))
+                plain.append((index, "band"))
             elif column.kind == "flags":
-                self.singles.append((index, _flags))
+                self.computed.append((index, _flags))
+            elif column.key in _EXTRA_KEYS:
+                self.extras.append((index, column.key))
+            elif column.key in _META_GETTERS:
+                self.computed.append((index, _META_GETTERS[column.key]))
             else:
-                self.singles.append((index, _META_GETTERS.get(column.key) or operator.attrgetter(column.key)))
+                plain.append((index, column.key))
+        self.plain_indexes = tuple(index for index, _name in plain)
+        names = [name for _index, name in plain]
+        # attrgetter of several names returns a tuple; of one, the value itself
+        self.plain: Callable[[ExportRow], tuple[Any, ...]] = (
+            operator.attrgetter(*names) if len(names) > 1 else lambda row: (getattr(row, names[0]),) if names else ()
+        )
 
     def values(self, row: ExportRow, clean: Callable[[str], str] | None) -> list[Any]:
-        out: list[Any] = [None] * self.width
-        for index, getter in self.singles:
+        out = self.blank.copy()
+        if clean is None:
+            for index, value in zip(self.plain_indexes, self.plain(row), strict=True):
+                out[index] = value
+        else:
+            for index, value in zip(self.plain_indexes, self.plain(row), strict=True):
+                out[index] = clean(value) if value.__class__ is str else value
+        if self.extras:
+            extra = row.extra
+            for index, key in self.extras:
+                value = extra.get(key)
+                out[index] = clean(value) if clean is not None and value.__class__ is str else value
+        for index, getter in self.computed:
             value = getter(row)
-            if clean is not None and value.__class__ is str:
-                value = clean(value)
-            out[index] = value
+            out[index] = clean(value) if clean is not None and value.__class__ is str else value
         positions = self.items
         for key, value in row.answers.items():
             index = positions.get(key)
@@ -276,9 +294,7 @@ class _Layout:
             if cls is bool or cls is list:
                 value = _flat(value)
                 cls = value.__class__
-            if clean is not None and cls is str:
-                value = clean(value)
-            out[index] = value
+            out[index] = clean(value) if clean is not None and cls is str else value
         positions = self.scores
         for key, value in row.scores.items():
             index = positions.get(key)
@@ -292,7 +308,10 @@ _LAYOUTS: dict[int, _Layout] = {}
 
 def as_utc(value: datetime) -> datetime:
     """The same moment as an aware UTC datetime; a naive one (SQLite returns those) is read as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    tzinfo = value.tzinfo
+    if tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if tzinfo is UTC else value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------
@@ -350,8 +369,15 @@ def instruments_in(engine: Engine, selection: ExportSelection) -> tuple[Instrume
 # ---------------------------------------------------------------------------
 
 
-def export_query(selection: ExportSelection) -> sa.Select[Any]:
-    """The SELECT behind an export: responses with client, clinician, session and scores."""
+def export_query(selection: ExportSelection, *, json_as_text: bool = False) -> sa.Select[Any]:
+    """The SELECT behind an export: responses with client, clinician, session and scores.
+
+    With ``json_as_text`` the answers, score values and flags come as the database gives them (the stored JSON
+    text on SQLite) for :func:`json_value` to decode, instead of through SQLAlchemy's JSON type.
+    """
+    answers, values, flags = Response.answers, Score.values, Score.flags
+    if json_as_text:
+        answers, values, flags = (sa.type_coerce(c, sa.Text).label(c.key) for c in (answers, values, flags))
     columns: list[Any] = [
         Response.id,
         Client.code,
@@ -360,10 +386,10 @@ def export_query(selection: ExportSelection) -> sa.Select[Any]:
         Response.instrument_id,
         Response.instrument_version,
         Response.submitted_at,
-        Response.answers,
-        Score.values,
+        answers,
+        values,
         Score.band,
-        Score.flags,
+        flags,
         Response.episode_id,
         Episode.ended_at,
     ]
@@ -409,31 +435,57 @@ def _reading_bind(bind: sa.Engine) -> tuple[sa.Engine, bool]:
     return reader, True
 
 
-def row_to_export_row(row: Any, identifying: bool = False) -> ExportRow:
+_scan_json = json.JSONDecoder().scan_once  # the C scanner that json.loads ends in, without its Python layers
+
+
+def json_value(stored: Any) -> Any:
+    """A JSON column's value from its stored text, exactly as ``json.loads`` reads it; anything else as it is.
+
+    PostgreSQL's driver decodes JSON itself, and SQLite may hand over a bare number: those pass through.
+    """
+    if stored.__class__ is not str:
+        return stored
+    try:
+        value, end = _scan_json(stored, 0)
+    except StopIteration:
+        return json.loads(stored)  # leading whitespace, or not JSON: json.loads decides (and says why)
+    return value if end == len(stored) else json.loads(stored)
+
+
+def row_to_export_row(row: Any, identifying: bool = False, *, json_as_text: bool = False) -> ExportRow:
     """One row of :func:`export_query`'s result as an :class:`ExportRow`, read by position.
 
     The exports and the API's reads (core/records.py) both build their rows here, so a column added to the
-    query is read in one place. Columns a caller adds after the query's own follow at the end.
+    query is read in one place. Columns a caller adds after the query's own follow at the end. Pass the
+    query's ``json_as_text`` on.
     """
+    session, answers, values, flags, ended_at = row[3], row[7], row[8], row[10], row[12]
+    if json_as_text:
+        answers, values, flags = json_value(answers), json_value(values), json_value(flags)
+    extra = {"episode": row[11], "episode_ended_at": None if ended_at is None else as_utc(ended_at)}
+    if identifying:
+        extra["client_name"] = row[13]
+        extra["clinician_name"] = row[14]
     export_row = ExportRow.__new__(ExportRow)
-    # Filling __dict__ directly skips the frozen dataclass's per-field object.__setattr__,
-    # which is a third of the cost of a row in a large export; the result is identical.
-    export_row.__dict__.update(
-        response_id=row[0],
-        client=row[1],
-        clinician=row[2],
-        session=None if row[3] is None else str(row[3]),
-        instrument=row[4],
-        version=row[5],
-        submitted_at=as_utc(row[6]),
-        answers=row[7] or {},
-        scores=decimal_scores(row[8]),
-        band=row[9],
-        flags=tuple(row[10] or ()),
-        extra={
-            "episode": row[11],
-            "episode_ended_at": None if row[12] is None else as_utc(row[12]),
-            **({"client_name": row[13], "clinician_name": row[14]} if identifying else {}),
+    # Giving the instance its __dict__ whole skips the frozen dataclass's per-field object.__setattr__
+    # (a third of the cost of a row in a large export) and the keyword dict of __dict__.update; the
+    # result is identical. Every container made per row is work for the garbage collector.
+    object.__setattr__(
+        export_row,
+        "__dict__",
+        {
+            "response_id": row[0],
+            "client": row[1],
+            "clinician": row[2],
+            "session": None if session is None else str(session),
+            "instrument": row[4],
+            "version": row[5],
+            "submitted_at": as_utc(row[6]),
+            "answers": answers or {},
+            "scores": decimal_scores(values),
+            "band": row[9],
+            "flags": tuple(flags) if flags else (),
+            "extra": extra,
         },
     )
     return export_row
@@ -444,11 +496,14 @@ def stream_rows(bind: sa.Engine, selection: ExportSelection, batch_size: int = B
     reader, owned = _reading_bind(bind)
     try:
         with reader.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(export_query(selection))
+            query = export_query(selection, json_as_text=True)
+            result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(query)
             identifying = selection.identifying
-            for partition in result.partitions():
-                for row in partition:
-                    yield row_to_export_row(row, identifying)
+            # Row by row, not partitions(): the result still fetches batch_size rows per round trip, but makes
+            # each row (its JSON decoded) only when it is taken, so a batch never sits in memory as objects that
+            # outlive garbage collections and make the collector scan the whole heap again and again.
+            for row in result:
+                yield row_to_export_row(row, identifying, json_as_text=True)
     finally:
         if owned:
             reader.dispose()

@@ -26,9 +26,12 @@ from test_export_support import (
 from core import Exporter, ExportSelection
 from core.export import (
     ExportError,
+    export_query,
     iter_export,
+    json_value,
     list_exporters,
     neutralise_cell,
+    row_to_export_row,
     run_export,
     stream_rows,
 )
@@ -96,6 +99,37 @@ def test_identifying_selection_adds_display_names(app: Any, seeded: Any) -> None
         "client_name": "Carol Client",
         "clinician_name": "Dr Alice Able",
     }
+
+
+@pytest.mark.parametrize(
+    "text", ['{"phq9_1": 2, "note": "x"}', ' {"a": 1}', '{"a": [1, 2.50, null]} ', "[]", '["a", "b"]', '"text"', "7"]
+)
+def test_json_value_reads_stored_text_as_json_loads_does(text: str) -> None:
+    assert json_value(text) == json.loads(text)
+    assert type(json_value(text)) is type(json.loads(text))
+
+
+@pytest.mark.parametrize("value", [None, {"a": 1}, ["x"], 3, 2.5])
+def test_json_value_passes_decoded_values_through(value: Any) -> None:
+    assert json_value(value) is value  # PostgreSQL's driver decodes JSON; SQLite may give a bare number
+
+
+@pytest.mark.parametrize("text", ['{"a": 1', '{"a": 1} extra', ""])
+def test_json_value_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        json_value(text)
+
+
+def test_rows_from_stored_json_text_are_the_rows_sqlalchemys_json_type_gives(app: Any, seeded: Any) -> None:
+    selection = ExportSelection(identifying=True)
+    with app.extensions["rapportal"].db.connect() as conn:
+        typed = [row_to_export_row(r, True) for r in conn.execute(export_query(selection))]
+        text = [
+            row_to_export_row(r, True, json_as_text=True)
+            for r in conn.execute(export_query(selection, json_as_text=True))
+        ]
+    assert len(typed) == len(seeded.ids)
+    assert [row.__dict__ for row in text] == [row.__dict__ for row in typed]
 
 
 def test_selection_filters_by_instrument_clinician_client_and_dates(app: Any, seeded: Any) -> None:
