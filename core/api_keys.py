@@ -143,11 +143,16 @@ def key_state(key: ApiKey, now: datetime | None = None) -> str:
     return "active"
 
 
+_FIND_KEY = (  # the key with its owner in one statement, built once
+    sa.select(ApiKey).options(so.joinedload(ApiKey.owner)).where(ApiKey.secret_hash == sa.bindparam("secret_hash"))
+)
+
+
 def find_api_key(session: so.Session, secret: str, now: datetime | None = None) -> ApiKey | None:
     """The active key with this secret whose owner may still sign in, or None (unknown, revoked, expired)."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
         return None
-    key = session.scalar(sa.select(ApiKey).where(ApiKey.secret_hash == hash_token(secret)))
+    key = session.scalar(_FIND_KEY, {"secret_hash": hash_token(secret)})
     if key is None or key_state(key, now) != "active" or not key.owner.active:
         return None
     return key

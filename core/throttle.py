@@ -21,20 +21,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 from core.models import ThrottleCounter
 
 
+def _count_statement(insert: type) -> sa.Insert:
+    statement = insert(ThrottleCounter).values(key=sa.bindparam("key"), window_start=sa.bindparam("window"), count=1)
+    return statement.on_conflict_do_update(
+        index_elements=[ThrottleCounter.key, ThrottleCounter.window_start],
+        set_={"count": ThrottleCounter.count + 1},
+    ).returning(ThrottleCounter.count)
+
+
+# one upsert that returns the new count, built once per dialect (both have ON CONFLICT ... RETURNING)
+_COUNT_ATTEMPT = {"postgresql": _count_statement(postgresql.insert), "sqlite": _count_statement(sqlite.insert)}
+
+
 def count_attempt(session: so.Session, key: str, window_seconds: int, now: float | None = None) -> int:
     """Record one attempt for ``key`` and return how many there have been in the current window."""
     window = int((now if now is not None else time.time()) // window_seconds)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(ThrottleCounter).values(key=key, window_start=window, count=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[ThrottleCounter.key, ThrottleCounter.window_start],
-        set_={"count": ThrottleCounter.count + 1},
-    )
-    session.execute(statement)
-    return session.scalar(
-        sa.select(ThrottleCounter.count).where(ThrottleCounter.key == key, ThrottleCounter.window_start == window)
-    )
+    connection = session.connection()
+    statement = _COUNT_ATTEMPT[connection.dialect.name]
+    return connection.execute(statement, {"key": key, "window": window}).scalar_one()
 
 
 def attempts(session: so.Session, key: str, window_seconds: int, now: float | None = None) -> int:

@@ -602,12 +602,15 @@ def test_fresh_forms_of_two_links_differ_only_in_their_action_and_form_token_and
     tokens = [csrf_of(page) for page in pages]
     assert f'action="/a/{first}"' in pages[0] and f'action="/a/{second}"' in pages[1]
     assert "rapportal-kept" not in pages[0] + pages[1]
-    same = [page.replace(token, "T").replace(csrf, "C") for page, token, csrf in zip(pages, (first, second), tokens)]
+    same = [
+        page.replace(token, "T").replace(csrf, "C")
+        for page, token, csrf in zip(pages, (first, second), tokens, strict=True)
+    ]
     assert same[0] == same[1]
     # each form token belongs to its own link: swapped, both are refused and nothing is stored
     assert client.post(f"/a/{first}", data={**PHQ9_ALL_ONES, "csrf_token": tokens[1]}).status_code == 422
     assert stored_responses(app) == []
-    for token, csrf in zip((first, second), tokens):
+    for token, csrf in zip((first, second), tokens, strict=True):
         assert client.post(f"/a/{token}", data={**PHQ9_ALL_ONES, "csrf_token": csrf}).status_code == 200
     assert len(stored_responses(app)) == 2
 

@@ -6,6 +6,7 @@ line (access and error) has it replaced by ``[redacted]``; query strings are not
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -131,6 +132,9 @@ def serve(
             on_ready()
 
     configure_app_logging()
+    # The app, its engine and its compiled definitions live as long as the process: keep them out of the
+    # garbage collector's scans in every worker (and shared with the master, page for page, after the fork).
+    gc.freeze()
     PortalServer(
         app,
         {
