@@ -266,7 +266,7 @@ def fresh_questionnaire(
 
     Such a page is the same for every client in one language at one site except for the form's action
     and its token, so it is rendered once through :func:`render_questionnaire` and kept
-    (:func:`web.pages.kept_page`, keyed on the template, the instrument's version and installed wording,
+    (:func:`web.kept.kept_page`, keyed on the template, the instrument's version and installed wording,
     the wording language and ``context``); each request fills in its own action and a new token.
     """
 
