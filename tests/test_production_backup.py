@@ -27,7 +27,7 @@ from test_production_support import (
 from core.db import make_db_engine
 from core.migrations.backup import libpq_arguments
 
-LINKS = 480
+LINKS = 1200  # enough that the clients are still submitting when the backup starts, however fast they are
 
 
 def backup(url: str, instance: Path, file: Path) -> None:
@@ -92,6 +92,14 @@ def rows_by_key(url: str) -> dict[str, dict[Any, tuple]]:
         db.dispose()
 
 
+def wait_for_first_responses(url: str, tokens: list[str], seconds: float = 60) -> None:
+    """Return once some submissions are stored: the backup must start while the rest still arrive."""
+    deadline = time.monotonic() + seconds
+    while stored_state(url, tokens).responses < 20:
+        assert time.monotonic() < deadline, "no submission was stored within a minute"
+        time.sleep(0.02)
+
+
 def test_backup_under_load_restores_to_a_consistent_snapshot_and_a_quiet_one_to_identical_data(
     tmp_path: Path, db_url: str, restore: Any
 ) -> None:
@@ -101,7 +109,7 @@ def test_backup_under_load_restores_to_a_consistent_snapshot_and_a_quiet_one_to_
     # no job worker beside it: its periodic jobs would change the jobs table between a backup and the comparison
     with Server(url, instance, workers=4, job_worker=False) as server:
         pool, result = start_clients(server.base, tokens, processes=8)
-        time.sleep(1.0)
+        wait_for_first_responses(url, tokens)
         backup(url, instance, tmp_path / "under-load.backup")
         outcomes = [outcome for chunk in result.get(timeout=300) for outcome in chunk]
         pool.join()
