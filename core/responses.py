@@ -185,46 +185,16 @@ def look_up_link(
     row = connection.execute(_LINK_LOOKUP, params).first()
     if row is None:
         return LinkLookup(None, 0, None, None)
-    (
-        link_id,
-        client_id,
-        token_hash,
-        instrument_id,
-        instrument_version,
-        language,
-        expires_at,
-        completed_at,
-        response_id,
-        receipt,
-        session_id,
-        released_at,
-        plan,
-        show_progress,
-        site_name,
-        guess_count,
-        wording_count,
-        wording_newest,
-    ) = row
+    # the first ten columns are LinkView's own, in its order; the rest decide ``held`` or go beside it
+    completed_at, instrument_id = row[7], row[3]
+    session_id, released_at, plan, show_progress, site_name, guess_count, wording_count, wording_newest = row[10:]
     held = (
         completed_at is None
         and session_id is not None
         and released_at is None
         and moment_of(plan, instrument_id) == "end"
     )
-    link = LinkView(
-        link_id,
-        client_id,
-        token_hash,
-        instrument_id,
-        instrument_version,
-        language,
-        expires_at,
-        completed_at,
-        response_id,
-        receipt,
-        held,
-        bool(show_progress),
-    )
+    link = LinkView(*row[:10], held, bool(show_progress))
     return LinkLookup(link, guess_count or 0, site_name, (wording_count, wording_newest))
 
 
