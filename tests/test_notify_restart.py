@@ -1,8 +1,12 @@
-"""A worker killed in the middle of a batch of 200 reminders: after a restart every client got exactly one.
+"""A worker killed in the middle of a batch of 200 reminders: after a restart no client got two.
 
 `rapportal worker` runs as a real process against the pass's database (SQLite, or PostgreSQL with
 RAPPORTAL_TEST_DATABASE_URL) and a real SMTP server started here; it is SIGKILLed once a part of the batch
 has arrived, started again, and the test counts what the server received per client and step.
+
+Delivery is at most once (docs/notifications.md): a message whose row was recorded as sent, and whose
+final dot the killed worker had not yet written, is on record and never arrives. That gap is one message
+per worker thread at the most, each recorded as sent before the kill; every other client gets exactly one.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def _wait(condition, seconds: float) -> bool:
 
 
 @pytest.mark.timeout(400)
-def test_a_killed_worker_sends_every_reminder_exactly_once_after_a_restart(tmp_path, db_url):
+def test_a_killed_worker_sends_each_reminder_once_at_most_and_the_rest_after_a_restart(tmp_path, db_url):
     url = db_url
     _prepare(url)
     handler = MailHandler()
@@ -120,6 +124,7 @@ def test_a_killed_worker_sends_every_reminder_exactly_once_after_a_restart(tmp_p
             started = _wait(lambda: len(handler.received) >= 20, 120)
             assert started, f"the worker sent {len(handler.received)} messages; log:\n{log.read_text()[-3000:]}"
             os.kill(worker.pid, signal.SIGKILL)
+            killed_at = datetime.now(UTC)
             worker.wait(10)
         finally:
             if worker.poll() is None:
@@ -128,31 +133,60 @@ def test_a_killed_worker_sends_every_reminder_exactly_once_after_a_restart(tmp_p
         assert at_kill < BATCH, "the batch was finished before the kill: nothing was tested"
         restarted = _worker(env, log)
         try:
-            done = _wait(lambda: len(handler.received) >= BATCH, 180)
-            time.sleep(3)  # let a duplicate, if any, arrive
+            # the batch is done when every message is on record as sent; then let a duplicate, if any, arrive
+            done = _wait(lambda: _statuses(url) == [(0, "sent", BATCH), (1, "sent", BATCH)], 180)
+            time.sleep(3)
         finally:
             restarted.send_signal(signal.SIGINT)
             try:
                 restarted.wait(20)
             except subprocess.TimeoutExpired:
                 restarted.kill()
-        assert done, f"{len(handler.received)} of {BATCH} after the restart; log:\n{log.read_text()[-3000:]}"
+        assert done, f"{_statuses(url)} after the restart; log:\n{log.read_text()[-3000:]}"
     finally:
         smtp.stop()
-    per_client = Counter(tuple(r.recipients) for r in handler.received)
-    assert len(per_client) == BATCH
+    per_client = Counter(recipient for r in handler.received for recipient in r.recipients)
     assert set(per_client.values()) == {1}, [who for who, n in per_client.items() if n != 1]
     assert all(r.message["Subject"].startswith("Reminder:") for r in handler.received)
-    links = {re.search(r"/a/\S+", r.message.get_content()).group(0) for r in handler.received}
-    assert len(links) == BATCH
+    links = [re.search(r"/a/\S+", r.message.get_content()).group(0) for r in handler.received]
+    assert len(set(links)) == len(links)
+    # the at-most-once gap: what never arrived was recorded as sent by the killed worker, one per thread at most
+    never_arrived = _reminders_sent_at(url, set(_everyone()) - set(per_client))
+    assert len(never_arrived) <= WORKER_THREADS, never_arrived
+    assert all(sent_at <= killed_at for sent_at in never_arrived.values()), (killed_at, never_arrived)
+
+
+WORKER_THREADS = 2  # `rapportal worker`'s default (RAPPORTAL_JOBS_THREADS)
+
+
+def _everyone() -> list[str]:
+    return [f"client{number:04d}@example.org" for number in range(BATCH)]
+
+
+def _statuses(url: str) -> list[tuple[int, str, int]]:
     db = make_db_engine(url)
     try:
         with db.connect() as connection:
             rows = connection.execute(
                 sa.select(OutboxMessage.step, OutboxMessage.status, sa.func.count())
                 .group_by(OutboxMessage.step, OutboxMessage.status)
-                .order_by(OutboxMessage.step)
+                .order_by(OutboxMessage.step, OutboxMessage.status)
             ).all()
     finally:
         db.dispose()
-    assert [tuple(row) for row in rows] == [(0, "sent", BATCH), (1, "sent", BATCH)]
+    return [tuple(row) for row in rows]
+
+
+def _reminders_sent_at(url: str, emails: set[str]) -> dict[str, datetime]:
+    """When the reminder to each of these addresses was recorded as sent."""
+    db = make_db_engine(url)
+    try:
+        with db.connect() as connection:
+            rows = connection.execute(
+                sa.select(Client.email, OutboxMessage.sent_at)
+                .join(OutboxMessage, OutboxMessage.client_id == Client.id)
+                .where(OutboxMessage.step == 1, Client.email.in_(emails))
+            ).all()
+    finally:
+        db.dispose()
+    return {email: sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC) for email, sent_at in rows}
