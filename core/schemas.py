@@ -45,4 +45,40 @@ _NO_REMOTE = referencing.Registry(retrieve=_refuse_retrieval)
 
 def answer_validator(document: Mapping[str, Any]) -> jsonschema.protocols.Validator:
     """Compile the validator for one instrument definition's answers."""
-    return _AnswerValidator(document, registry=_NO_REMOTE)
+    return _AnswerValidator(inline_item_refs(document), registry=_NO_REMOTE)
+
+
+_REFERRING_KEYWORDS = ('"$ref"', '"$dynamicRef"', '"$id"', '"$anchor"', '"$dynamicAnchor"')
+
+
+def inline_item_refs(document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The definition with each item's ``{"$ref": "#/$defs/NAME"}`` replaced by that definition's keywords.
+
+    Items share their answer options through ``$defs``; following the ``$ref`` costs jsonschema a
+    registry lookup per item and response, more than checking the answer itself. Inlining is done only
+    where it cannot change a verdict or a message: the target is a plain local definition (no
+    reference or identifier of its own anywhere inside it), and it shares no keyword with the item's
+    other keywords (in 2020-12 both apply; merged, each still applies once). Any other ``$ref`` stays.
+    """
+    items = document.get("properties")
+    definitions = document.get("$defs")
+    if not isinstance(items, Mapping) or not isinstance(definitions, Mapping):
+        return document
+    inlined = {}
+    for item_id, item in items.items():
+        target = _plain_local_definition(item, definitions)
+        if target is not None and not (set(target) & (set(item) - {"$ref"})):
+            item = {**target, **{key: value for key, value in item.items() if key != "$ref"}}
+        inlined[item_id] = item
+    return {**document, "properties": inlined}
+
+
+def _plain_local_definition(item: Any, definitions: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    reference = item.get("$ref") if isinstance(item, Mapping) else None
+    if not isinstance(reference, str) or not reference.startswith("#/$defs/"):
+        return None
+    target = definitions.get(reference.removeprefix("#/$defs/"))
+    if not isinstance(target, Mapping):
+        return None  # a JSON pointer with escapes or a deeper path: left to jsonschema
+    text = json.dumps(target)
+    return None if any(keyword in text for keyword in _REFERRING_KEYWORDS) else target
