@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/inprocess.py                      # SQLite, 400 requests per scenario
     .venv/bin/python bench/inprocess.py --profile render-phq9   # and a pyinstrument profile of one scenario
+    .venv/bin/python bench/inprocess.py --backend postgresql     # both databases made and dropped on 127.0.0.1
 
 No HTTP server, no load generator and no concurrency: each request runs to its end in this process, so the figure
 is the server-side CPU of the portal's own layers against the same work in ``bench/bare_app.py`` (both include
@@ -21,7 +22,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from run import INSTRUMENTS, Bare, Portal  # bench/ is on the path when this runs
+import psycopg
+from run import INSTRUMENTS, PG_ADMIN, Bare, Portal  # bench/ is on the path when this runs
 
 
 def _requests(lines: list[str]) -> list[tuple[str, str, dict[str, str] | None]]:
@@ -73,11 +75,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=400, help="requests per scenario (default 400)")
     parser.add_argument("--profile", default="", help="scenario to profile, e.g. render-phq9 or submit-srs")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    rng = random.Random(1)
     workdir = Path(tempfile.mkdtemp(prefix="rapportal-inprocess-"))
-    os.environ["BARE_DATABASE_URL"] = f"sqlite:///{workdir}/bare.db"
-    mine = Portal(workdir / "instance", f"sqlite:///{workdir}/rapportal.db", workers=1)
+    if args.backend == "sqlite":
+        measure(args, workdir, f"sqlite:///{workdir}/rapportal.db", f"sqlite:///{workdir}/bare.db")
+        return
+    names = [f"inprocess_{kind}_{os.getpid()}" for kind in ("portal", "bare")]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"CREATE DATABASE {name}")
+    try:
+        measure(args, workdir, *(f"postgresql://postgres@127.0.0.1:5432/{name}" for name in names))
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def measure(args: argparse.Namespace, workdir: Path, portal_url: str, bare_url: str) -> None:
+    """Every scenario on one backend: the bare app, then the portal, each on its own database."""
+    rng = random.Random(1)
+    os.environ["BARE_DATABASE_URL"] = bare_url
+    mine = Portal(workdir / "instance", portal_url, workers=1)
     bare = Bare(os.environ["BARE_DATABASE_URL"], workers=1)
     import bare_app  # reads BARE_DATABASE_URL when imported
 
@@ -87,7 +107,7 @@ def main() -> None:
 
         instruments = {i: portal(mine.app).engine.instruments.get(i) for i in INSTRUMENTS}
         db = portal(mine.app).db
-    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {args.count} requests per scenario, SQLite")
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {args.count} requests per scenario, {args.backend}")
     for instrument_id in INSTRUMENTS:
         for scenario, submit in (("render", False), ("submit", True)):
             name = f"{scenario}-{instrument_id}"

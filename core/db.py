@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,7 +60,42 @@ def make_db_engine(url: str, **kwargs: Any) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    sa.event.listen(engine, "checkin", _note_checkin)
+    sa.event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Test a pooled connection that sat idle before handing it out; a dead one is replaced.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per request that a busy
+    server does not need, since its connections were in use a moment ago. A connection idle for
+    :data:`PING_AFTER_IDLE_SECONDS` may have been cut (a server restart, a firewall's idle timeout),
+    so it is pinged; :class:`~sqlalchemy.exc.DisconnectionError` makes the pool open a new one. A
+    busy connection cut by a restart fails its next statement instead, which invalidates the whole
+    pool; link pages and submissions retry that (``core.responses.retry_database``).
+    """
+    checked_in = record.info.get("checked_in")  # none yet: a connection opened just now
+    if checked_in is None or time.monotonic() - checked_in < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        _ping(dbapi_connection)
+    except Exception as exc:  # any failure of the ping means the connection is unusable
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+def _ping(dbapi_connection: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    dbapi_connection.rollback()
 
 
 def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from test_production_support import CSRF
 
+import core.db
 from core.db import (
     ReadOnlySessionError,
     create_schema,
@@ -108,3 +109,60 @@ def test_an_unknown_link_is_still_counted_after_the_read_only_lookup(sqlite_app)
     assert client.get("/a/another-unknown-token").status_code == 404
     with sqlite_app.extensions["rapportal"].sessions() as session:
         assert session.scalar(sa.select(ThrottleCounter.count).where(ThrottleCounter.key.startswith("link:"))) == 2
+
+
+def _backend_pid(db: sa.Engine) -> int:
+    with db.connect() as connection:
+        return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+
+def _terminate(db: sa.Engine, pid: int) -> None:
+    with db.connect() as connection:
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        connection.commit()
+
+
+@pytest.fixture
+def postgresql_pool(db_url: str) -> tuple[sa.Engine, sa.Engine]:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("pooled server connections: the PostgreSQL pass (RAPPORTAL_TEST_DATABASE_URL)")
+    db, admin = make_db_engine(db_url), make_db_engine(db_url, poolclass=sa.NullPool)
+    yield db, admin
+    db.dispose()
+    admin.dispose()
+
+
+@pytest.fixture
+def pings(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The pings sent before checkouts, counted."""
+    sent: list[Any] = []
+    ping = core.db._ping
+
+    def counted(dbapi_connection: Any) -> None:
+        sent.append(dbapi_connection)
+        ping(dbapi_connection)
+
+    monkeypatch.setattr(core.db, "_ping", counted)
+    return sent
+
+
+def test_an_idle_pooled_connection_that_the_server_cut_is_replaced_before_use(postgresql_pool, pings, monkeypatch):
+    db, admin = postgresql_pool
+    first = _backend_pid(db)
+    _terminate(admin, first)
+    monkeypatch.setattr(core.db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
+    assert _backend_pid(db) != first  # pinged, found dead, replaced: the request never saw it
+    assert len(pings) == 1
+
+
+def test_a_busy_pooled_connection_is_not_pinged_and_a_cut_one_fails_once(postgresql_pool, pings):
+    db, admin = postgresql_pool
+    first = _backend_pid(db)
+    again = _backend_pid(db)
+    assert again == first  # the same pooled connection, used a moment ago
+    assert pings == []  # neither the new connection nor the one just checked in was pinged
+    _terminate(admin, first)
+    with pytest.raises(sa.exc.DBAPIError) as failed:
+        _backend_pid(db)
+    assert failed.value.connection_invalidated  # the pool drops it; the caller's retry gets a new one
+    assert _backend_pid(db) != first
