@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,62 @@ def test_an_unknown_link_is_still_counted_after_the_read_only_lookup(sqlite_app)
     assert client.get("/a/another-unknown-token").status_code == 404
     with sqlite_app.extensions["rapportal"].sessions() as session:
         assert session.scalar(sa.select(ThrottleCounter.count).where(ThrottleCounter.key.startswith("link:"))) == 2
+
+
+def _queue_taken(path: Path) -> bool:
+    """Whether a writer holds the queue beside the database (tried from a descriptor of our own)."""
+    fd = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing lets go of a lock we took
+    return False
+
+
+def test_a_writing_transaction_holds_the_writer_queue_until_it_commits(sqlite_db) -> None:
+    db, path = sqlite_db
+    with make_session_factory(db)() as session:
+        session.add(Client(code="Q-1"))
+        session.flush()
+        assert _queue_taken(path)
+        session.commit()
+        assert not _queue_taken(path)
+
+
+def test_a_rolled_back_or_failed_writing_transaction_leaves_the_writer_queue(sqlite_db) -> None:
+    db, path = sqlite_db
+    with make_session_factory(db)() as session:
+        session.add(Client(code="Q-2"))
+        session.flush()
+        session.rollback()
+        assert not _queue_taken(path)
+    with pytest.raises(sa.exc.IntegrityError), make_session_factory(db).begin() as session:
+        session.add_all([Client(code="Q-3"), Client(code="Q-3")])  # the code is unique
+    assert not _queue_taken(path)
+
+
+def test_a_read_only_transaction_never_joins_the_writer_queue(sqlite_db) -> None:
+    db, path = sqlite_db
+    with make_read_session_factory(db)() as session:
+        session.scalar(sa.select(sa.func.count()).select_from(Client))
+        assert session.in_transaction()
+        assert not _queue_taken(path)
+
+
+def test_a_writer_that_waited_too_long_in_the_queue_lets_sqlite_decide(sqlite_db, monkeypatch) -> None:
+    db, path = sqlite_db
+    monkeypatch.setattr(core.db, "WRITER_QUEUE_SECONDS", 0.05)
+    stuck = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(stuck, fcntl.LOCK_EX)  # a holder that never leaves (and holds no SQLite lock)
+    try:
+        with make_session_factory(db).begin() as session:
+            session.add(Client(code="Q-4"))
+        with make_read_session_factory(db)() as session:
+            assert session.scalar(sa.select(Client.code)) == "Q-4"
+    finally:
+        os.close(stuck)
 
 
 def _backend_pid(db: sa.Engine) -> int:
