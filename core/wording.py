@@ -107,6 +107,9 @@ def wording_stamp_columns() -> tuple[sa.ScalarSelect[Any], sa.ScalarSelect[Any]]
     )
 
 
+_WORDING_STAMP = sa.select(*wording_stamp_columns())  # built once: building it cost more than running it
+
+
 def refresh_wording(session: so.Session, engine: Engine, stamp: tuple[int, int | None] | None = None) -> bool:
     """Bring the registry up to date with the stored wording; return whether anything was read.
 
@@ -116,7 +119,7 @@ def refresh_wording(session: so.Session, engine: Engine, stamp: tuple[int, int |
     last saw are the newest versions read. Runs on the caller's session, inside its transaction.
     """
     if stamp is None:
-        stamp = tuple(session.execute(sa.select(*wording_stamp_columns())).one())
+        stamp = tuple(session.connection().execute(_WORDING_STAMP).one())
     if stamp == engine.instruments.wording_stamp:
         return False
     engine.instruments.use_wording(stored_wording(session), stamp)
