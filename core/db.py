@@ -181,6 +181,19 @@ def _ping(dbapi_connection: Any) -> None:
     dbapi_connection.rollback()
 
 
+def connect_for_one_read(engine: sa.Engine) -> sa.Connection:
+    """A connection for reading, as a read-only session reads (see :data:`READ_ONLY`), for one statement.
+
+    On PostgreSQL it runs in autocommit: a single SELECT is consistent on its own, so the ``BEGIN``
+    and ``ROLLBACK`` round trips around it are saved. On SQLite it begins a deferred transaction as
+    every read-only session does.
+    """
+    connection = engine.connect()
+    if connection.dialect.name == "postgresql":
+        return connection.execution_options(**{READ_ONLY: True}, isolation_level="AUTOCOMMIT")
+    return connection.execution_options(**{READ_ONLY: True})
+
+
 def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
     return so.sessionmaker(engine, expire_on_commit=False)
 

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from test_production_support import CSRF
@@ -15,6 +16,7 @@ from test_production_support import CSRF
 import core.db
 from core.db import (
     ReadOnlySessionError,
+    connect_for_one_read,
     create_schema,
     make_db_engine,
     make_read_session_factory,
@@ -224,3 +226,23 @@ def test_a_busy_pooled_connection_is_not_pinged_and_a_cut_one_fails_once(postgre
         _backend_pid(db)
     assert failed.value.connection_invalidated  # the pool drops it; the caller's retry gets a new one
     assert _backend_pid(db) != first
+
+
+def test_a_connection_for_one_read_opens_no_transaction_on_postgresql_and_refuses_nothing_else(db_url):
+    db = make_db_engine(db_url)
+    try:
+        create_schema(db)
+        with connect_for_one_read(db) as connection:
+            assert connection.execute(sa.select(sa.func.count()).select_from(Client)).scalar_one() == 0
+            raw = connection.connection.dbapi_connection
+            if db.dialect.name == "postgresql":
+                assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # no BEGIN was sent
+            else:
+                assert raw.in_transaction  # SQLite: a deferred read transaction, as read-only sessions take
+        with db.connect() as connection:  # the pooled connection is back to transactions for everyone else
+            connection.execute(sa.select(sa.func.count()).select_from(Client))
+            assert connection.in_transaction()
+            if db.dialect.name == "postgresql":
+                assert connection.connection.dbapi_connection.autocommit is False
+    finally:
+        db.dispose()

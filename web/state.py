@@ -15,7 +15,7 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g
 
 from core import Engine
-from core.db import READ_ONLY
+from core.db import connect_for_one_read
 from core.job_runner import JobBroker
 from core.jobs import JobContext, JobQueue
 from core.wording import refresh_wording
@@ -77,13 +77,14 @@ def db_session(*, read_only: bool = False, wording: bool = True) -> so.Session:
 
 
 def read_connection() -> sa.Connection:
-    """The request's Core connection for reading only (on SQLite its transaction never takes the write lock).
+    """The request's Core connection for one read (on SQLite its transaction never takes the write lock).
 
-    The link pages read through it: one SELECT with no ORM session to build and tear down. It is closed
-    (its transaction rolled back) when the request ends, or by :func:`drop_db_session`.
+    The link pages read through it: one SELECT with no ORM session to build and tear down
+    (``core.db.connect_for_one_read``: on PostgreSQL without BEGIN and ROLLBACK). It is closed when the
+    request ends, or by :func:`drop_db_session`.
     """
     if "db_connection" not in g:
-        g.db_connection = portal().db.connect().execution_options(**{READ_ONLY: True})
+        g.db_connection = connect_for_one_read(portal().db)
     return g.db_connection
 
 
