@@ -65,6 +65,20 @@ def _begin(conn: Any) -> None:
         raise
 
 
+def _open_queue_file(path: str) -> int | None:
+    # flock needs no write access, so a queue file made by another account (root running the CLI,
+    # say) still serves when it can be read; one that cannot be opened at all leaves the queue out.
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        try:
+            return os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    except OSError:
+        return None
+
+
 WRITER_QUEUE_SECONDS = 30.0  # as long as the busy timeout: after that, SQLite's own lock decides
 
 
@@ -92,7 +106,10 @@ class QueuedWriterConnection(sqlite3.Connection):
         if self._queue_path is None or self._in_queue:
             return
         if self._queue_fd is None:
-            self._queue_fd = os.open(self._queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._queue_fd = _open_queue_file(self._queue_path)
+            if self._queue_fd is None:  # not ours to open: SQLite's busy handler orders this connection's writes
+                self._queue_path = None
+                return
         deadline = time.monotonic() + WRITER_QUEUE_SECONDS
         pause = 0.0001
         while True:

@@ -246,3 +246,13 @@ def test_a_connection_for_one_read_opens_no_transaction_on_postgresql_and_refuse
                 assert connection.connection.dbapi_connection.autocommit is False
     finally:
         db.dispose()
+
+
+def test_a_queue_file_that_cannot_be_opened_leaves_writes_to_sqlite(sqlite_db, monkeypatch) -> None:
+    db, _path = sqlite_db
+    db.dispose()  # connections opened from here on meet the unreadable file
+    monkeypatch.setattr(core.db, "_open_queue_file", lambda _path: None)
+    with make_session_factory(db).begin() as session:
+        session.add(Client(code="Q-5"))
+    with make_read_session_factory(db)() as session:
+        assert session.scalar(sa.select(Client.code).where(Client.code == "Q-5")) == "Q-5"
