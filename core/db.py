@@ -40,6 +40,7 @@ class DatabaseSettingsError(RuntimeError):
 
 
 READ_ONLY = "rapportal_read_only"  # execution option of the engine behind read-only sessions
+_ONE_READ = "rapportal_one_read"  # execution option of connect_for_one_read's SQLite connections
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -51,7 +52,10 @@ def _begin(conn: Any) -> None:
     # writers wait (busy timeout) instead of failing half-way with "database is locked". A
     # read-only one begins deferred and never takes it: in WAL mode it reads a snapshot while
     # another connection writes, so page views neither wait for submissions nor hold them up.
-    if conn.get_execution_options().get(READ_ONLY):
+    options = conn.get_execution_options()
+    if options.get(_ONE_READ):
+        return  # a lone SELECT outside a transaction reads one consistent snapshot, and BEGIN costs a statement
+    if options.get(READ_ONLY):
         conn.exec_driver_sql("BEGIN")
         return
     raw = conn.connection.dbapi_connection
@@ -199,16 +203,17 @@ def _ping(dbapi_connection: Any) -> None:
 
 
 def connect_for_one_read(engine: sa.Engine) -> sa.Connection:
-    """A connection for reading, as a read-only session reads (see :data:`READ_ONLY`), for one statement.
+    """A connection for one read statement, which never takes SQLite's write lock.
 
-    On PostgreSQL it runs in autocommit: a single SELECT is consistent on its own, so the ``BEGIN``
-    and ``ROLLBACK`` round trips around it are saved. On SQLite it begins a deferred transaction as
-    every read-only session does.
+    A single SELECT is consistent on its own, so no transaction is opened around it: on PostgreSQL
+    the connection runs in autocommit (no ``BEGIN`` and ``ROLLBACK`` round trips), on SQLite no
+    ``BEGIN`` is sent and the statement reads one snapshot under WAL. Use a read-only session
+    (:func:`make_read_session_factory`) for several statements that must agree with each other.
     """
     connection = engine.connect()
     if connection.dialect.name == "postgresql":
         return connection.execution_options(**{READ_ONLY: True}, isolation_level="AUTOCOMMIT")
-    return connection.execution_options(**{READ_ONLY: True})
+    return connection.execution_options(**{READ_ONLY: True, _ONE_READ: True})
 
 
 def make_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
