@@ -56,9 +56,10 @@ def inline_item_refs(document: Mapping[str, Any]) -> Mapping[str, Any]:
 
     Items share their answer options through ``$defs``; following the ``$ref`` costs jsonschema a
     registry lookup per item and response, more than checking the answer itself. Inlining is done only
-    where it cannot change a verdict or a message: the target is a plain local definition (no
-    reference or identifier of its own anywhere inside it), and it shares no keyword with the item's
-    other keywords (in 2020-12 both apply; merged, each still applies once). Any other ``$ref`` stays.
+    where it cannot change a verdict, a message or the order of the errors: the target is a plain local
+    definition (no reference or identifier anywhere inside it), and everything else on the item is an
+    annotation (``title``, ``description``, ``x-...`` and the like), which validates nothing and whose
+    meaning does not depend on its neighbours. Any other ``$ref`` stays for jsonschema to follow.
     """
     items = document.get("properties")
     definitions = document.get("$defs")
@@ -67,10 +68,19 @@ def inline_item_refs(document: Mapping[str, Any]) -> Mapping[str, Any]:
     inlined = {}
     for item_id, item in items.items():
         target = _plain_local_definition(item, definitions)
-        if target is not None and not (set(target) & (set(item) - {"$ref"})):
+        if target is not None and all(_is_annotation(key) for key in item if key != "$ref"):
             item = {**target, **{key: value for key, value in item.items() if key != "$ref"}}
         inlined[item_id] = item
     return {**document, "properties": inlined}
+
+
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "$comment"}
+)
+
+
+def _is_annotation(keyword: str) -> bool:
+    return keyword in _ANNOTATIONS or keyword.startswith("x-")
 
 
 def _plain_local_definition(item: Any, definitions: Mapping[str, Any]) -> Mapping[str, Any] | None:
