@@ -631,3 +631,13 @@ def test_a_kept_form_follows_the_links_language(app, client):
     page = client.get(f"/a/{german}").get_data(as_text=True)
     assert '<html lang="de">' in page and "Meine Antworten senden" in page
     assert '<html lang="en">' in client.get(f"/a/{english}").get_data(as_text=True)
+
+
+def test_the_api_answers_503_as_problem_details_while_the_database_is_unreachable(app, client):
+    app.config["DB_RETRY_SECONDS"] = 0.1
+    switch = DatabaseSwitch(app)
+    switch.stop()
+    reply = client.get("/api/v1/instruments", headers={"Authorization": "Bearer rpk_not-checked-while-down"})
+    assert reply.status_code == 503
+    assert reply.mimetype == "application/problem+json" and reply.headers["Retry-After"] == "5"
+    assert reply.get_json()["detail"] == "The database cannot be reached just now; try again shortly."

@@ -125,7 +125,13 @@ def _database_error(error: sa.exc.DBAPIError) -> Any:
 
 
 def _unavailable() -> Any:
-    """503 while the database cannot be reached. A client's questionnaire answers come back in a form to send again."""
+    """503 while the database cannot be reached. A client's questionnaire answers come back in a form to send again;
+    the API and the FHIR face answer in their own format."""
+    if request.path.startswith(("/api/", "/fhir/")):
+        refusal = werkzeug.exceptions.ServiceUnavailable("The database cannot be reached just now; try again shortly.")
+        response = api_error(503, refusal)
+        response.headers["Retry-After"] = "5"
+        return response
     if request.method == "POST" and request.blueprint in ("client", "kiosk"):
         fields = [(name, value) for name, values in request.form.lists() for value in values]
         return render_template("client/resend.html", fields=fields, action=request.path), 503
