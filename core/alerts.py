@@ -15,7 +15,6 @@ from functools import cached_property
 from typing import Any, Literal
 
 import sqlalchemy as sa
-import sqlalchemy.orm as so
 
 from core.expected import ExpectedTable, expected_scores
 from core.instruments import FlagSpec, Instrument
@@ -259,20 +258,23 @@ def _earlier_scores_statement(in_episode: bool) -> sa.Select[Any]:
 _EARLIER_SCORES = {True: _earlier_scores_statement(True), False: _earlier_scores_statement(False)}
 
 
-def earlier_scores_loader(session: so.Session, response: Response) -> Callable[[], EarlierScores]:
+def earlier_scores_loader(connection: sa.Connection, response: Mapping[str, Any]) -> Callable[[], EarlierScores]:
     """A loader for :attr:`AlertContext.load_earlier`: the stored scores of the client's administrations of the
     same instrument before ``response`` (in its episode, when it has one), oldest first. Queries only when called.
+
+    ``response`` holds the new response's ``id``, ``client_id``, ``instrument_id``, ``submitted_at`` and
+    ``episode_id``; ``connection`` is the submission's own, so the query runs in its transaction.
     """
 
     def load() -> EarlierScores:
         params = {
-            "client_id": response.client_id,
-            "instrument_id": response.instrument_id,
-            "response_id": response.id,
-            "submitted_at": response.submitted_at,
-            "episode_id": response.episode_id,
+            "client_id": response["client_id"],
+            "instrument_id": response["instrument_id"],
+            "response_id": response["id"],
+            "submitted_at": response["submitted_at"],
+            "episode_id": response["episode_id"],
         }
-        rows = session.connection().execute(_EARLIER_SCORES[response.episode_id is not None], params).scalars()
+        rows = connection.execute(_EARLIER_SCORES[response["episode_id"] is not None], params).scalars()
         return [decimal_scores(values) for values in rows]
 
     return load

@@ -285,7 +285,7 @@ def _completed(values: dict[int, Decimal]) -> bool:
     return len(values) >= 2
 
 
-def load_series(session: so.Session, instrument_id: str, score: str) -> list[EpisodeSeries]:
+def load_series(session: so.Session | sa.Connection, instrument_id: str, score: str) -> list[EpisodeSeries]:
     """The completed episodes' series of a score from the database: episodes that have ended (a later episode was
     started, which ends the open one), responses given in one of their sessions, the first in each session."""
     query = (
@@ -357,8 +357,10 @@ class ExpectedChange:
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str, str], tuple[float, ExpectedTable | None]] = {}
 
-    def table(self, session: so.Session, instrument: Instrument, score: str) -> ExpectedTable | None:
-        """The table of ``score`` of ``instrument`` (None when its definition asks for no expected change)."""
+    def table(self, session: so.Session | sa.Connection, instrument: Instrument, score: str) -> ExpectedTable | None:
+        """The table of ``score`` of ``instrument`` (None when its definition asks for no expected change).
+
+        ``session`` is an ORM session or a Core connection (a submission's, in its transaction)."""
         if score not in expected_scores(instrument):
             return None
         key = (instrument.id, instrument.version, score)

@@ -22,7 +22,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 
 from core.registries import DuplicateRegistrationError
-from core.schemas import answer_validator, load_meta_schema
+from core.schemas import QuickCheck, answer_validator, load_meta_schema, quick_answer_check
 from core.scoring import NOT_SCORABLE, ScoringRule, round_half_up, score_response, to_decimal
 from core.validation import ResponseValidationError, validate_answers
 
@@ -234,6 +234,11 @@ class Instrument:
     def validator(self) -> jsonschema.protocols.Validator:
         """The compiled answer validator, built once per loaded instrument version."""
         return answer_validator(self.document)
+
+    @cached_property
+    def quick_check(self) -> QuickCheck | None:
+        """Says True for answers the validator surely accepts (:func:`core.schemas.quick_answer_check`)."""
+        return quick_answer_check(self.document)
 
     @cached_property
     def _items_by_id(self) -> dict[str, Item]:

@@ -106,6 +106,51 @@ class LinkView:
     receipt: str | None
     held: bool
     show_progress: bool
+    episode_id: int | None
+    session_number: int | None
+
+    def target(self) -> SubmissionTarget:
+        """What storing an answer to this link needs (:func:`submit_link`)."""
+        return SubmissionTarget(
+            self.id,
+            self.client_id,
+            self.episode_id,
+            self.session_number,
+            self.instrument_id,
+            self.instrument_version,
+            self.language,
+            self.token_hash,
+        )
+
+
+@dataclass(frozen=True)
+class SubmissionTarget:
+    """The link a response answers, as :func:`store_response` needs it: plain values, read before or inside
+    the submission's transaction. ``token_hash`` is the link's token as it was read: a link re-issued since
+    then is refused (:class:`LinkChanged`)."""
+
+    assignment_id: int
+    client_id: int
+    episode_id: int | None
+    session_number: int | None
+    instrument_id: str
+    instrument_version: str
+    language: str
+    token_hash: str
+
+    @classmethod
+    def of(cls, assignment: Assignment) -> SubmissionTarget:
+        care = assignment.session if assignment.session_id is not None else None
+        return cls(
+            assignment.id,
+            assignment.client_id,
+            assignment.episode_id,
+            care.number if care is not None else None,
+            assignment.instrument_id,
+            assignment.instrument_version,
+            assignment.language,
+            assignment.token_hash,
+        )
 
 
 @dataclass(frozen=True)
@@ -150,6 +195,8 @@ def _link_lookup_statement() -> sa.Select[Any]:
             sites.c.name,
             guesses,
             *wording_stamp_columns(),
+            links.c.episode_id,
+            care.c.number,
         )
         .select_from(
             links.join(clients, clients.c.id == links.c.client_id)
@@ -187,14 +234,14 @@ def look_up_link(
         return LinkLookup(None, 0, None, None)
     # the first ten columns are LinkView's own, in its order; the rest decide ``held`` or go beside it
     completed_at, instrument_id = row[7], row[3]
-    session_id, released_at, plan, show_progress, site_name, guess_count, wording_count, wording_newest = row[10:]
+    session_id, released_at, plan, show_progress, site_name, guess_count, wording_count, wording_newest = row[10:18]
     held = (
         completed_at is None
         and session_id is not None
         and released_at is None
         and moment_of(plan, instrument_id) == "end"
     )
-    link = LinkView(*row[:10], held, bool(show_progress))
+    link = LinkView(*row[:10], held, bool(show_progress), *row[18:])
     return LinkLookup(link, guess_count or 0, site_name, (wording_count, wording_newest))
 
 
@@ -230,11 +277,11 @@ _HISTORY = {True: _history_statement(True), False: _history_statement(False)}  #
 
 
 def history_for(
-    session: so.Session, client_id: int, instrument_id: str, episode_id: int | None
+    connection: sa.Connection, client_id: int, instrument_id: str, episode_id: int | None
 ) -> list[dict[str, Any]]:
     """Earlier answers of this client to this instrument in the same episode, oldest first."""
     params = {"client_id": client_id, "instrument_id": instrument_id, "episode_id": episode_id}
-    return list(session.connection().execute(_HISTORY[episode_id is not None], params).scalars())
+    return list(connection.execute(_HISTORY[episode_id is not None], params).scalars())
 
 
 def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
@@ -255,58 +302,64 @@ class Submission:
     created: bool
 
 
-def submit_response(
-    session: so.Session,
+class LinkChanged(Exception):
+    """The link was answered, re-issued, expired or removed after it was read: nothing was stored."""
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """What :func:`store_response` wrote: the client's receipt, and the response row's values."""
+
+    submission: Submission
+    row: dict[str, Any]
+
+
+def store_response(
+    connection: sa.Connection,
     engine: Engine,
-    assignment: Assignment,
+    target: SubmissionTarget,
     answers: Mapping[str, Any],
     *,
     actor: str = "client-link",
     address: str | None = None,
     started_at: datetime | None = None,
-) -> Submission:
-    """Validate, score and store one response with its scores, alerts and audit entry.
+) -> StoredResponse:
+    """Validate, score and store one response with its scores, alerts and audit entry: the one way a response
+    is stored. Everything runs on ``connection``, in its transaction, which the caller commits; a plugin hook
+    that raises aborts the whole submission.
 
-    Everything is added to ``session`` and committed by the caller's transaction; a plugin
-    hook that raises aborts the whole submission. A second submission for the same
-    assignment returns the first one's receipt (``created`` False).
+    The link is completed first, and only if it is still open for this answer (not answered, not re-issued,
+    not expired, still there); otherwise :class:`LinkChanged` is raised and nothing was written. Validation,
+    and scoring that needs no history, run before the first statement, so a connection that begins its
+    transaction on first use (SQLite's ``BEGIN IMMEDIATE``) does not hold the write lock meanwhile.
     Raises ``ResponseValidationError`` when the answers do not fit the instrument.
     """
-    if assignment.response is not None:
-        return Submission(assignment.response.id, assignment.response.receipt, created=False)
-    instrument = engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
+    instrument = engine.instruments.get(target.instrument_id, target.instrument_version)
     validate_answers(instrument, answers)
     history = (
-        history_for(session, assignment.client_id, instrument.id, assignment.episode_id)
+        history_for(connection, target.client_id, instrument.id, target.episode_id)
         if instrument.scoring.uses_history
         else []  # no rule looks back: do not load and re-score every earlier response
     )
     result = score_response(instrument, answers, history)
     now = datetime.now(UTC)
-    # The rows go in with Core statements on the session's connection, in its transaction: the ORM's unit of
-    # work cost more than the statements themselves. The session is told what was stored (below), so an
-    # ORM caller that reads ``assignment.response`` afterwards finds it.
-    session.flush()  # whatever the caller added first (a new assignment, say) goes in before the rows below
-    connection = session.connection()
-    values = {
-        "assignment_id": assignment.id,
-        "client_id": assignment.client_id,
-        "episode_id": assignment.episode_id,
+    completion = {"assignment_id": target.assignment_id, "read_token_hash": target.token_hash, "now": now}
+    if connection.execute(_COMPLETE_ASSIGNMENT, completion).rowcount != 1:
+        raise LinkChanged(target.assignment_id)
+    row = {
+        "assignment_id": target.assignment_id,
+        "client_id": target.client_id,
+        "episode_id": target.episode_id,
         "instrument_id": instrument.id,
         "instrument_version": instrument.version,
-        "language": assignment.language,
+        "language": target.language,
         "answers": dict(answers),
         "receipt": secrets.token_hex(4).upper(),
         "started_at": started_at,
         "submitted_at": now,
     }
-    response_id = connection.execute(_INSERT_RESPONSE, values).inserted_primary_key[0]
-    connection.execute(_COMPLETE_ASSIGNMENT, {"assignment_id": assignment.id, "completed_at": now})
-    response = Response(id=response_id, **values)
-    so.make_transient_to_detached(response)  # stored above: the session takes it as loaded, not as new
-    session.add(response)
-    so.attributes.set_committed_value(assignment, "response", response)
-    so.attributes.set_committed_value(assignment, "completed_at", now)
+    response_id = connection.execute(_INSERT_RESPONSE, row).inserted_primary_key[0]
+    row["id"] = response_id
     score = {
         "response_id": response_id,
         "complete": result.complete,
@@ -320,9 +373,9 @@ def submit_response(
         instrument,
         result,
         answers=answers,
-        session_number=assignment.session.number if assignment.session_id is not None else None,
-        load_earlier=earlier_scores_loader(session, response),
-        load_expected=lambda score: engine.expected.table(session, instrument, score),
+        session_number=target.session_number,
+        load_earlier=earlier_scores_loader(connection, row),
+        load_expected=lambda score: engine.expected.table(connection, instrument, score),
     )
     raised = engine.alerts_for(context)
     if raised:
@@ -331,7 +384,7 @@ def submit_response(
             [
                 {
                     "response_id": response_id,
-                    "client_id": assignment.client_id,
+                    "client_id": target.client_id,
                     "rule": alert.rule,
                     "severity": alert.severity,
                     "message": alert.message,
@@ -349,21 +402,67 @@ def submit_response(
         at=now,
         instrument=instrument.id,
         version=instrument.version,
-        assignment=assignment.id,
+        assignment=target.assignment_id,
     )
     engine.plugin_manager.hook.response_submitted(
         instrument_id=instrument.id, version=instrument.version, response_id=response_id, result=result
     )
-    return Submission(response.id, response.receipt, created=True)
+    return StoredResponse(Submission(response_id, row["receipt"], created=True), row)
+
+
+def submit_response(
+    session: so.Session,
+    engine: Engine,
+    assignment: Assignment,
+    answers: Mapping[str, Any],
+    *,
+    actor: str = "client-link",
+    address: str | None = None,
+    started_at: datetime | None = None,
+) -> Submission:
+    """:func:`store_response` for an assignment loaded in an ORM session, in the session's transaction.
+
+    The session is told what was stored, so a caller that reads ``assignment.response`` afterwards finds it.
+    A second submission for the same assignment returns the first one's receipt (``created`` False).
+    Raises ``ResponseValidationError``, or :class:`LinkError` (``expired``) when the link expired a moment
+    after the caller checked it.
+    """
+    if assignment.response is not None:
+        return Submission(assignment.response.id, assignment.response.receipt, created=False)
+    session.flush()  # whatever the caller added first (a new assignment, say) goes in before the rows below
+    try:
+        stored = store_response(
+            session.connection(),
+            engine,
+            SubmissionTarget.of(assignment),
+            answers,
+            actor=actor,
+            address=address,
+            started_at=started_at,
+        )
+    except LinkChanged:
+        raise LinkError("expired") from None
+    response = Response(**stored.row)
+    so.make_transient_to_detached(response)  # stored already: the session takes it as loaded, not as new
+    session.add(response)
+    so.attributes.set_committed_value(assignment, "response", response)
+    so.attributes.set_committed_value(assignment, "completed_at", stored.row["submitted_at"])
+    return stored.submission
 
 
 _INSERT_RESPONSE = sa.insert(Response.__table__)
 _INSERT_SCORE = sa.insert(Score.__table__)
 _INSERT_ALERT = sa.insert(Alert.__table__)
-_COMPLETE_ASSIGNMENT = (
-    sa.update(Assignment.__table__)
-    .where(Assignment.__table__.c.id == sa.bindparam("assignment_id"))
-    .values(completed_at=sa.bindparam("completed_at"))
+_LINKS = Assignment.__table__
+_COMPLETE_ASSIGNMENT = (  # completes the link only while it is open for this answer
+    sa.update(_LINKS)
+    .where(
+        _LINKS.c.id == sa.bindparam("assignment_id"),
+        _LINKS.c.token_hash == sa.bindparam("read_token_hash"),
+        _LINKS.c.completed_at.is_(None),
+        _LINKS.c.expires_at > sa.bindparam("now", type_=_LINKS.c.expires_at.type),
+    )
+    .values(completed_at=sa.bindparam("now", type_=_LINKS.c.completed_at.type))
 )
 
 
@@ -514,6 +613,43 @@ def submit_by_token(
         return assignment
 
     return submit_answers(session_factory, engine, locate, answers, **kwargs)
+
+
+def submit_link(
+    db: sa.Engine,
+    session_factory: so.sessionmaker[so.Session],
+    engine: Engine,
+    link: LinkView,
+    token: str,
+    answers: Mapping[str, Any],
+    *,
+    address: str | None = None,
+    started_at: datetime | None = None,
+    retry_seconds: float = DEFAULT_RETRY_SECONDS,
+) -> Submission:
+    """Submit through a link its page has just read (:func:`look_up_link`) and found open: the link pages' path.
+
+    The writing transaction reads nothing before it writes: :func:`store_response` completes the link only if
+    it is still open for this answer. If it is not (a double click stored the first answer meanwhile, or the
+    link was re-issued, expired or removed), nothing was written and :func:`submit_by_token` reads the link
+    again inside its own transaction, which returns the first receipt or raises the right :class:`LinkError`.
+    Lock time-outs and lost connections are retried as in :func:`submit_answers`.
+    Raises :class:`LinkError`, ``ResponseValidationError`` or :class:`DatabaseUnavailable`.
+    """
+    target = link.target()
+
+    def attempt() -> Submission:
+        with db.connect() as connection:
+            stored = store_response(connection, engine, target, answers, address=address, started_at=started_at)
+            connection.commit()
+            return stored.submission
+
+    try:
+        return retry_database(attempt, seconds=retry_seconds)
+    except (LinkChanged, sa.exc.IntegrityError):
+        return submit_by_token(
+            session_factory, engine, token, answers, address=address, started_at=started_at, retry_seconds=retry_seconds
+        )
 
 
 # SQLSTATE classes that pass: connection exceptions (08), operator intervention such as an

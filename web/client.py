@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
 
 from core import ResponseValidationError
-from core.responses import LinkError, LinkLookup, LinkView, is_expired, look_up_link, retry_database, submit_by_token
+from core.responses import LinkError, LinkLookup, LinkView, is_expired, look_up_link, retry_database, submit_link
 from core.throttle import attempts, count_attempt
 from core.wording import refresh_wording
 from web.access import address
@@ -136,9 +136,11 @@ def submit(token: str):
         return _form_page(link, instrument, token, form, 422, unknown=valid)
     answers = answers_from(form, instrument)
     try:
-        submission = submit_by_token(
+        submission = submit_link(
+            portal().db,
             portal().sessions,
             portal().engine,
+            link,
             token,
             answers,
             address=address(),

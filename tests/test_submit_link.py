@@ -1,0 +1,180 @@
+"""A link's submission writes without reading first: whatever changed since its page read the link decides as before.
+
+`core.responses.submit_link` trusts the link as the page read it a moment earlier and lets the guarded UPDATE
+of `store_response` find out whether it is still open. These tests change the link between that read and the
+submission, the window a double click, a clinician or the clock can fall into.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from core import AlertRule, ResponseValidationError, hookimpl
+from core.care import expire_link, reissue_link
+from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
+from core.responses import (
+    LinkError,
+    LinkView,
+    create_assignment,
+    find_assignment,
+    look_up_link,
+    submit_by_token,
+    submit_link,
+    submit_response,
+)
+
+PHQ9_ONES = {f"phq9_{n}": 1 for n in range(1, 10)}
+
+
+def _portal(app: Any) -> Any:
+    return app.extensions["rapportal"]
+
+
+def _link(app: Any, instrument_id: str = "phq9") -> str:
+    portal = _portal(app)
+    with portal.sessions.begin() as session:
+        client = Client(code="LINK-1")
+        session.add(client)
+        _assignment, token = create_assignment(session, portal.engine, client, instrument_id)
+    return token
+
+
+def _read(app: Any, token: str) -> LinkView:
+    with _portal(app).db.connect() as connection:
+        link = look_up_link(connection, token, guess_key="test", window_seconds=600).link
+    assert link is not None and link.receipt is None
+    return link
+
+
+def _submit(app: Any, link: LinkView, token: str, answers: dict[str, Any] = PHQ9_ONES) -> Any:
+    portal = _portal(app)
+    return submit_link(portal.db, portal.sessions, portal.engine, link, token, answers, address="192.0.2.1")
+
+
+def _count(app: Any, model: Any) -> int:
+    with _portal(app).sessions() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_an_open_link_is_stored_with_its_score_audit_entry_and_completion(app):
+    token = _link(app)
+    submission = _submit(app, _read(app, token), token)
+    assert submission.created
+    with _portal(app).sessions() as session:
+        assignment = find_assignment(session, token)
+        assert assignment.completed_at is not None
+        assert assignment.response.id == submission.response_id
+        assert assignment.response.receipt == submission.receipt
+        assert session.scalar(sa.select(Score.values).where(Score.response_id == submission.response_id)) == {
+            "total": "9"
+        }
+        entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "response.submit"))
+        assert entry.target == f"response:{submission.response_id}" and entry.address == "192.0.2.1"
+
+
+def test_a_link_answered_after_its_page_read_it_returns_the_first_receipt_and_stores_nothing(app):
+    token = _link(app)
+    link = _read(app, token)
+    portal = _portal(app)
+    first = submit_by_token(portal.sessions, portal.engine, token, PHQ9_ONES)
+    entries = _count(app, AuditEntry)
+    again = _submit(app, link, token, {**PHQ9_ONES, "phq9_1": 3})
+    assert (again.response_id, again.receipt, again.created) == (first.response_id, first.receipt, False)
+    assert _count(app, Response) == 1 and _count(app, Score) == 1
+    assert _count(app, AuditEntry) == entries  # the second try left no trace
+
+
+def test_a_link_reissued_after_its_page_read_it_is_unknown_and_nothing_is_stored(app):
+    token = _link(app)
+    link = _read(app, token)
+    with _portal(app).sessions.begin() as session:
+        reissue_link(session, find_assignment(session, token), actor="user:test", address=None)
+    with pytest.raises(LinkError) as refused:
+        _submit(app, link, token)
+    assert refused.value.reason == "unknown"
+    assert _count(app, Response) == 0
+    with _portal(app).sessions() as session:
+        assert session.scalar(sa.select(Assignment.completed_at)) is None
+
+
+def test_a_link_expired_after_its_page_read_it_is_expired_and_nothing_is_stored(app):
+    token = _link(app)
+    link = _read(app, token)
+    with _portal(app).sessions.begin() as session:
+        expire_link(session, find_assignment(session, token), actor="user:test", address=None)
+    with pytest.raises(LinkError) as refused:
+        _submit(app, link, token)
+    assert refused.value.reason == "expired"
+    assert _count(app, Response) == 0 and _count(app, Score) == 0
+
+
+def test_a_link_removed_after_its_page_read_it_is_unknown(app):
+    token = _link(app)
+    link = _read(app, token)
+    with _portal(app).sessions.begin() as session:
+        session.delete(find_assignment(session, token))
+    with pytest.raises(LinkError) as refused:
+        _submit(app, link, token)
+    assert refused.value.reason == "unknown"
+    assert _count(app, Response) == 0
+
+
+def test_answers_are_checked_before_the_database_is_touched(app):
+    """Validation runs before the first statement, so on SQLite a refused answer never waits for the write lock."""
+    token = _link(app)
+    link = _read(app, token)
+    statements = []
+    sa.event.listen(_portal(app).db, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with pytest.raises(ResponseValidationError):
+        _submit(app, link, token, {**PHQ9_ONES, "phq9_3": 7})
+    assert statements == []
+    assert _count(app, Response) == 0
+
+
+def test_a_link_that_expires_between_the_check_and_the_write_is_refused_on_the_orm_path_too(app):
+    portal = _portal(app)
+    token = _link(app)
+    with pytest.raises(LinkError) as refused, portal.sessions.begin() as session:
+        assignment = find_assignment(session, token)
+        session.execute(
+            sa.update(Assignment)
+            .where(Assignment.id == assignment.id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        submit_response(session, portal.engine, assignment, PHQ9_ONES)  # its caller had found it open
+    assert refused.value.reason == "expired"
+    assert _count(app, Response) == 0
+
+
+class EarlierScoresRule:
+    """A plugin rule that reads the client's earlier scores: it says how many it saw and the last total."""
+
+    @hookimpl
+    def register_alert_rules(self) -> list[AlertRule]:
+        def evaluate(context: Any) -> str | None:
+            earlier = context.earlier_scores
+            return f"{len(earlier)} earlier, last {earlier[-1]['total']}" if earlier else None
+
+        return [AlertRule("earlier_seen", "Earlier seen", "info", evaluate, instruments=("phq9",))]
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {**app_config, "EXTRA_PLUGINS": [EarlierScoresRule()]}
+
+
+def test_alerts_of_a_link_submission_see_the_clients_earlier_scores_in_its_transaction(app):
+    portal = _portal(app)
+    with portal.sessions.begin() as session:
+        client = Client(code="LINK-2")
+        session.add(client)
+        tokens = [create_assignment(session, portal.engine, client, "phq9")[1] for _ in range(3)]
+    for token, value in zip(tokens, (0, 2, 3), strict=True):
+        _submit(app, _read(app, token), token, {f"phq9_{n}": value for n in range(1, 10)})
+    with portal.sessions() as session:
+        messages = list(session.scalars(sa.select(Alert.message).where(Alert.rule == "earlier_seen").order_by(Alert.id)))
+    assert messages == ["1 earlier, last 0", "2 earlier, last 18"]
