@@ -89,12 +89,16 @@ def test_a_non_ascii_setup_token_is_not_found(app):
 
 
 @pytest.mark.parametrize(
-    ("path", "data"),
-    [("/login", {"username": "a\x00b", "password": "x"}), ("/admin/audit?actor=a%00b", None)],
+    ("path", "data", "kind"),
+    [
+        ("/login", {"username": "a\x00b", "password": "x"}, "application/x-www-form-urlencoded"),
+        ("/login", {"username": "a\x00b", "password": "x"}, "multipart/form-data"),
+        ("/admin/audit?actor=a%00b", None, None),
+    ],
 )
-def test_a_nul_character_is_refused_naming_the_field(app, world, path, data):
+def test_a_nul_character_is_refused_naming_the_field(app, world, path, data, kind):
     client = app.test_client()
-    response = client.post(path, data=data) if data else client.get(path)
+    response = client.post(path, data=data, content_type=kind) if data else client.get(path)
     assert response.status_code == 400
     assert "contains a NUL character" in response.text
 

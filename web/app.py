@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from flask import Flask, current_app, g, request
 from flask_babel import Babel
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -125,12 +127,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 babel = Babel()
 
 
-def _select_language() -> str:
+def _select_language() -> Locale:
     """A client page follows its assignment's language; other pages the browser's preference."""
-    language = g.get("language")
-    if language:
-        return language
-    return request.accept_languages.best_match(current_app.config["LANGUAGES"]) or "en"
+    language = g.get("language") or request.accept_languages.best_match(current_app.config["LANGUAGES"]) or "en"
+    return _locale(language)
+
+
+@functools.lru_cache(maxsize=64)
+def _locale(language: str) -> Locale:
+    # Flask-Babel parses the selector's answer anew on every request; a Locale passes through unparsed
+    return Locale.parse(language)
 
 
 class DatabaseInt(IntegerConverter):

@@ -21,6 +21,13 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+SECURITY_HEADERS = (  # on every response that does not set its own
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+)
 
 ERROR_PAGES = {
     400: (_l("Something was wrong with that request"), _l("Please go back and try again.")),
@@ -52,10 +59,15 @@ def _page_language() -> str:
     return str(get_locale() or "en").replace("_", "-")
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def _refuse_nul_characters() -> None:
     """No field anywhere may hold a NUL character: PostgreSQL cannot store it in text and SQLite
     would store it silently, so refuse it up front, naming the field, and both behave the same."""
-    for source in (request.args, request.form):
+    # only a form body has form fields: a GET's empty form is not worth parsing
+    sources = (request.args, request.form) if request.mimetype in _FORM_TYPES else (request.args,)
+    for source in sources:
         for name, values in source.lists():
             if "\x00" in name or any("\x00" in value for value in values):
                 abort(
@@ -65,11 +77,10 @@ def _refuse_nul_characters() -> None:
 
 def _security_headers(response: Any) -> Any:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    present = {name.lower() for name, _value in headers}  # one pass: setdefault would scan the list per header
+    for name, value in SECURITY_HEADERS:
+        if name.lower() not in present:  # a view's own value stands
+            headers.add(name, value)
     if request.endpoint != "static":
         # Pages may show answers or client details: never keep them in any cache.
         headers["Cache-Control"] = "no-store"
