@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -133,7 +134,7 @@ def revoke_api_key(
     return True
 
 
-def key_state(key: ApiKey, now: datetime | None = None) -> str:
+def key_state(key: ApiKey | sa.Row[Any], now: datetime | None = None) -> str:
     """``active``, ``revoked`` or ``expired``."""
     now = now or datetime.now(UTC)
     if key.revoked_at is not None:
@@ -143,29 +144,59 @@ def key_state(key: ApiKey, now: datetime | None = None) -> str:
     return "active"
 
 
+@dataclass(frozen=True)
+class RequestKey:
+    """The active key a request carries, as checking it needs it: plain values read with Core.
+
+    The request acts as ``owner_id`` (``owner_username`` in the audit trail), within ``scopes``.
+    """
+
+    id: int
+    owner_id: int
+    owner_username: str
+    owner_role: str
+    scopes: tuple[str, ...]
+
+
 _FIND_KEY = (  # the key with its owner in one statement, built once
-    sa.select(ApiKey).options(so.joinedload(ApiKey.owner)).where(ApiKey.secret_hash == sa.bindparam("secret_hash"))
+    sa.select(
+        ApiKey.id,
+        ApiKey.owner_id,
+        User.username,
+        User.role,
+        ApiKey.scopes,
+        ApiKey.revoked_at,
+        ApiKey.expires_at,
+        User.active,
+    )
+    .join(User, User.id == ApiKey.owner_id)
+    .where(ApiKey.secret_hash == sa.bindparam("secret_hash"))
 )
 
 
-def find_api_key(session: so.Session, secret: str, now: datetime | None = None) -> ApiKey | None:
-    """The active key with this secret whose owner may still sign in, or None (unknown, revoked, expired)."""
+def find_api_key(connection: sa.Connection | so.Session, secret: str, now: datetime | None = None) -> RequestKey | None:
+    """The active key with this secret whose owner may still sign in, or None (unknown, revoked, expired).
+
+    One SELECT and no ORM objects: every API request runs it, so it may run on a connection that reads
+    without a transaction (``core.db.connect_for_one_read``).
+    """
     if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
         return None
-    key = session.scalar(_FIND_KEY, {"secret_hash": hash_token(secret)})
-    if key is None or key_state(key, now) != "active" or not key.owner.active:
+    row = connection.execute(_FIND_KEY, {"secret_hash": hash_token(secret)}).first()
+    if row is None or key_state(row, now) != "active" or not row.active:
         return None
-    return key
+    return RequestKey(row.id, row.owner_id, row.username, row.role, tuple(row.scopes))
 
 
-def spend_request(session: so.Session, key: ApiKey, limit: int, now: float | None = None) -> None:
-    """Count one request of ``key``; :class:`RateLimited` past ``limit`` requests in the current minute.
+def spend_request(connection: sa.Connection | so.Session, key_id: int, limit: int, now: float | None = None) -> None:
+    """Count one request of key ``key_id``; :class:`RateLimited` past ``limit`` requests in the current minute.
 
     The counter is a row in ``throttle_counters`` written in the caller's transaction; commit it
-    before a refusal so that it counts whatever the request then does.
+    before a refusal so that it counts whatever the request then does. The API counts in a
+    transaction of its own, so that the write lock (on SQLite) is held for this one statement.
     """
     moment = now if now is not None else time.time()
-    used = count_attempt(session, f"api:{key.id}", RATE_WINDOW_SECONDS, moment)
+    used = count_attempt(connection, f"api:{key_id}", RATE_WINDOW_SECONDS, moment)
     if used > limit:
         retry = int(RATE_WINDOW_SECONDS - moment % RATE_WINDOW_SECONDS) + 1
         raise RateLimited(f"This key may make {limit} requests a minute.", retry)

@@ -33,10 +33,10 @@ def _count_statement(insert: type) -> sa.Insert:
 _COUNT_ATTEMPT = {"postgresql": _count_statement(postgresql.insert), "sqlite": _count_statement(sqlite.insert)}
 
 
-def count_attempt(session: so.Session, key: str, window_seconds: int, now: float | None = None) -> int:
+def count_attempt(session: so.Session | sa.Connection, key: str, window_seconds: int, now: float | None = None) -> int:
     """Record one attempt for ``key`` and return how many there have been in the current window."""
     window = int((now if now is not None else time.time()) // window_seconds)
-    connection = session.connection()
+    connection = session.connection() if isinstance(session, so.Session) else session
     statement = _COUNT_ATTEMPT[connection.dialect.name]
     return connection.execute(statement, {"key": key, "window": window}).scalar_one()
 

@@ -21,7 +21,7 @@ from staff_support import ORS_ANSWERS, SRS_LOW, answer, audit_actions, make_worl
 from core import ExportSelection
 from core.api_keys import create_api_key, revoke_api_key
 from core.export import run_export
-from core.models import ApiKey, AuditEntry
+from core.models import ApiKey, AuditEntry, User
 from web.state import job_context
 
 
@@ -151,6 +151,11 @@ def test_no_key_a_bad_key_a_revoked_or_expired_key_is_401(app: Any, world: Any) 
     with app.extensions["rapportal"].sessions.begin() as session:
         session.execute(sa.update(ApiKey).values(expires_at=datetime.now(UTC) - timedelta(days=1)))
     assert api.get("/api/v1/instruments", headers=bearer(expiring)).status_code == 401
+    fresh = make_key(app, "ann")
+    assert api.get("/api/v1/instruments", headers=bearer(fresh)).status_code == 200
+    with app.extensions["rapportal"].sessions.begin() as session:  # the owner may no longer sign in
+        session.execute(sa.update(User).where(User.username == "ann").values(active=False))
+    assert api.get("/api/v1/instruments", headers=bearer(fresh)).status_code == 401
 
 
 def test_a_read_key_cannot_write_and_a_clinician_key_cannot_add_clients(app: Any, world: Any) -> None:

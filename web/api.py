@@ -25,7 +25,7 @@ from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from werkzeug.http import dump_options_header
 
 from core.accounts import AccountError, user_by_username
-from core.api_keys import find_api_key, spend_request
+from core.api_keys import RequestKey, find_api_key, spend_request
 from core.care import (
     acknowledge_alert,
     issue_link,
@@ -42,14 +42,14 @@ from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput
 from core.export import as_utc
 from core.export_jobs import ExportFilters, export_status, open_export, start_export
 from core.instruments import Instrument
-from core.models import Alert, ApiKey, CareSession, Client, Episode, User
+from core.models import Alert, CareSession, Client, Episode, User
 from core.records import ScoredRow, list_scored_responses, response_row
 from core.scoring import decimal_to_json
 from core.validation import ResponseValidationError
 from web import api_models as m
 from web.access import allow
 from web.api_errors import problem
-from web.state import db_session, portal
+from web.state import db_session, drop_db_session, portal, read_connection
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -194,21 +194,22 @@ def authenticate(required: tuple[str, tuple[str, ...]] | None) -> Refusal | None
     scheme, _space, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return Refusal(401, "Send an API key: Authorization: Bearer <key>.", (("Authorization", "missing"),), CHALLENGE)
-    session = db_session()
-    key = find_api_key(session, secret.strip())
+    key = find_api_key(read_connection(), secret.strip())  # read without a transaction: no write lock
+    drop_db_session()  # done with that connection: a view that reads or writes opens its own session
     if key is None:
         return Refusal(401, "The API key is unknown, revoked or expired.", (("Authorization", "invalid"),), CHALLENGE)
-    try:
-        spend_request(session, key, int(current_app.config["API_RATE_LIMIT"]))
-    except RateLimited as exc:
-        session.commit()
-        return Refusal(429, exc.message, (("Authorization", "rate limit"),), {"Retry-After": str(exc.retry_after)})
-    session.commit()
+    with portal().db.connect() as connection:  # the count in a transaction of its own, one statement long
+        try:
+            spend_request(connection, key.id, int(current_app.config["API_RATE_LIMIT"]))
+        except RateLimited as exc:
+            connection.commit()
+            return Refusal(429, exc.message, (("Authorization", "rate limit"),), {"Retry-After": str(exc.retry_after)})
+        connection.commit()
     g.api_key = key
     scope, roles = required or ("read", ())
     if scope not in key.scopes:
         return Refusal(403, f"This key lacks the {scope} scope.", (("scope", f"needs {scope}"),))
-    if roles and key.owner.role not in roles:
+    if roles and key.owner_role not in roles:
         return Refusal(403, f"Only a key of a {' or '.join(roles)} can do this.", (("owner", "wrong role"),))
     return None
 
@@ -227,17 +228,20 @@ bp.before_request(_before_api_request)
 bp.register_error_handler(DomainError, _domain_problem)
 
 
-def key() -> ApiKey:
+def key() -> RequestKey:
     return g.api_key
 
 
 def owner() -> User:
-    return g.api_key.owner
+    """The key's owner, loaded in the request's session on first use (the scoring API never needs it)."""
+    if "api_key_owner" not in g:
+        g.api_key_owner = db_session().get(User, g.api_key.owner_id)
+    return g.api_key_owner
 
 
 def actor() -> str:
     """Audited like the owner's own pages: the owner's name (the key's id is in the rate-limit counter)."""
-    return f"user:{g.api_key.owner.username}"
+    return f"user:{g.api_key.owner_username}"
 
 
 def address() -> str:
