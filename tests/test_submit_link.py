@@ -176,5 +176,25 @@ def test_alerts_of_a_link_submission_see_the_clients_earlier_scores_in_its_trans
     for token, value in zip(tokens, (0, 2, 3), strict=True):
         _submit(app, _read(app, token), token, {f"phq9_{n}": value for n in range(1, 10)})
     with portal.sessions() as session:
-        messages = list(session.scalars(sa.select(Alert.message).where(Alert.rule == "earlier_seen").order_by(Alert.id)))
+        messages = list(
+            session.scalars(sa.select(Alert.message).where(Alert.rule == "earlier_seen").order_by(Alert.id))
+        )
     assert messages == ["1 earlier, last 0", "2 earlier, last 18"]
+
+
+def test_a_submission_writes_with_one_statement_on_postgresql_and_four_on_sqlite(app):
+    """PostgreSQL chains the link's completion, the response, its score and the audit entry in one statement."""
+    token = _link(app)
+    link = _read(app, token)
+    statements = []
+    sa.event.listen(_portal(app).db, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    _submit(app, link, token, {f"phq9_{n}": 0 for n in range(1, 10)})  # no alert fires
+    writes = [s.split()[0] for s in statements if s.split()[0] in ("WITH", "UPDATE", "INSERT")]
+    expected = ["WITH"] if _portal(app).db.dialect.name == "postgresql" else ["UPDATE", "INSERT", "INSERT", "INSERT"]
+    assert writes == expected, statements
+    with _portal(app).sessions() as session:
+        entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "response.submit"))
+        response_id = session.scalar(sa.select(Response.id))
+        assert entry.target == f"response:{response_id}"
+        assert entry.detail == {"instrument": "phq9", "version": link.instrument_version, "assignment": link.id}
+        assert session.scalar(sa.select(Score.response_id)) == response_id
