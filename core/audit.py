@@ -46,24 +46,6 @@ def record(
     return entry
 
 
-_INSERT_AUDIT_ENTRY = sa.insert(AuditEntry.__table__)
-
-
-def record_now(
-    connection: sa.Connection,
-    actor: str,
-    action: str,
-    target: str | None = None,
-    address: str | None = None,
-    *,
-    at: datetime | None = None,
-    **detail: Any,
-) -> None:
-    """Insert one audit entry at once on ``connection``, in its transaction: :func:`record` for the hot paths that
-    write with Core statements (a submission), with no ORM object to build and flush."""
-    connection.execute(_INSERT_AUDIT_ENTRY, audit_values(actor, action, target, address, at, detail))
-
-
 AUDIT_PAGE_SIZE = 100
 
 

@@ -1,7 +1,8 @@
 """Links and submissions: the one path by which an answer is validated, scored and stored.
 
-The web form, the JSON API and imports all call :func:`submit_response`, so every response
-gets the same validation, scoring, alerts and audit entry, in one transaction.
+Every response is stored by :func:`store_response`, so each gets the same validation, scoring, alerts and
+audit entry, in one transaction: link pages through :func:`submit_link`, kiosks and scripts through
+:func:`submit_answers` and :func:`submit_response` (an ORM session's transaction).
 """
 
 from __future__ import annotations
