@@ -428,24 +428,21 @@ def submit_response(
 
     The session is told what was stored, so a caller that reads ``assignment.response`` afterwards finds it.
     A second submission for the same assignment returns the first one's receipt (``created`` False).
-    Raises ``ResponseValidationError``, or :class:`LinkError` (``expired``) when the link expired a moment
-    after the caller checked it.
+    Raises ``ResponseValidationError``, or :class:`LinkChanged` (nothing written) when the link stopped being
+    open after the caller read it; :func:`submit_answers` then reads it again.
     """
     if assignment.response is not None:
         return Submission(assignment.response.id, assignment.response.receipt, created=False)
     session.flush()  # whatever the caller added first (a new assignment, say) goes in before the rows below
-    try:
-        stored = store_response(
-            session.connection(),
-            engine,
-            SubmissionTarget.of(assignment),
-            answers,
-            actor=actor,
-            address=address,
-            started_at=started_at,
-        )
-    except LinkChanged:
-        raise LinkError("expired") from None
+    stored = store_response(
+        session.connection(),
+        engine,
+        SubmissionTarget.of(assignment),
+        answers,
+        actor=actor,
+        address=address,
+        started_at=started_at,
+    )
     response = Response(**stored.row)
     so.make_transient_to_detached(response)  # stored already: the session takes it as loaded, not as new
     session.add(response)
@@ -594,18 +591,21 @@ def submit_answers(
     retry_seconds: float = DEFAULT_RETRY_SECONDS,
     **kwargs: Any,
 ) -> Submission:
-    """Store one response in its own transaction: the one submission path of links and kiosks.
+    """Store one response in its own transaction, with the assignment read inside it: the kiosks' path, and the
+    links' when the page's own read no longer holds (:func:`submit_link`).
 
     ``locate`` finds the assignment inside the transaction (raising :class:`LinkError`). Lock
     time-outs, serialization failures and a lost connection are retried (:func:`retry_database`).
-    If another request stored a response for the same assignment first, the unique constraint on
-    ``responses.assignment_id`` stops this one and the first one's receipt is returned.
+    If another request stored a response for the same assignment first (the unique constraint on
+    ``responses.assignment_id`` stops this one, or on PostgreSQL the link was completed between
+    ``locate`` and the write), the next pass finds it and the first one's receipt is returned.
     Raises :class:`LinkError`, ``ResponseValidationError`` or :class:`DatabaseUnavailable`.
     """
     lost_race = False
+    changed = False
 
     def attempt() -> Submission | None:
-        nonlocal lost_race
+        nonlocal lost_race, changed
         with session_factory() as session:
             try:
                 with session.begin():
@@ -613,6 +613,11 @@ def submit_answers(
                     if lost_race and assignment.response is None:
                         raise RuntimeError("the response could not be stored: a database constraint refused it")
                     return submit_response(session, engine, assignment, answers, **kwargs)
+            except LinkChanged:
+                # Completed, re-issued or expired after ``locate`` read it (READ COMMITTED lets a concurrent
+                # submission finish in between): nothing was written; the next pass reads what is there now.
+                changed = True
+                return None
             except sa.exc.IntegrityError:
                 # Most likely a concurrent submit of the same assignment won: the next pass reads its
                 # receipt. If no response turns up, the constraint was another one: give up then.
@@ -620,9 +625,12 @@ def submit_answers(
                 return None
 
     for _ in range(2):
+        changed = False
         submission = retry_database(attempt, seconds=retry_seconds)
         if submission is not None:
             return submission
+    if changed:
+        raise LinkError("expired")  # it changed again under the second pass: no longer open for this answer
     raise RuntimeError("the response could not be stored: a database constraint refused it")
 
 

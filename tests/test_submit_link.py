@@ -7,7 +7,6 @@ submission, the window a double click, a clinician or the clock can fall into.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +20,9 @@ from core.responses import (
     LinkView,
     create_assignment,
     find_assignment,
+    is_expired,
     look_up_link,
+    submit_answers,
     submit_by_token,
     submit_link,
     submit_response,
@@ -130,19 +131,50 @@ def test_answers_are_checked_before_the_database_is_touched(app):
     assert _count(app, Response) == 0
 
 
-def test_a_link_that_expires_between_the_check_and_the_write_is_refused_on_the_orm_path_too(app):
+def _stale_first(app: Any, token: str, change: Any) -> Any:
+    """A ``locate`` for ``submit_answers`` whose first pass returns the link as it was before ``change`` committed
+    (what READ COMMITTED lets happen between a kiosk's check and its write); later passes read it afresh."""
+    with _portal(app).sessions() as session:
+        stale = find_assignment(session, token)
+    passes = []
+
+    def locate(session: Any) -> Any:
+        passes.append(1)
+        if len(passes) == 1:
+            with _portal(app).sessions.begin() as other:
+                change(other, token)
+            return session.merge(stale, load=False)
+        assignment = find_assignment(session, token)
+        if assignment.response is None and is_expired(assignment):
+            raise LinkError("expired")
+        return assignment
+
+    return locate, passes
+
+
+def test_on_the_orm_path_a_link_answered_between_the_check_and_the_write_returns_the_first_receipt(app):
     portal = _portal(app)
     token = _link(app)
-    with pytest.raises(LinkError) as refused, portal.sessions.begin() as session:
-        assignment = find_assignment(session, token)
-        session.execute(
-            sa.update(Assignment)
-            .where(Assignment.id == assignment.id)
-            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
-        submit_response(session, portal.engine, assignment, PHQ9_ONES)  # its caller had found it open
-    assert refused.value.reason == "expired"
-    assert _count(app, Response) == 0
+    first = []
+
+    def answer_meanwhile(session: Any, token: str) -> None:
+        first.append(submit_response(session, portal.engine, find_assignment(session, token), PHQ9_ONES))
+
+    locate, passes = _stale_first(app, token, answer_meanwhile)
+    again = submit_answers(portal.sessions, portal.engine, locate, {**PHQ9_ONES, "phq9_1": 3})
+    assert (again.receipt, again.created) == (first[0].receipt, False)
+    assert len(passes) == 2
+    assert _count(app, Response) == 1 and _count(app, Score) == 1
+
+
+def test_on_the_orm_path_a_link_expired_between_the_check_and_the_write_is_refused(app):
+    portal = _portal(app)
+    token = _link(app)
+    locate, passes = _stale_first(app, token, _expire)
+    with pytest.raises(LinkError) as refused:
+        submit_answers(portal.sessions, portal.engine, locate, PHQ9_ONES)
+    assert refused.value.reason == "expired" and len(passes) == 2
+    assert _count(app, Response) == 0 and _count(app, Score) == 0
 
 
 class EarlierScoresRule:

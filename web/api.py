@@ -25,7 +25,7 @@ from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from werkzeug.http import dump_options_header
 
 from core.accounts import AccountError, user_by_username
-from core.api_keys import RequestKey, find_api_key, spend_request
+from core.api_keys import find_api_key, spend_request
 from core.care import (
     acknowledge_alert,
     issue_link,
@@ -226,10 +226,6 @@ def _before_api_request() -> Any:
 
 bp.before_request(_before_api_request)
 bp.register_error_handler(DomainError, _domain_problem)
-
-
-def key() -> RequestKey:
-    return g.api_key
 
 
 def owner() -> User:
