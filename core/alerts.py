@@ -244,7 +244,6 @@ def _earlier_scores_statement(in_episode: bool) -> sa.Select[Any]:
         .where(
             Response.client_id == sa.bindparam("client_id"),
             Response.instrument_id == sa.bindparam("instrument_id"),
-            Response.id != sa.bindparam("response_id"),
             Response.submitted_at <= sa.bindparam("submitted_at"),
         )
         .order_by(Response.submitted_at, Response.id)
@@ -262,15 +261,15 @@ def earlier_scores_loader(connection: sa.Connection, response: Mapping[str, Any]
     """A loader for :attr:`AlertContext.load_earlier`: the stored scores of the client's administrations of the
     same instrument before ``response`` (in its episode, when it has one), oldest first. Queries only when called.
 
-    ``response`` holds the new response's ``id``, ``client_id``, ``instrument_id``, ``submitted_at`` and
-    ``episode_id``; ``connection`` is the submission's own, so the query runs in its transaction.
+    ``response`` holds the new response's ``client_id``, ``instrument_id``, ``submitted_at`` and ``episode_id``;
+    it is not stored yet (alerts are worked out before the submission writes, so they can go in with it).
+    ``connection`` is the submission's own: the query runs in its transaction, if it has one.
     """
 
     def load() -> EarlierScores:
         params = {
             "client_id": response["client_id"],
             "instrument_id": response["instrument_id"],
-            "response_id": response["id"],
             "submitted_at": response["submitted_at"],
             "episode_id": response["episode_id"],
         }

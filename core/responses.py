@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql
 
 from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import audit_values
@@ -382,8 +383,6 @@ def store_response(
         now,
         {"instrument": instrument.id, "version": instrument.version, "assignment": target.assignment_id},
     )
-    response_id = _write_response(connection, target, row, score, audit)
-    row["id"] = response_id
     context = AlertContext(
         instrument,
         result,
@@ -392,22 +391,14 @@ def store_response(
         load_earlier=earlier_scores_loader(connection, row),
         load_expected=lambda score: engine.expected.table(connection, instrument, score),
     )
-    raised = engine.alerts_for(context)
-    if raised:
-        connection.execute(
-            _INSERT_ALERT,
-            [
-                {
-                    "response_id": response_id,
-                    "client_id": target.client_id,
-                    "rule": alert.rule,
-                    "severity": alert.severity,
-                    "message": alert.message,
-                    "created_at": now,
-                }
-                for alert in raised
-            ],
-        )
+    # worked out before the write (a rule that looks back reads only earlier responses), so on PostgreSQL the
+    # alerts go in with the response in its one statement
+    alerts = [
+        {"rule": alert.rule, "severity": alert.severity, "message": alert.message}
+        for alert in engine.alerts_for(context)
+    ]
+    response_id = _write_response(connection, target, row, score, alerts, audit)
+    row["id"] = response_id
     engine.plugin_manager.hook.response_submitted(
         instrument_id=instrument.id, version=instrument.version, response_id=response_id, result=result
     )
@@ -473,13 +464,14 @@ def _write_response(
     target: SubmissionTarget,
     row: dict[str, Any],
     score: dict[str, Any],
+    alerts: list[dict[str, str]],
     audit: dict[str, Any],
 ) -> int:
-    """Complete the link and insert the response, its score and the audit entry; the response's id.
+    """Complete the link and insert the response, its score, its alerts and the audit entry; the response's id.
 
     Raises :class:`LinkChanged` (nothing written) when the link is no longer open for this answer. On
-    PostgreSQL the four writes are one statement (data-modifying CTEs: one round trip instead of four);
-    elsewhere four.
+    PostgreSQL the writes are one statement (data-modifying CTEs: one round trip, and a transaction of its own
+    on a connection in autocommit); elsewhere four, and a fifth for the alerts when a rule fired.
     """
     completion = {
         "assignment_id": target.assignment_id,
@@ -487,7 +479,13 @@ def _write_response(
         "now": row["submitted_at"],
     }
     if connection.dialect.name == "postgresql":
-        params = {**completion, **_prefixed("r_", row), **_prefixed("s_", score), **_prefixed("a_", audit)}
+        params = {
+            **completion,
+            **_prefixed("r_", row),
+            **_prefixed("s_", score),
+            **_prefixed("a_", audit),
+            **{array: [alert[name] for alert in alerts] for name, array in _ALERT_ARRAYS.items()},
+        }
         response_id = connection.execute(_STORE_IN_ONE_STATEMENT, params).scalar()
         if response_id is None:
             raise LinkChanged(target.assignment_id)
@@ -496,6 +494,9 @@ def _write_response(
         raise LinkChanged(target.assignment_id)
     response_id = connection.execute(_INSERT_RESPONSE, row).inserted_primary_key[0]
     connection.execute(_INSERT_SCORE, {**score, "response_id": response_id})
+    if alerts:
+        extra = {"response_id": response_id, "client_id": target.client_id, "created_at": row["submitted_at"]}
+        connection.execute(_INSERT_ALERT, [{**alert, **extra} for alert in alerts])
     connection.execute(_INSERT_AUDIT, {**audit, "target": f"response:{response_id}"})
     return response_id
 
@@ -504,9 +505,13 @@ def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {prefix + key: value for key, value in values.items()}
 
 
+_ALERT_ARRAYS = {"rule": "alert_rules", "severity": "alert_severities", "message": "alert_messages"}
+
+
 def _store_in_one_statement() -> sa.Select[Any]:
-    """:data:`_COMPLETE_ASSIGNMENT` and the three INSERTs chained by CTEs: each takes the id the one before
-    returned, so if the link was not completed nothing is inserted and the statement returns no row."""
+    """:data:`_COMPLETE_ASSIGNMENT` and the INSERTs chained by CTEs: each takes the id the one before returned,
+    so if the link was not completed nothing is inserted and the statement returns no row. The alerts come as
+    three arrays (rule, severity, message), one row each; empty arrays insert none."""
     responses, scores, entries = Response.__table__, Score.__table__, AuditEntry.__table__
 
     def given(table: sa.Table, prefix: str, names: list[str]) -> list[sa.BindParameter[Any]]:
@@ -529,6 +534,28 @@ def _store_in_one_statement() -> sa.Select[Any]:
         .returning(scores.c.response_id)
         .cte("score")
     )
+    alerts = Alert.__table__
+    raised = (
+        sa.func.unnest(*(sa.bindparam(array, type_=postgresql.ARRAY(sa.Text)) for array in _ALERT_ARRAYS.values()))
+        .table_valued("rule", "severity", "message")
+        .render_derived(name="raised")
+    )
+    alert = (
+        sa.insert(alerts)
+        .from_select(
+            ["response_id", "client_id", "rule", "severity", "message", "created_at"],
+            sa.select(
+                response.c.id,
+                sa.bindparam("r_client_id", type_=alerts.c.client_id.type),
+                raised.c.rule,
+                raised.c.severity,
+                raised.c.message,
+                sa.bindparam("now", type_=alerts.c.created_at.type),
+            ).select_from(response.join(raised, sa.true())),
+        )
+        .returning(alerts.c.id)
+        .cte("alert")
+    )
     entry_columns = ["at", "actor", "action", "address", "detail"]
     target = sa.literal("response:", sa.String) + sa.cast(response.c.id, sa.String)
     entry = (
@@ -537,7 +564,7 @@ def _store_in_one_statement() -> sa.Select[Any]:
         .returning(entries.c.id)
         .cte("entry")
     )
-    return sa.select(response.c.id).add_cte(score, entry)
+    return sa.select(response.c.id).add_cte(score, alert, entry)
 
 
 _STORE_IN_ONE_STATEMENT = _store_in_one_statement()
@@ -725,9 +752,18 @@ def submit_link(
     Raises :class:`LinkError`, ``ResponseValidationError`` or :class:`DatabaseUnavailable`.
     """
     target = link.target()
+    # On PostgreSQL the response goes in as one statement, which is a transaction of its own: no BEGIN and COMMIT
+    # round trips. The reads before it (history, earlier scores) see what is committed, as they would inside a
+    # READ COMMITTED transaction. A plugin that listens to ``response_submitted`` may abort the submission by
+    # raising, so then the statement runs in a transaction that its hook call is part of.
+    one_statement = (
+        db.dialect.name == "postgresql" and not engine.plugin_manager.hook.response_submitted.get_hookimpls()
+    )
 
     def attempt() -> Submission:
         with db.connect() as connection:
+            if one_statement:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             stored = store_response(connection, engine, target, answers, address=address, started_at=started_at)
             connection.commit()
             return stored.submission

@@ -209,19 +209,60 @@ def test_alerts_of_a_link_submission_see_the_clients_earlier_scores_in_its_trans
     assert messages == ["1 earlier, last 0", "2 earlier, last 18"]
 
 
-def test_a_submission_writes_with_one_statement_on_postgresql_and_four_on_sqlite(app):
-    """PostgreSQL chains the link's completion, the response, its score and the audit entry in one statement."""
+@pytest.mark.parametrize("item_9", [0, 2], ids=["no alert", "an alert"])
+def test_a_submission_writes_with_one_statement_on_postgresql_and_four_or_five_on_sqlite(app, item_9):
+    """PostgreSQL chains the link's completion, the response, its score, its alerts and the audit entry in one
+    statement, which commits by itself (no BEGIN and COMMIT round trips) when no plugin listens to the submission."""
     token = _link(app)
     link = _read(app, token)
-    statements = []
-    sa.event.listen(_portal(app).db, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    _submit(app, link, token, {f"phq9_{n}": 0 for n in range(1, 10)})  # no alert fires
-    writes = [s.split()[0] for s in statements if s.split()[0] in ("WITH", "UPDATE", "INSERT")]
-    expected = ["WITH"] if _portal(app).db.dialect.name == "postgresql" else ["UPDATE", "INSERT", "INSERT", "INSERT"]
-    assert writes == expected, statements
+    writes = []
+
+    def seen(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.split()[0] in ("WITH", "UPDATE", "INSERT"):
+            writes.append((statement.split()[0], connection.get_execution_options().get("isolation_level")))
+
+    sa.event.listen(_portal(app).db, "before_cursor_execute", seen)
+    _submit(app, link, token, {**{f"phq9_{n}": 0 for n in range(1, 9)}, "phq9_9": item_9})
+    if _portal(app).db.dialect.name == "postgresql":
+        assert writes == [("WITH", "AUTOCOMMIT")]
+    else:
+        assert [verb for verb, _level in writes] == ["UPDATE", "INSERT", "INSERT"] + ["INSERT"] * (1 + bool(item_9))
     with _portal(app).sessions() as session:
         entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "response.submit"))
         response_id = session.scalar(sa.select(Response.id))
         assert entry.target == f"response:{response_id}"
         assert entry.detail == {"instrument": "phq9", "version": link.instrument_version, "assignment": link.id}
         assert session.scalar(sa.select(Score.response_id)) == response_id
+        alerts = session.execute(sa.select(Alert.response_id, Alert.client_id, Alert.rule, Alert.severity)).all()
+    if item_9:  # PHQ-9 item 9 (thoughts of self-harm) above 0 raises the urgent alert, and only it at a total of 2
+        assert alerts == [(response_id, link.client_id, "phq9_item9_risk", "urgent")]
+    else:
+        assert alerts == []
+
+
+class ListeningPlugin:
+    seen: list[int] = []
+
+    @hookimpl
+    def response_submitted(self, instrument_id: str, version: str, response_id: int, result: Any) -> None:
+        ListeningPlugin.seen.append(response_id)
+
+
+def test_a_plugin_listening_to_submissions_gets_them_inside_the_transaction(app):
+    """With a ``response_submitted`` hook the write is not committed by itself: the hook may still abort it."""
+    token = _link(app)
+    link = _read(app, token)
+    levels = []
+    sa.event.listen(
+        _portal(app).db,
+        "before_cursor_execute",
+        lambda connection, *_args: levels.append(connection.get_execution_options().get("isolation_level")),
+    )
+    pm = _portal(app).engine.plugin_manager
+    pm.register(ListeningPlugin(), name="listening")
+    try:
+        submission = _submit(app, link, token)
+    finally:
+        pm.unregister(name="listening")
+    assert ListeningPlugin.seen == [submission.response_id]
+    assert "AUTOCOMMIT" not in levels
