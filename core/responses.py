@@ -277,24 +277,32 @@ def is_held(assignment: Assignment) -> bool:
     return moment_of(care.episode.plan, assignment.instrument_id) == "end"
 
 
-def _history_statement(in_episode: bool) -> sa.Select[Any]:
-    query = sa.select(Response.answers).where(
-        Response.client_id == sa.bindparam("client_id"), Response.instrument_id == sa.bindparam("instrument_id")
+def _earlier_statement(in_episode: bool) -> sa.Select[Any]:
+    query = (
+        sa.select(Response.answers, Score.values)
+        .outerjoin(Score, Score.response_id == Response.id)
+        .where(
+            Response.client_id == sa.bindparam("client_id"),
+            Response.instrument_id == sa.bindparam("instrument_id"),
+            Response.submitted_at <= sa.bindparam("now"),
+        )
     )
     if in_episode:
         query = query.where(Response.episode_id == sa.bindparam("episode_id"))
     return query.order_by(Response.submitted_at, Response.id)
 
 
-_HISTORY = {True: _history_statement(True), False: _history_statement(False)}  # built once, as _LINK_LOOKUP
+_EARLIER = {True: _earlier_statement(True), False: _earlier_statement(False)}  # built once, as _LINK_LOOKUP
 
 
-def history_for(
-    connection: sa.Connection, client_id: int, instrument_id: str, episode_id: int | None
-) -> list[dict[str, Any]]:
-    """Earlier answers of this client to this instrument in the same episode, oldest first."""
-    params = {"client_id": client_id, "instrument_id": instrument_id, "episode_id": episode_id}
-    return list(connection.execute(_HISTORY[episode_id is not None], params).scalars())
+def earlier_responses(
+    connection: sa.Connection, client_id: int, instrument_id: str, episode_id: int | None, now: datetime
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The client's earlier responses to this instrument (in the same episode, when there is one), oldest first:
+    each one's answers (what rules that look back re-score) and its stored scores (what alert rules compare
+    with), in one query."""
+    params = {"client_id": client_id, "instrument_id": instrument_id, "episode_id": episode_id, "now": now}
+    return [(answers, values) for answers, values in connection.execute(_EARLIER[episode_id is not None], params)]
 
 
 def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
@@ -349,13 +357,13 @@ def store_response(
     """
     instrument = engine.instruments.get(target.instrument_id, target.instrument_version)
     validate_answers(instrument, answers)
-    history = (
-        history_for(connection, target.client_id, instrument.id, target.episode_id)
-        if instrument.scoring.uses_history
-        else []  # no rule looks back: do not load and re-score every earlier response
-    )
-    result = score_response(instrument, answers, history)
     now = datetime.now(UTC)
+    earlier = (
+        earlier_responses(connection, target.client_id, instrument.id, target.episode_id, now)
+        if instrument.scoring.uses_history
+        else None  # no rule looks back: do not load and re-score every earlier response
+    )
+    result = score_response(instrument, answers, [given for given, _scores in earlier or ()])
     row = {
         "assignment_id": target.assignment_id,
         "client_id": target.client_id,
@@ -388,7 +396,12 @@ def store_response(
         result,
         answers=answers,
         session_number=target.session_number,
-        load_earlier=earlier_scores_loader(connection, row),
+        # the scores loaded with the answers above, or a query only if a rule asks for them
+        load_earlier=(
+            earlier_scores_loader(connection, row)
+            if earlier is None
+            else lambda: [decimal_scores(scores) for _answers, scores in earlier if scores is not None]
+        ),
         load_expected=lambda score: engine.expected.table(connection, instrument, score),
     )
     # worked out before the write (a rule that looks back reads only earlier responses), so on PostgreSQL the

@@ -354,6 +354,6 @@ def test_a_submission_loads_no_history_when_no_rule_looks_back(app, monkeypatch)
     portal = app.extensions["rapportal"]
     with portal.sessions.begin() as session:
         _assignment, token = core.responses.create_assignment(session, portal.engine, Client(code="H-1"), "phq9")
-    monkeypatch.setattr(core.responses, "history_for", must_not_be_called)
+    monkeypatch.setattr(core.responses, "earlier_responses", must_not_be_called)
     submission = core.responses.submit_by_token(portal.sessions, portal.engine, token, answers("phq9", [1] * 9))
     assert submission.created

@@ -266,3 +266,22 @@ def test_a_plugin_listening_to_submissions_gets_them_inside_the_transaction(app)
         pm.unregister(name="listening")
     assert ListeningPlugin.seen == [submission.response_id]
     assert "AUTOCOMMIT" not in levels
+
+
+def test_a_rule_that_looks_back_reads_the_earlier_answers_and_scores_in_one_query(app, licensed_wording):
+    """The SRS re-scores earlier answers (its drop flag) and its alert names the previous total: one SELECT."""
+    portal = _portal(app)
+    with portal.sessions.begin() as session:
+        client = Client(code="LINK-3")
+        session.add(client)
+        tokens = [create_assignment(session, portal.engine, client, "srs")[1] for _ in range(2)]
+    srs = {f"srs_{n}": value for n, value in enumerate((9.8, 9.8, 9.8, 9.8), start=1)}
+    _submit(app, _read(app, tokens[0]), tokens[0], srs)
+    link = _read(app, tokens[1])
+    reads = []
+    sa.event.listen(portal.db, "before_cursor_execute", lambda _c, _k, statement, *_a: reads.append(statement))
+    _submit(app, link, tokens[1], {name: 9.5 for name in srs})
+    assert [s.split()[0] for s in reads].count("SELECT") == 1, reads
+    with portal.sessions() as session:
+        message = session.scalar(sa.select(Alert.message).where(Alert.rule == "srs_alliance_drop"))
+    assert message is not None and "39.2" in message, message
