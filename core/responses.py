@@ -351,8 +351,9 @@ def store_response(
 
     The link is completed first, and only if it is still open for this answer (not answered, not re-issued,
     not expired, still there); otherwise :class:`LinkChanged` is raised and nothing was written. Validation,
-    and scoring that needs no history, run before the first statement, so a connection that begins its
-    transaction on first use (SQLite's ``BEGIN IMMEDIATE``) does not hold the write lock meanwhile.
+    scoring and the alert rules run before the first write (they read only the earlier responses, when a rule
+    looks back), so a connection that begins its transaction on first use (SQLite's ``BEGIN IMMEDIATE``) holds
+    the write lock only for the statements, and on PostgreSQL the alerts go in with the response.
     Raises ``ResponseValidationError`` when the answers do not fit the instrument.
     """
     instrument = engine.instruments.get(target.instrument_id, target.instrument_version)

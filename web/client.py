@@ -17,14 +17,7 @@ from core.throttle import attempts, count_attempt
 from core.wording import refresh_wording
 from web.access import address
 from web.flow import own_trends
-from web.forms import (
-    answers_from,
-    fresh_questionnaire,
-    has_unknown_fields,
-    mark_refused_answers,
-    questionnaire_form,
-    render_questionnaire,
-)
+from web.forms import PostedAnswers, fresh_questionnaire, mark_refused_answers, render_questionnaire
 from web.kept import kept_page, mark
 from web.state import db_session, drop_db_session, portal, read_connection
 
@@ -130,11 +123,9 @@ def submit(token: str):
     if link.held:
         return _held_page(409)
     instrument = _instrument(link)
-    form = questionnaire_form(instrument, request.form, link.token_hash)
-    valid = form.validate()
-    if not valid or has_unknown_fields(instrument, request.form):
-        return _form_page(link, instrument, token, form, 422, unknown=valid)
-    answers = answers_from(form, instrument)
+    posted = PostedAnswers(instrument, request.form, link.token_hash)
+    if posted.answers is None:
+        return _form_page(link, instrument, token, posted.form, 422, unknown=posted.unknown)
     try:
         submission = submit_link(
             portal().db,
@@ -142,13 +133,13 @@ def submit(token: str):
             portal().engine,
             link,
             token,
-            answers,
+            posted.answers,
             address=address(),
             retry_seconds=float(current_app.config["DB_RETRY_SECONDS"]),
         )
     except ResponseValidationError as exc:
-        mark_refused_answers(form, exc)
-        return _form_page(link, instrument, token, form, 422)
+        mark_refused_answers(posted.form, exc)
+        return _form_page(link, instrument, token, posted.form, 422)
     except LinkError as exc:
         if exc.reason == "held":
             return _held_page(409)

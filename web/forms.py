@@ -12,6 +12,7 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import wtforms
@@ -44,22 +45,29 @@ class ContextCSRF(CSRF):
         self.time_limit = form.meta.csrf_time_limit
         return super().setup_form(form)
 
-    def _mac(self, issued: int) -> str:
-        return _csrf_mac(self.secret, self.context, issued)
-
     def generate_csrf_token(self, csrf_token_field: Any) -> str:
         return csrf_token_for(self.secret, self.context)
 
     def validate_csrf_token(self, form: wtforms.Form, field: Any) -> None:
-        issued_text, _sep, mac = (field.data or "").partition(".")
-        if not issued_text.isdigit() or not hmac.compare_digest(mac, self._mac(int(issued_text))):
+        problem = csrf_problem(self.secret, self.context, self.time_limit, field.data)
+        if problem == "unverified":
             raise wtforms.ValidationError(
                 _("This form could not be verified. Please check your answers and send again.")
             )
-        if time.time() - int(issued_text) > self.time_limit:
+        if problem == "expired":
             raise wtforms.ValidationError(
                 _("This page was open for a long time. Your answers are kept: please send again.")
             )
+
+
+def csrf_problem(secret: bytes, context: str, time_limit: float, token: str | None) -> str | None:
+    """What is wrong with a form token: ``unverified`` (not ours, or for another context), ``expired``, or None."""
+    issued_text, _sep, mac = (token or "").partition(".")
+    if not issued_text.isdigit() or not hmac.compare_digest(mac, _csrf_mac(secret, context, int(issued_text))):
+        return "unverified"
+    if time.time() - int(issued_text) > time_limit:
+        return "expired"
+    return None
 
 
 def _csrf_mac(secret: bytes, context: str, issued: int) -> str:
@@ -137,6 +145,63 @@ def questionnaire_form(instrument: Instrument, formdata: Any, link_hash: str) ->
 
 def answers_from(form: wtforms.Form, instrument: Instrument) -> dict[str, Any]:
     return {item.id: form[item.id].data for item in instrument.items}
+
+
+def quick_answers(
+    instrument: Instrument, formdata: Any, csrf_context: str, allowed: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
+    """The answers of a posted questionnaire that passes every check its form makes, without building the form.
+
+    The same checks as :func:`questionnaire_form` then ``validate()`` and :func:`has_unknown_fields`, made
+    with the same functions (the token's :func:`csrf_problem`, each widget's ``parse``), but only to say "it
+    passes": None means "not surely", and :class:`PostedAnswers` then builds the form, whose validation
+    decides and words the errors. Binding the form's fields cost more than the rest of a submission's checks.
+    """
+    config = current_app.config
+    secret = config["SECRET_KEY"].encode()
+    if csrf_problem(secret, csrf_context, config["CSRF_TIME_LIMIT"], formdata.get(CSRF_FIELD)) is not None:
+        return None
+    if has_unknown_fields(instrument, formdata, allowed):
+        return None
+    widgets = portal().engine.widgets
+    answers = {}
+    for item in instrument.items:
+        widget = widgets.get(item.widget)
+        if widget is None:
+            return None
+        try:
+            value = widget.parse(item, formdata.getlist(item.id))
+        except WidgetValueError:
+            return None
+        if value is None and not item.optional:
+            return None
+        answers[item.id] = value
+    return answers
+
+
+class PostedAnswers:
+    """A posted questionnaire (a link's or the kiosk's): ``answers`` when it passes the form's checks and has no
+    answer to an item the instrument lacks (``unknown``), else None; ``form`` is the bound, validated form that
+    shows the page again with its errors, built only when a page needs it."""
+
+    def __init__(self, instrument: Instrument, formdata: Any, csrf_context: str, allowed: tuple[str, ...] = ()) -> None:
+        self.instrument = instrument
+        self.formdata = formdata
+        self.csrf_context = csrf_context
+        self.valid = True  # the form's own checks, answers to unknown items aside
+        self.unknown = False
+        self.answers = quick_answers(instrument, formdata, csrf_context, allowed)
+        if self.answers is None:
+            form = self.form
+            self.unknown = self.valid and has_unknown_fields(instrument, formdata, allowed)
+            if self.valid and not self.unknown:  # passed after all: the form's word is final
+                self.answers = answers_from(form, instrument)
+
+    @cached_property
+    def form(self) -> wtforms.Form:
+        form = questionnaire_form(self.instrument, self.formdata, self.csrf_context)
+        self.valid = form.validate()
+        return form
 
 
 def texts_for(instrument: Instrument, language: str) -> dict[str, Any]:

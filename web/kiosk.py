@@ -34,13 +34,7 @@ from core.responses import LinkError
 from core.sites import client_site_name
 from web.access import KIOSK_COOKIE, StaffForm, address, allow, form_status, make_form
 from web.auth import wait_message
-from web.forms import (
-    answers_from,
-    has_unknown_fields,
-    mark_refused_answers,
-    questionnaire_form,
-    render_questionnaire,
-)
+from web.forms import PostedAnswers, mark_refused_answers, questionnaire_form, render_questionnaire
 from web.state import db_session, portal
 
 bp = Blueprint("kiosk", __name__, url_prefix="/kiosk")
@@ -144,11 +138,10 @@ def submit() -> Any:
     if assignment is None or request.form.get("assignment") != str(assignment.id):
         return redirect(url_for("kiosk.kiosk"), 303)  # a stale or repeated submit: show what is next
     instrument = portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version)
-    form = questionnaire_form(instrument, request.form, _context(found, assignment))
-    valid = form.validate()
-    if not valid or has_unknown_fields(instrument, request.form, allowed=("assignment",)):
-        return _form_page(found, assignment, form, 400 if form.csrf_token.errors else 422, unknown=valid)
-    answers = answers_from(form, instrument)
+    posted = PostedAnswers(instrument, request.form, _context(found, assignment), allowed=("assignment",))
+    if posted.answers is None:
+        form = posted.form
+        return _form_page(found, assignment, form, 400 if form.csrf_token.errors else 422, unknown=posted.unknown)
     kiosk_id, assignment_id = found.id, assignment.id
     db_session().close()  # the submission runs in its own transaction, with the links' retries
     try:
@@ -157,13 +150,13 @@ def submit() -> Any:
             portal().engine,
             kiosk_id,
             assignment_id,
-            answers,
+            posted.answers,
             address=address(),
             retry_seconds=float(current_app.config["DB_RETRY_SECONDS"]),
         )
     except ResponseValidationError as exc:
-        mark_refused_answers(form, exc)
-        return _form_page(found, assignment, form, 422)
+        mark_refused_answers(posted.form, exc)
+        return _form_page(found, assignment, posted.form, 422)
     except LinkError:
         pass  # locked or expired meanwhile: the next page says so
     return redirect(url_for("kiosk.kiosk"), 303)
