@@ -2,6 +2,8 @@
 
 WTForms does the processing (CSRF, turning form strings into answers, required checks);
 Jinja templates supplied by widget plugins produce the markup, compiled once per widget.
+A post that passes every check is read by :func:`quick_answers` with the same functions, without
+binding the form's fields; the form is built only to show a page again with its errors.
 The JSON Schema check in :func:`core.validate_answers` has the last word on every answer.
 """
 
