@@ -241,11 +241,12 @@ def test_a_submission_writes_with_one_statement_on_postgresql_and_four_or_five_o
 
 
 class ListeningPlugin:
-    seen: list[int] = []
+    def __init__(self) -> None:
+        self.seen: list[int] = []
 
     @hookimpl
     def response_submitted(self, instrument_id: str, version: str, response_id: int, result: Any) -> None:
-        ListeningPlugin.seen.append(response_id)
+        self.seen.append(response_id)
 
 
 def test_a_plugin_listening_to_submissions_gets_them_inside_the_transaction(app):
@@ -259,12 +260,13 @@ def test_a_plugin_listening_to_submissions_gets_them_inside_the_transaction(app)
         lambda connection, *_args: levels.append(connection.get_execution_options().get("isolation_level")),
     )
     pm = _portal(app).engine.plugin_manager
-    pm.register(ListeningPlugin(), name="listening")
+    listening = ListeningPlugin()
+    pm.register(listening, name="listening")
     try:
         submission = _submit(app, link, token)
     finally:
         pm.unregister(name="listening")
-    assert ListeningPlugin.seen == [submission.response_id]
+    assert listening.seen == [submission.response_id]
     assert "AUTOCOMMIT" not in levels
 
 
