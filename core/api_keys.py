@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.audit import record
+from core.db import DirectRead
 from core.errors import InvalidInput, NotFound, RateLimited
 from core.models import ApiKey, User
 from core.scope import site_user_ids
@@ -134,7 +135,7 @@ def revoke_api_key(
     return True
 
 
-def key_state(key: ApiKey | sa.Row[Any], now: datetime | None = None) -> str:
+def key_state(key: Any, now: datetime | None = None) -> str:
     """``active``, ``revoked`` or ``expired``."""
     now = now or datetime.now(UTC)
     if key.revoked_at is not None:
@@ -158,7 +159,7 @@ class RequestKey:
     scopes: tuple[str, ...]
 
 
-_FIND_KEY = (  # the key with its owner in one statement, built once
+_FIND_KEY = DirectRead(  # the key with its owner in one statement, built and compiled once
     sa.select(
         ApiKey.id,
         ApiKey.owner_id,
@@ -174,15 +175,15 @@ _FIND_KEY = (  # the key with its owner in one statement, built once
 )
 
 
-def find_api_key(connection: sa.Connection | so.Session, secret: str, now: datetime | None = None) -> RequestKey | None:
+def find_api_key(db: sa.Engine, secret: str, now: datetime | None = None) -> RequestKey | None:
     """The active key with this secret whose owner may still sign in, or None (unknown, revoked, expired).
 
-    One SELECT and no ORM objects: every API request runs it, so it may run on a connection that reads
-    without a transaction (``core.db.connect_for_one_read``).
+    One SELECT and no ORM objects: every API request runs it, without a transaction
+    (:class:`core.db.DirectRead`).
     """
     if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
         return None
-    row = connection.execute(_FIND_KEY, {"secret_hash": hash_token(secret)}).first()
+    row = _FIND_KEY.first(db, {"secret_hash": hash_token(secret)})
     if row is None or key_state(row, now) != "active" or not row.active:
         return None
     return RequestKey(row.id, row.owner_id, row.username, row.role, tuple(row.scopes))

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import audit_values
+from core.db import DirectRead
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
 from core.models import (
@@ -222,11 +223,11 @@ def _link_lookup_statement() -> sa.Select[Any]:
     )
 
 
-_LINK_LOOKUP = _link_lookup_statement()  # built once: constructing it cost more than running it
+_LINK_LOOKUP = DirectRead(_link_lookup_statement())  # built and compiled once: that cost more than running it
 
 
 def look_up_link(
-    connection: sa.Connection | so.Session,
+    db: sa.Engine,
     token: str,
     *,
     guess_key: str,
@@ -236,13 +237,14 @@ def look_up_link(
     """A link with its response, its address's throttle count, its site and the wording stamp.
 
     A page view of a valid link is the hottest path of the portal: one SELECT with joins and scalar
-    subqueries, read with Core (no ORM objects to build, track and discard). An unknown token finds
-    no row, so its caller reads the throttle count itself (:func:`core.throttle.attempts`) before
-    counting the guess.
+    subqueries, run on a pooled DBAPI connection without a transaction (:class:`core.db.DirectRead`: no
+    ORM objects, no write lock on SQLite, one round trip on PostgreSQL). An unknown token finds no row,
+    so its caller reads the throttle count itself (:func:`core.throttle.attempts`) before counting the
+    guess.
     """
     window = int((now if now is not None else time.time()) // window_seconds)
     params = {"token_hash": hash_token(token), "guess_key": guess_key, "window": window}
-    row = connection.execute(_LINK_LOOKUP, params).first()
+    row = _LINK_LOOKUP.first(db, params)
     if row is None:
         return LinkLookup(None, 0, None, None)
     # the first ten columns are LinkView's own, in its order; the rest decide ``held`` or go beside it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,17 @@ from test_production_support import CSRF
 
 import core.db
 from core.db import (
+    DirectRead,
     ReadOnlySessionError,
-    connect_for_one_read,
     create_schema,
     make_db_engine,
     make_read_session_factory,
     make_session_factory,
 )
+from core.engine import build_engine
 from core.models import Client, ThrottleCounter
-from core.responses import create_assignment
+from core.responses import _LINK_LOOKUP, create_assignment, is_retryable
+from core.tokens import hash_token
 from web import create_app
 
 
@@ -228,17 +231,30 @@ def test_a_busy_pooled_connection_is_not_pinged_and_a_cut_one_fails_once(postgre
     assert _backend_pid(db) != first
 
 
-def test_a_connection_for_one_read_opens_no_transaction_and_leaves_the_pool_as_it_was(db_url):
+def _open_link(db: sa.Engine) -> str:
+    with make_session_factory(db).begin() as session:
+        client = Client(code="DR-1")
+        session.add(client)
+        session.flush()
+        _assignment, token = create_assignment(session, build_engine(load_entrypoints=False), client, "phq9")
+    return token
+
+
+def test_a_direct_read_returns_what_connection_execute_returns_without_a_transaction(db_url):
     db = make_db_engine(db_url)
     try:
         create_schema(db)
-        with connect_for_one_read(db) as connection:
-            assert connection.execute(sa.select(sa.func.count()).select_from(Client)).scalar_one() == 0
-            raw = connection.connection.dbapi_connection
-            if db.dialect.name == "postgresql":
-                assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # no BEGIN was sent
-            else:
-                assert not raw.in_transaction  # SQLite: no BEGIN, the SELECT read its own snapshot
+        token = _open_link(db)
+        params = {"token_hash": hash_token(token), "guess_key": "link:x", "window": 1}
+        with db.connect() as connection:
+            expected = connection.execute(_LINK_LOOKUP.statement, params).first()
+        seen = []
+        sa.event.listen(db, "checkin", lambda dbapi_connection, _record: seen.append(_in_transaction(dbapi_connection)))
+        found = _LINK_LOOKUP.first(db, params)
+        assert seen == [False]  # no transaction was begun, so none was left open for the pool's reset
+        assert tuple(found) == tuple(expected)  # datetimes, JSON and booleans converted as SQLAlchemy converts them
+        assert isinstance(found.expires_at, datetime)
+        assert _LINK_LOOKUP.first(db, {**params, "token_hash": "unknown"}) is None
         with db.connect() as connection:  # the pooled connection is back to transactions for everyone else
             connection.execute(sa.select(sa.func.count()).select_from(Client))
             assert connection.in_transaction()
@@ -246,6 +262,42 @@ def test_a_connection_for_one_read_opens_no_transaction_and_leaves_the_pool_as_i
                 assert connection.connection.dbapi_connection.autocommit is False
     finally:
         db.dispose()
+
+
+def _in_transaction(dbapi_connection: Any) -> bool:
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        return dbapi_connection.in_transaction
+    return dbapi_connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(db_url):
+    db = make_db_engine(db_url)
+    try:
+        create_schema(db)
+        with make_session_factory(db).begin() as session:
+            session.add_all([Client(code="DR-2"), Client(code="DR-3")])
+        since = datetime(2000, 1, 1, tzinfo=UTC)  # a datetime parameter: SQLite's DateTime stores it as text
+        read = DirectRead(
+            sa.select(Client.code).where(Client.code != "DR-2", Client.created_at > sa.bindparam("since"))
+        )
+        assert read.first(db, {"since": since}) == ("DR-3",)
+        assert read.first(db, {"since": since}).code == "DR-3"  # by key, as a Row
+    finally:
+        db.dispose()
+
+
+def test_a_direct_read_on_a_cut_connection_fails_once_and_the_pool_replaces_it(postgresql_pool, pings):
+    db, admin = postgresql_pool
+    create_schema(db)
+    read = DirectRead(sa.select(sa.func.pg_backend_pid().label("pid")))
+    first = read.first(db, {}).pid
+    assert read.first(db, {}).pid == first  # the same pooled connection
+    _terminate(admin, first)
+    with pytest.raises(sa.exc.DBAPIError) as failed:
+        read.first(db, {})
+    assert failed.value.connection_invalidated  # retry_database retries this
+    assert is_retryable(failed.value)
+    assert read.first(db, {}).pid != first
 
 
 def test_a_queue_file_that_cannot_be_opened_leaves_writes_to_sqlite(sqlite_db, monkeypatch) -> None:

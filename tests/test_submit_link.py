@@ -45,8 +45,7 @@ def _link(app: Any, instrument_id: str = "phq9") -> str:
 
 
 def _read(app: Any, token: str) -> LinkView:
-    with _portal(app).db.connect() as connection:
-        link = look_up_link(connection, token, guess_key="test", window_seconds=600).link
+    link = look_up_link(_portal(app).db, token, guess_key="test", window_seconds=600).link
     assert link is not None and link.receipt is None
     return link
 

@@ -49,7 +49,7 @@ from core.validation import ResponseValidationError
 from web import api_models as m
 from web.access import allow
 from web.api_errors import problem
-from web.state import db_session, drop_db_session, portal, read_connection
+from web.state import db_session, portal
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -194,8 +194,7 @@ def authenticate(required: tuple[str, tuple[str, ...]] | None) -> Refusal | None
     scheme, _space, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return Refusal(401, "Send an API key: Authorization: Bearer <key>.", (("Authorization", "missing"),), CHALLENGE)
-    key = find_api_key(read_connection(), secret.strip())  # read without a transaction: no write lock
-    drop_db_session()  # done with that connection: a view that reads or writes opens its own session
+    key = find_api_key(portal().db, secret.strip())  # read without a transaction: no write lock
     if key is None:
         return Refusal(401, "The API key is unknown, revoked or expired.", (("Authorization", "invalid"),), CHALLENGE)
     with portal().db.connect() as connection:  # the count in a transaction of its own, one statement long

@@ -19,7 +19,7 @@ from web.access import address
 from web.flow import own_trends
 from web.forms import PostedAnswers, fresh_questionnaire, mark_refused_answers, render_questionnaire
 from web.kept import kept_page, mark
-from web.state import db_session, drop_db_session, portal, read_connection
+from web.state import db_session, drop_db_session, portal
 
 bp = Blueprint("client", __name__, url_prefix="/a")
 
@@ -47,14 +47,14 @@ def _load(token: str) -> LinkView:
     """
 
     def find() -> LinkLookup:
-        found = look_up_link(read_connection(), token, guess_key=f"link:{address()}", window_seconds=THROTTLE_WINDOW)
+        found = look_up_link(portal().db, token, guess_key=f"link:{address()}", window_seconds=THROTTLE_WINDOW)
         if found.link is not None and found.wording_stamp != portal().engine.instruments.wording_stamp:
             # someone installed wording: read it (a newer install since is read by the next request)
             refresh_wording(db_session(read_only=True, wording=False), portal().engine, found.wording_stamp)
         return found
 
     found = retry_database(find, seconds=float(current_app.config["DB_RETRY_SECONDS"]), reset=drop_db_session)
-    drop_db_session()  # the page needs nothing more from the database; the read transaction ends here
+    drop_db_session()  # the page needs nothing more from the database (a wording refresh opened a session)
     if found.link is None:
         _unknown_link()
     if found.guesses >= current_app.config["LINK_GUESS_LIMIT"]:

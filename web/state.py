@@ -15,7 +15,6 @@ import sqlalchemy.orm as so
 from flask import Flask, current_app, g
 
 from core import Engine
-from core.db import connect_for_one_read
 from core.job_runner import JobBroker
 from core.jobs import JobContext, JobQueue
 from core.wording import refresh_wording
@@ -76,27 +75,12 @@ def db_session(*, read_only: bool = False, wording: bool = True) -> so.Session:
     return g.db_session
 
 
-def read_connection() -> sa.Connection:
-    """The request's Core connection for one read (on SQLite its transaction never takes the write lock).
-
-    The link pages read through it: one SELECT with no ORM session to build and tear down
-    (``core.db.connect_for_one_read``: on PostgreSQL without BEGIN and ROLLBACK). It is closed when the
-    request ends, or by :func:`drop_db_session`.
-    """
-    if "db_connection" not in g:
-        g.db_connection = connect_for_one_read(portal().db)
-    return g.db_connection
-
-
 def drop_db_session() -> None:
-    """Close the request's session and read connection (after a connection failed, say); the next
-    :func:`db_session` or :func:`read_connection` opens a new one."""
+    """Close the request's session (after a connection failed, say); the next :func:`db_session` opens a new
+    one."""
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
-    connection = g.pop("db_connection", None)
-    if connection is not None:
-        connection.close()
 
 
 def _close_db_session(_exc: BaseException | None) -> None:
