@@ -226,7 +226,8 @@ class DirectRead:
     as it was; on SQLite no ``BEGIN`` is sent, the statement reads one snapshot under WAL and never
     takes the write lock. A database error is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError`
     (with ``connection_invalidated`` set, and the connection dropped from the pool, when it was lost), so
-    callers retry it like any other (``core.responses.retry_database``).
+    callers retry it like any other (``core.responses.retry_database``). Listeners of the engine's
+    ``before_cursor_execute`` event see the statement (with ``None`` for the connection and the context).
 
     Use it only for a lone SELECT on a hot path; anything else goes through a session.
     """
@@ -258,6 +259,8 @@ class DirectRead:
                 if postgresql:
                     raw.autocommit = True
                 cursor = raw.cursor()
+                if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
+                    engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
                 cursor.execute(prepared.sql, arguments)
                 row = cursor.fetchone()
                 cursor.close()

@@ -248,10 +248,12 @@ def test_a_direct_read_returns_what_connection_execute_returns_without_a_transac
         params = {"token_hash": hash_token(token), "guess_key": "link:x", "window": 1}
         with db.connect() as connection:
             expected = connection.execute(_LINK_LOOKUP.statement, params).first()
-        seen = []
+        seen, statements = [], []
         sa.event.listen(db, "checkin", lambda dbapi_connection, _record: seen.append(_in_transaction(dbapi_connection)))
+        sa.event.listen(db, "before_cursor_execute", lambda _c, _cursor, statement, *_a: statements.append(statement))
         found = _LINK_LOOKUP.first(db, params)
         assert seen == [False]  # no transaction was begun, so none was left open for the pool's reset
+        assert len(statements) == 1 and statements[0].startswith("SELECT")  # statement counters see it
         assert tuple(found) == tuple(expected)  # datetimes, JSON and booleans converted as SQLAlchemy converts them
         assert isinstance(found.expires_at, datetime)
         assert _LINK_LOOKUP.first(db, {**params, "token_hash": "unknown"}) is None
