@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.audit import record
-from core.db import DirectRead
+from core.db import DirectStatement
 from core.errors import InvalidInput, NotFound, RateLimited
 from core.models import ApiKey, User
 from core.scope import site_user_ids
@@ -159,7 +159,7 @@ class RequestKey:
     scopes: tuple[str, ...]
 
 
-_FIND_KEY = DirectRead(  # the key with its owner in one statement, built and compiled once
+_FIND_KEY = DirectStatement(  # the key with its owner in one statement, built and compiled once
     sa.select(
         ApiKey.id,
         ApiKey.owner_id,
@@ -179,7 +179,7 @@ def find_api_key(db: sa.Engine, secret: str, now: datetime | None = None) -> Req
     """The active key with this secret whose owner may still sign in, or None (unknown, revoked, expired).
 
     One SELECT and no ORM objects: every API request runs it, without a transaction
-    (:class:`core.db.DirectRead`).
+    (:class:`core.db.DirectStatement`).
     """
     if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
         return None
@@ -189,15 +189,15 @@ def find_api_key(db: sa.Engine, secret: str, now: datetime | None = None) -> Req
     return RequestKey(row.id, row.owner_id, row.username, row.role, tuple(row.scopes))
 
 
-def spend_request(connection: sa.Connection | so.Session, key_id: int, limit: int, now: float | None = None) -> None:
+def spend_request(db: sa.Engine, key_id: int, limit: int, now: float | None = None) -> None:
     """Count one request of key ``key_id``; :class:`RateLimited` past ``limit`` requests in the current minute.
 
-    The counter is a row in ``throttle_counters`` written in the caller's transaction; commit it
-    before a refusal so that it counts whatever the request then does. The API counts in a
-    transaction of its own, so that the write lock (on SQLite) is held for this one statement.
+    The count is a row in ``throttle_counters``, written and committed by one statement of its own
+    (:func:`core.throttle.count_attempt` given the engine) before this returns or refuses: it counts
+    whatever the request then does, and on SQLite the write lock is held for that one statement.
     """
     moment = now if now is not None else time.time()
-    used = count_attempt(connection, f"api:{key_id}", RATE_WINDOW_SECONDS, moment)
+    used = count_attempt(db, f"api:{key_id}", RATE_WINDOW_SECONDS, moment)
     if used > limit:
         retry = int(RATE_WINDOW_SECONDS - moment % RATE_WINDOW_SECONDS) + 1
         raise RateLimited(f"This key may make {limit} requests a minute.", retry)

@@ -211,29 +211,37 @@ class _Prepared:
     row: type[tuple[Any, ...]]  # a named tuple of the columns' keys (a repeated key gets a position instead)
 
 
-class DirectRead:
-    """One SELECT, compiled once per dialect, run straight on a pooled DBAPI connection.
+class DirectStatement:
+    """One statement, compiled once per dialect, run on its own straight on a pooled DBAPI connection.
 
-    The hottest reads of the portal (a link page's lookup, an API key's) are one statement each, and
-    SQLAlchemy's ``Connection`` with its execution context cost more than the statement itself (about
-    60 µs of CPU on SQLite, 100 µs on PostgreSQL). This runs the statement's compiled SQL on the DBAPI
-    cursor of a connection checked out of the engine's pool (so the pool's checkout ping and checkin
-    still apply) and converts values with the column types' own result processors, so a row holds what
-    ``Connection.execute`` would have returned, as a named tuple (by position, or by a column's key).
+    The hottest statements of the portal (a link page's lookup, an API key's lookup and its request count)
+    are one statement each, and SQLAlchemy's ``Connection`` with its execution context cost more than the
+    statement itself (about 60 µs of CPU on SQLite, 100 µs on PostgreSQL). This runs the statement's
+    compiled SQL on the DBAPI cursor of a connection checked out of the engine's pool (so the pool's
+    checkout ping and checkin still apply) and converts values with the column types' own result
+    processors, so a row holds what ``Connection.execute`` would have returned, as a named tuple (by
+    position, or by a column's key).
 
-    No transaction is opened: a single SELECT is consistent on its own. On PostgreSQL the connection
-    runs the statement in autocommit (no ``BEGIN``/``ROLLBACK`` round trips) and goes back to the pool
-    as it was; on SQLite no ``BEGIN`` is sent, the statement reads one snapshot under WAL and never
-    takes the write lock. A database error is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError`
-    (with ``connection_invalidated`` set, and the connection dropped from the pool, when it was lost), so
+    The statement is its own transaction. A SELECT opens none: a single SELECT is consistent on its own;
+    on SQLite no ``BEGIN`` is sent, it reads one snapshot under WAL and never takes the write lock. A
+    writing statement (``writes=True``: an INSERT ... RETURNING, say) commits by itself: on SQLite it
+    first takes its turn in the writer queue (:class:`QueuedWriterConnection`), then SQLite takes the
+    write lock for the statement and commits it with ``synchronous=FULL`` like any other transaction.
+    On PostgreSQL either kind runs in autocommit (no ``BEGIN``/``COMMIT`` round trips) and the connection
+    goes back to the pool as it was.
+
+    A database error is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` (with
+    ``connection_invalidated`` set, and the connection dropped from the pool, when it was lost), so
     callers retry it like any other (``core.responses.retry_database``). Listeners of the engine's
     ``before_cursor_execute`` event see the statement (with ``None`` for the connection and the context).
 
-    Use it only for a lone SELECT on a hot path; anything else goes through a session.
+    Use it only for a lone statement on a hot path; anything else goes through a session. Python-side
+    column defaults are not applied: an INSERT names every value it stores.
     """
 
-    def __init__(self, statement: sa.Select[Any]) -> None:
+    def __init__(self, statement: sa.Select[Any] | sa.Insert, *, writes: bool = False) -> None:
         self.statement = statement
+        self.writes = writes
         self._prepared: dict[str, _Prepared] = {}
 
     def first(self, engine: sa.Engine, parameters: dict[str, Any]) -> Any:
@@ -254,15 +262,18 @@ class DirectRead:
             ) from exc
         try:
             raw = pooled.driver_connection
+            queued = self.writes and isinstance(raw, QueuedWriterConnection)
             cursor = None
             try:
                 if postgresql:
                     raw.autocommit = True
+                elif queued:
+                    raw.join_writer_queue()
                 cursor = raw.cursor()
                 if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
                     engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
                 cursor.execute(prepared.sql, arguments)
-                row = cursor.fetchone()
+                rows = cursor.fetchall()  # to the end: SQLite commits a writing statement when it is done
                 cursor.close()
                 if postgresql:
                     raw.autocommit = False
@@ -278,12 +289,16 @@ class DirectRead:
                     connection_invalidated=lost,
                     dialect=dialect,
                 ) from exc
+            finally:
+                if queued:
+                    raw.leave_writer_queue()
         finally:
             pooled.close()  # back to the pool (its reset rolls back nothing: no transaction was begun)
-        if row is None:
+        if not rows:
             return None
         return prepared.row._make(
-            value if process is None else process(value) for process, value in zip(prepared.results, row, strict=True)
+            value if process is None else process(value)
+            for process, value in zip(prepared.results, rows[0], strict=True)
         )
 
     def _prepare(self, dialect: sa.Dialect) -> _Prepared:
@@ -291,7 +306,7 @@ class DirectRead:
         binds, defaults = {}, {}
         for name, bind in compiled.binds.items():
             if bind.expanding:
-                raise ValueError("DirectRead takes no expanding (IN list) parameters")
+                raise ValueError("DirectStatement takes no expanding (IN list) parameters")
             if not bind.required:
                 defaults[name] = bind.effective_value
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -299,10 +314,10 @@ class DirectRead:
                 binds[name] = process
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in self.statement.selected_columns
+            for column in self.statement.exported_columns
         )
         names = tuple(compiled.positiontup or ()) if dialect.positional else None
-        keys = [column.key for column in self.statement.selected_columns]
+        keys = [column.key for column in self.statement.exported_columns]
         row = collections.namedtuple("DirectRow", keys, rename=True)  # type: ignore[misc]
         prepared = _Prepared(compiled.string, names, defaults, binds, results, row)
         self._prepared[dialect.name] = prepared

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from core.alerts import AlertContext, earlier_scores_loader
 from core.audit import audit_values
-from core.db import DirectRead
+from core.db import DirectStatement
 from core.engine import Engine
 from core.errors import DatabaseUnavailable
 from core.models import (
@@ -223,7 +223,7 @@ def _link_lookup_statement() -> sa.Select[Any]:
     )
 
 
-_LINK_LOOKUP = DirectRead(_link_lookup_statement())  # built and compiled once: that cost more than running it
+_LINK_LOOKUP = DirectStatement(_link_lookup_statement())  # built and compiled once: that cost more than running it
 
 
 def look_up_link(
@@ -237,7 +237,7 @@ def look_up_link(
     """A link with its response, its address's throttle count, its site and the wording stamp.
 
     A page view of a valid link is the hottest path of the portal: one SELECT with joins and scalar
-    subqueries, run on a pooled DBAPI connection without a transaction (:class:`core.db.DirectRead`: no
+    subqueries, run on a pooled DBAPI connection without a transaction (:class:`core.db.DirectStatement`: no
     ORM objects, no write lock on SQLite, one round trip on PostgreSQL). An unknown token finds no row,
     so its caller reads the throttle count itself (:func:`core.throttle.attempts`) before counting the
     guess.

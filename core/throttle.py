@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
+from core.db import DirectStatement
 from core.models import ThrottleCounter
 
 
@@ -31,11 +32,21 @@ def _count_statement(insert: type) -> sa.Insert:
 
 # one upsert that returns the new count, built once per dialect (both have ON CONFLICT ... RETURNING)
 _COUNT_ATTEMPT = {"postgresql": _count_statement(postgresql.insert), "sqlite": _count_statement(sqlite.insert)}
+# the same, run as a transaction of its own (compiled once)
+_COUNT_ALONE = {name: DirectStatement(statement, writes=True) for name, statement in _COUNT_ATTEMPT.items()}
 
 
-def count_attempt(session: so.Session | sa.Connection, key: str, window_seconds: int, now: float | None = None) -> int:
-    """Record one attempt for ``key`` and return how many there have been in the current window."""
+def count_attempt(
+    session: so.Session | sa.Connection | sa.Engine, key: str, window_seconds: int, now: float | None = None
+) -> int:
+    """Record one attempt for ``key`` and return how many there have been in the current window.
+
+    Given a session or a connection, the count is part of its transaction; given the engine, it is one
+    statement that commits by itself before this returns (:class:`core.db.DirectStatement`).
+    """
     window = int((now if now is not None else time.time()) // window_seconds)
+    if isinstance(session, sa.Engine):
+        return _COUNT_ALONE[session.dialect.name].first(session, {"key": key, "window": window})[0]
     connection = session.connection() if isinstance(session, so.Session) else session
     statement = _COUNT_ATTEMPT[connection.dialect.name]
     return connection.execute(statement, {"key": key, "window": window}).scalar_one()

@@ -16,7 +16,7 @@ from test_production_support import CSRF
 
 import core.db
 from core.db import (
-    DirectRead,
+    DirectStatement,
     ReadOnlySessionError,
     create_schema,
     make_db_engine,
@@ -26,6 +26,7 @@ from core.db import (
 from core.engine import build_engine
 from core.models import Client, ThrottleCounter
 from core.responses import _LINK_LOOKUP, create_assignment, is_retryable
+from core.throttle import attempts, count_attempt
 from core.tokens import hash_token
 from web import create_app
 
@@ -279,7 +280,7 @@ def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(d
         with make_session_factory(db).begin() as session:
             session.add_all([Client(code="DR-2"), Client(code="DR-3")])
         since = datetime(2000, 1, 1, tzinfo=UTC)  # a datetime parameter: SQLite's DateTime stores it as text
-        read = DirectRead(
+        read = DirectStatement(
             sa.select(Client.code).where(Client.code != "DR-2", Client.created_at > sa.bindparam("since"))
         )
         assert read.first(db, {"since": since}) == ("DR-3",)
@@ -288,10 +289,49 @@ def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(d
         db.dispose()
 
 
+def _counter_insert() -> DirectStatement:
+    statement = sa.insert(ThrottleCounter).values(key=sa.bindparam("key"), window_start=5, count=7)
+    return DirectStatement(statement.returning(ThrottleCounter.count), writes=True)
+
+
+def test_a_direct_write_commits_by_itself(db_url):
+    db = make_db_engine(db_url)
+    try:
+        create_schema(db)
+        assert count_attempt(db, "api:1", 60, now=0) == 1
+        assert count_attempt(db, "api:1", 60, now=1) == 2
+        with make_read_session_factory(db)() as session:  # another connection sees both: committed
+            assert attempts(session, "api:1", 60, now=1) == 2
+        insert = _counter_insert()
+        assert insert.first(db, {"key": "DW-1"}).count == 7
+        with pytest.raises(sa.exc.IntegrityError):
+            insert.first(db, {"key": "DW-1"})  # key and window are unique: refused whole, nothing half-written
+        with make_session_factory(db)() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(ThrottleCounter)) == 2
+    finally:
+        db.dispose()
+
+
+def test_a_direct_write_takes_its_turn_in_the_writer_queue_and_leaves_it(sqlite_db) -> None:
+    db, path = sqlite_db
+    seen = []
+    sa.event.listen(db, "before_cursor_execute", lambda *_a: seen.append(_queue_taken(path)))
+    count_attempt(db, "api:2", 60)
+    assert seen == [True]  # in the queue while the statement ran
+    assert not _queue_taken(path)
+    insert = _counter_insert()
+    insert.first(db, {"key": "DW-2"})
+    with pytest.raises(sa.exc.IntegrityError):
+        insert.first(db, {"key": "DW-2"})
+    assert not _queue_taken(path)  # a failed statement leaves the queue too
+    with make_session_factory(db)() as session:
+        assert session.scalar(sa.select(ThrottleCounter.count).where(ThrottleCounter.key == "api:2")) == 1
+
+
 def test_a_direct_read_on_a_cut_connection_fails_once_and_the_pool_replaces_it(postgresql_pool, pings):
     db, admin = postgresql_pool
     create_schema(db)
-    read = DirectRead(sa.select(sa.func.pg_backend_pid().label("pid")))
+    read = DirectStatement(sa.select(sa.func.pg_backend_pid().label("pid")))
     first = read.first(db, {}).pid
     assert read.first(db, {}).pid == first  # the same pooled connection
     _terminate(admin, first)

@@ -197,13 +197,10 @@ def authenticate(required: tuple[str, tuple[str, ...]] | None) -> Refusal | None
     key = find_api_key(portal().db, secret.strip())  # read without a transaction: no write lock
     if key is None:
         return Refusal(401, "The API key is unknown, revoked or expired.", (("Authorization", "invalid"),), CHALLENGE)
-    with portal().db.connect() as connection:  # the count in a transaction of its own, one statement long
-        try:
-            spend_request(connection, key.id, int(current_app.config["API_RATE_LIMIT"]))
-        except RateLimited as exc:
-            connection.commit()
-            return Refusal(429, exc.message, (("Authorization", "rate limit"),), {"Retry-After": str(exc.retry_after)})
-        connection.commit()
+    try:  # the count is committed by itself, whatever the request then does
+        spend_request(portal().db, key.id, int(current_app.config["API_RATE_LIMIT"]))
+    except RateLimited as exc:
+        return Refusal(429, exc.message, (("Authorization", "rate limit"),), {"Retry-After": str(exc.retry_after)})
     g.api_key = key
     scope, roles = required or ("read", ())
     if scope not in key.scopes:
