@@ -260,39 +260,38 @@ class DirectStatement:
             raise sa.exc.DBAPIError.instance(
                 None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
             ) from exc
+        raw = pooled.driver_connection
+        queued = self.writes and isinstance(raw, QueuedWriterConnection)
+        cursor = None
+        lost = False
         try:
-            raw = pooled.driver_connection
-            queued = self.writes and isinstance(raw, QueuedWriterConnection)
-            cursor = None
-            try:
-                if postgresql:
-                    raw.autocommit = True
-                elif queued:
-                    raw.join_writer_queue()
-                cursor = raw.cursor()
-                if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
-                    engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
-                cursor.execute(prepared.sql, arguments)
-                rows = cursor.fetchall()  # to the end: SQLite commits a writing statement when it is done
-                cursor.close()
-                if postgresql:
-                    raw.autocommit = False
-            except dialect.loaded_dbapi.Error as exc:
-                lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
-                if lost:
-                    pooled.invalidate(exc)
-                raise sa.exc.DBAPIError.instance(
-                    prepared.sql,
-                    arguments,
-                    exc,
-                    dialect.loaded_dbapi.Error,
-                    connection_invalidated=lost,
-                    dialect=dialect,
-                ) from exc
-            finally:
-                if queued:
-                    raw.leave_writer_queue()
+            if postgresql:
+                raw.autocommit = True
+            elif queued:
+                raw.join_writer_queue()
+            cursor = raw.cursor()
+            if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
+                engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
+            cursor.execute(prepared.sql, arguments)
+            rows = cursor.fetchall()  # to the end: SQLite commits a writing statement when it is done
+            cursor.close()
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
+            if lost:
+                pooled.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                prepared.sql, arguments, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+            ) from exc
         finally:
+            if queued:
+                raw.leave_writer_queue()
+            if postgresql and not lost:
+                # whatever happened, the pooled connection goes back with transactions on: a session that got
+                # it in autocommit would commit statement by statement
+                try:
+                    raw.autocommit = False
+                except dialect.loaded_dbapi.Error as exc:
+                    pooled.invalidate(exc)
             pooled.close()  # back to the pool (its reset rolls back nothing: no transaction was begun)
         if not rows:
             return None
