@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from staff_support import (
 
 from core.models import Assignment, Client, ClientClinician, Episode
 from core.plans import BUILTIN_PLANS, PlanError, due_in_session, parse_plan
+from web.clinician import _cell
 
 
 @pytest.fixture
@@ -321,6 +323,16 @@ def test_item_level_detail_is_on_the_client_page(app, ann, world):
     answer(app, links["ors"], ORS_ANSWERS)
     page = ann.get(f"/clients/{world.client_id}").text
     assert "Item-level answers" in page and "ors_3" in page and "4.5" in page
+    rows = dict(re.findall(r'<th scope="row">(ors_\d) <span class="muted">[^<]*</span></th>(.*?)</tr>', page))
+    assert set(rows) == {"ors_1", "ors_2", "ors_3", "ors_4"}
+    assert all(re.fullmatch(r"<td>\d+(\.\d+)?</td>", cells) for cells in rows.values())  # one answer each
+    held = datetime.now(UTC).strftime("%Y-%m-%d")  # the sessions table: label, page and date made in Python
+    assert re.search(rf'<td><a href="/sessions/\d+">Session 1</a></td><td>{held}</td>', page)
+
+
+def test_an_item_cell_escapes_an_answer_that_is_text_and_dashes_a_missing_one():
+    assert _cell("<b>x</b>") == "<td>&lt;b&gt;x&lt;/b&gt;</td>"
+    assert _cell(None) == "<td>\u2013</td>" and _cell(3) == "<td>3</td>" and _cell(4.5) == "<td>4.5</td>"
 
 
 def test_session_page_csrf_token_matches(ann, world):
