@@ -37,7 +37,7 @@ _COUNT_ALONE = {name: DirectStatement(statement, writes=True) for name, statemen
 
 
 def count_attempt(
-    session: so.Session | sa.Connection | sa.Engine, key: str, window_seconds: int, now: float | None = None
+    where: so.Session | sa.Connection | sa.Engine, key: str, window_seconds: int, now: float | None = None
 ) -> int:
     """Record one attempt for ``key`` and return how many there have been in the current window.
 
@@ -45,9 +45,9 @@ def count_attempt(
     statement that commits by itself before this returns (:class:`core.db.DirectStatement`).
     """
     window = int((now if now is not None else time.time()) // window_seconds)
-    if isinstance(session, sa.Engine):
-        return _COUNT_ALONE[session.dialect.name].first(session, {"key": key, "window": window})[0]
-    connection = session.connection() if isinstance(session, so.Session) else session
+    if isinstance(where, sa.Engine):
+        return _COUNT_ALONE[where.dialect.name].first(where, {"key": key, "window": window})[0]
+    connection = where.connection() if isinstance(where, so.Session) else where
     statement = _COUNT_ATTEMPT[connection.dialect.name]
     return connection.execute(statement, {"key": key, "window": window}).scalar_one()
 

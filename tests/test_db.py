@@ -273,18 +273,30 @@ def _in_transaction(dbapi_connection: Any) -> bool:
     return dbapi_connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
 
+class _Upper(sa.types.TypeDecorator):
+    """A parameter type that changes what it binds, to see that bind processors run."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return value.upper()
+
+
 def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(db_url):
     db = make_db_engine(db_url)
     try:
         create_schema(db)
         with make_session_factory(db).begin() as session:
             session.add_all([Client(code="DR-2"), Client(code="DR-3")])
-        since = datetime(2000, 1, 1, tzinfo=UTC)  # a datetime parameter: SQLite's DateTime stores it as text
+        since = datetime(2000, 1, 1, tzinfo=UTC)
         read = DirectStatement(
             sa.select(Client.code).where(Client.code != "DR-2", Client.created_at > sa.bindparam("since"))
         )
-        assert read.first(db, {"since": since}) == ("DR-3",)
+        assert read.first(db, {"since": since}) == ("DR-3",)  # the statement's own "DR-2" is bound too
         assert read.first(db, {"since": since}).code == "DR-3"  # by key, as a Row
+        by_code = DirectStatement(sa.select(Client.id).where(Client.code == sa.bindparam("code", type_=_Upper())))
+        assert by_code.first(db, {"code": "dr-3"}) is not None  # the parameter went through its type's processor
     finally:
         db.dispose()
 
