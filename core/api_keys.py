@@ -136,7 +136,8 @@ def revoke_api_key(
 
 
 def key_state(key: Any, now: datetime | None = None) -> str:
-    """``active``, ``revoked`` or ``expired``."""
+    """``active``, ``revoked`` or ``expired``: of an :class:`ApiKey` or a row with its ``revoked_at`` and
+    ``expires_at`` (:func:`find_api_key` reads one with a direct statement)."""
     now = now or datetime.now(UTC)
     if key.revoked_at is not None:
         return "revoked"

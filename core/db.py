@@ -273,7 +273,11 @@ class DirectStatement:
             if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
                 engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
             cursor.execute(prepared.sql, arguments)
-            rows = cursor.fetchall()  # to the end: SQLite commits a writing statement when it is done
+            if self.writes:  # read to the end: SQLite commits a writing statement when it is done
+                rows = cursor.fetchall()
+                row = rows[0] if rows else None
+            else:  # a SELECT that finds more rows than the first reads no further
+                row = cursor.fetchone()
             cursor.close()
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
@@ -293,11 +297,10 @@ class DirectStatement:
                 except dialect.loaded_dbapi.Error as exc:
                     pooled.invalidate(exc)
             pooled.close()  # back to the pool (its reset rolls back nothing: no transaction was begun)
-        if not rows:
+        if row is None:
             return None
         return prepared.row._make(
-            value if process is None else process(value)
-            for process, value in zip(prepared.results, rows[0], strict=True)
+            value if process is None else process(value) for process, value in zip(prepared.results, row, strict=True)
         )
 
     def _prepare(self, dialect: sa.Dialect) -> _Prepared:

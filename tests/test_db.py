@@ -295,6 +295,7 @@ def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(d
         )
         assert read.first(db, {"since": since}) == ("DR-3",)  # the statement's own "DR-2" is bound too
         assert read.first(db, {"since": since}).code == "DR-3"  # by key, as a Row
+        assert DirectStatement(sa.select(Client.code).order_by(Client.code.desc())).first(db, {}) == ("DR-3",)
         by_code = DirectStatement(sa.select(Client.id).where(Client.code == sa.bindparam("code", type_=_Upper())))
         assert by_code.first(db, {"code": "dr-3"}) is not None  # the parameter went through its type's processor
     finally:
@@ -342,7 +343,7 @@ def test_a_direct_write_takes_its_turn_in_the_writer_queue_and_leaves_it(sqlite_
         assert session.scalar(sa.select(ThrottleCounter.count).where(ThrottleCounter.key == "api:2")) == 1
 
 
-def test_a_direct_read_on_a_cut_connection_fails_once_and_the_pool_replaces_it(postgresql_pool, pings):
+def test_a_direct_read_on_a_cut_connection_fails_once_and_the_pool_replaces_it(postgresql_pool):
     db, admin = postgresql_pool
     create_schema(db)
     read = DirectStatement(sa.select(sa.func.pg_backend_pid().label("pid")))

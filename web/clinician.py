@@ -343,7 +343,7 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
                 "items": items,
                 "responses": [(r, _x_key(r)[1], href(r.id)) for r in responses],
                 # (item id, topic, the cells: the answer in each response or a dash), drawn as the table's rows; the
-                # cells are joined here, escaped, because a template loop per cell cost a 50-session page 2 ms
+                # cells are joined here once per row (a number needs no escaping), cheaper than a template loop per cell
                 "rows": [
                     (
                         item_id,
