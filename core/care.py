@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.orm.attributes import set_committed_value
 
 from core.accounts import SignInLimits, confirm_password, end_session
 from core.audit import record
@@ -552,15 +551,9 @@ def lock_kiosk(session: so.Session, kiosk: KioskSession, *, reason: str, address
 # -- alerts --------------------------------------------------------------------------------
 
 
-def open_alerts(session: so.Session, client_ids: Any) -> list[Alert]:
+def open_alerts(session: so.Session, client_ids: Any) -> list[AlertRecord]:
     """Unacknowledged alerts of the given clients (a list or a select of ids), newest first."""
-    return list(
-        session.scalars(
-            sa.select(Alert)
-            .where(Alert.client_id.in_(client_ids), Alert.acknowledged_at.is_(None))
-            .order_by(Alert.created_at.desc(), Alert.id.desc())
-        )
-    )
+    return read_alerts(session, sa.and_(Alert.client_id.in_(client_ids), Alert.acknowledged_at.is_(None)))
 
 
 def acknowledge_alert(
@@ -610,7 +603,7 @@ class Caseload:
     """A clinician's clients with their open alerts, unanswered links and last answer."""
 
     clients: list[Client]
-    alerts: list[Alert]
+    alerts: list[AlertRecord]
     pending: dict[int, int]
     last_answer: dict[int, datetime]
 
@@ -645,70 +638,167 @@ def view_caseload(
     return Caseload(clients, alerts, pending, last_answer)
 
 
-@dataclass(frozen=True)
-class ClientView:
-    """One client's record as their clinician sees it: an episode, its responses with scores, open alerts.
+# The client page's record is read as plain rows, not ORM objects: a client with 50 sessions has some 350 sessions,
+# questionnaires, responses and scores, and loading each into the session's identity map cost about two thirds of
+# the page's time. These records are what the page and the report read; nothing is changed through them.
 
-    ``responses`` are oldest first: those of ``episode`` and those given outside any episode.
-    """
+
+class AssignmentRecord(NamedTuple):
+    """A questionnaire of a session, as the client page lists it."""
+
+    id: int
+    instrument_id: str
+    instrument_version: str
+    completed_at: datetime | None
+    expires_at: datetime
+    held: bool  # an end-of-session questionnaire waiting for its session's release (core.responses.is_held)
+
+
+class SessionRecord(NamedTuple):
+    """A care session of the episode with its questionnaires, oldest questionnaire first."""
+
+    id: int
+    number: int
+    held_at: datetime
+    assignments: list[AssignmentRecord]
+
+
+class ResponseRecord(NamedTuple):
+    """A response as the client page and the report show it."""
+
+    id: int
+    instrument_id: str
+    instrument_version: str
+    submitted_at: datetime
+    answers: dict[str, Any]
+    session_number: int | None  # the care session it was answered in; None for answers given outside one
+
+
+class ScoreRecord(NamedTuple):
+    """A response's stored scores (:func:`core.responses.stored_score_values` reads them as Decimals)."""
+
+    values: dict[str, Any]
+    band: str | None
+
+
+class AlertRecord(NamedTuple):
+    """An alert as a page lists it (:class:`core.models.Alert`'s columns)."""
+
+    id: int
+    response_id: int
+    client_id: int
+    rule: str
+    severity: str
+    message: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: int | None
+    note: str | None
+
+
+_READ_ALERTS = sa.select(*(getattr(Alert, name) for name in AlertRecord._fields))
+_NEWEST_FIRST = (Alert.created_at.desc(), Alert.id.desc())
+
+
+def read_alerts(session: so.Session, where: Any) -> list[AlertRecord]:
+    """The alerts matching ``where`` as records, newest first."""
+    rows = session.connection().execute(_READ_ALERTS.where(where).order_by(*_NEWEST_FIRST))
+    return [AlertRecord._make(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """A client ``user`` may see, the chosen episode (None when the client has none) with its sessions, and the
+    responses with their scores, oldest first: those of the episode and those given outside any episode."""
 
     client: Client
     episode: Episode | None
-    responses: list[tuple[Response, Score | None]]
-    alerts: list[Alert]
-    next_session: int
-    raised: list[Alert] = field(default_factory=list)  # every alert of ``responses``, open or acknowledged
+    sessions: list[SessionRecord]
+    responses: list[tuple[ResponseRecord, ScoreRecord | None]]
 
 
-def load_client_view(
+@dataclass(frozen=True)
+class ClientView(ClientRecord):
+    """One client's record as their clinician sees it, with the client's open alerts (``alerts``), every alert
+    the record's responses raised, open or acknowledged (``raised``) and the next session's number."""
+
+    alerts: list[AlertRecord] = field(default_factory=list)
+    raised: list[AlertRecord] = field(default_factory=list)
+    next_session: int = 1
+
+
+# The statements of load_client_record, made once (a statement built per call costs more than its rows).
+_EPISODE_SESSIONS = (
+    sa.select(
+        CareSession.id,
+        CareSession.number,
+        CareSession.held_at,
+        CareSession.end_released_at,
+        Assignment.id,
+        Assignment.instrument_id,
+        Assignment.instrument_version,
+        Assignment.completed_at,
+        Assignment.expires_at,
+    )
+    .outerjoin(Assignment, Assignment.session_id == CareSession.id)
+    .where(CareSession.episode_id == sa.bindparam("episode_id"))
+    .order_by(CareSession.number, Assignment.id)
+)
+_CLIENT_RESPONSES = (
+    sa.select(
+        Response.id,
+        Response.instrument_id,
+        Response.instrument_version,
+        Response.submitted_at,
+        Response.answers,
+        CareSession.number,
+        Score.response_id,
+        Score.values,
+        Score.band,
+    )
+    .outerjoin(Score, Score.response_id == Response.id)
+    .outerjoin(Assignment, Assignment.id == Response.assignment_id)
+    .outerjoin(CareSession, CareSession.id == Assignment.session_id)
+    .where(Response.client_id == sa.bindparam("client_id"))
+    .order_by(Response.submitted_at, Response.id)
+)
+# those of the episode and those given outside any episode
+_EPISODE_RESPONSES = _CLIENT_RESPONSES.where(
+    sa.or_(Response.episode_id == sa.bindparam("episode_id"), Response.episode_id.is_(None))
+)
+
+
+def load_client_record(
     session: so.Session, user: User, client_id: int, *, episode_id: int | None = None
-) -> tuple[Client, Episode | None, list[tuple[Response, Score | None]]]:
-    """A client ``user`` may see, the chosen episode (default: the latest) and its responses, oldest first: those
-    of the episode and those given outside any episode. Not audited: the views that call it are."""
+) -> ClientRecord:
+    """The record of a client ``user`` may see, with the chosen episode (default: the latest). Not audited: the
+    views that call it are. Three statements whatever the number of sessions: the client with its episodes, the
+    episode's sessions with their questionnaires, the responses with their scores and session numbers."""
     client = visible_client(session, user, client_id)
     episode = None
     for one in client.episodes:
         if episode_id is None or one.id == episode_id:
             episode = one
-    query = (
-        sa.select(Response, Score)
-        .outerjoin(Score, Score.response_id == Response.id)
-        .where(Response.client_id == client.id)
-        .order_by(Response.submitted_at, Response.id)
+    connection = session.connection()  # plain rows, no ORM objects (see above)
+    sessions: list[SessionRecord] = []
+    if episode is not None:
+        plan = episode.plan
+        for care_id, number, held_at, released_at, *assignment in connection.execute(
+            _EPISODE_SESSIONS, {"episode_id": episode.id}
+        ):
+            if not sessions or sessions[-1].id != care_id:
+                sessions.append(SessionRecord(care_id, number, held_at, []))
+            if assignment[0] is not None:
+                instrument_id, completed_at = assignment[1], assignment[3]
+                # as core.responses.is_held decides it
+                held = completed_at is None and released_at is None and moment_of(plan, instrument_id) == "end"
+                sessions[-1].assignments.append(AssignmentRecord(*assignment, held))
+    rows = connection.execute(
+        _CLIENT_RESPONSES if episode is None else _EPISODE_RESPONSES,
+        {"client_id": client.id, "episode_id": episode.id if episode else None},
     )
-    if episode is None:
-        # no query per response
-        query = query.options(so.selectinload(Response.assignment).selectinload(Assignment.session))
-        return client, episode, [(response, score) for response, score in session.execute(query).all()]
-    query = query.where(sa.or_(Response.episode_id == episode.id, Response.episode_id.is_(None)))
-    # the page lists the episode's sessions with their questionnaires: load them in two queries, not one a session
-    session.scalars(
-        sa.select(Episode)
-        .where(Episode.id == episode.id)
-        .options(so.selectinload(Episode.sessions).selectinload(CareSession.assignments))
-        .execution_options(populate_existing=True)
-    ).all()
-    rows = [(response, score) for response, score in session.execute(query).all()]
-    # A response's assignment and its session are then mostly loaded already: they are attached as loaded (no
-    # query, and none of the lazy loader's work per response). Those of other episodes' sessions (answers given
-    # outside any episode) are loaded in one go.
-    known: dict[int, Assignment] = {}
-    for care in episode.sessions:
-        set_committed_value(care, "episode", episode)
-        for assignment in care.assignments:
-            set_committed_value(assignment, "session", care)
-            known[assignment.id] = assignment
-    missing = {r.assignment_id for r, _score in rows if r.assignment_id is not None and r.assignment_id not in known}
-    if missing:
-        known.update(
-            (assignment.id, assignment)
-            for assignment in session.scalars(
-                sa.select(Assignment).where(Assignment.id.in_(missing)).options(so.selectinload(Assignment.session))
-            )
-        )
-    for response, _score in rows:
-        set_committed_value(response, "assignment", known.get(response.assignment_id))
-    return client, episode, rows
+    responses = [(ResponseRecord(*row[:6]), ScoreRecord(*row[7:]) if row[6] is not None else None) for row in rows]
+    return ClientRecord(client, episode, sessions, responses)
 
 
 def view_client(
@@ -723,28 +813,27 @@ def view_client(
 ) -> ClientView:
     """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``
     (into ``audit_session`` when given, as :func:`view_caseload`)."""
-    client, episode, responses = load_client_view(session, user, client_id, episode_id=episode_id)
-    target = f"client:{client.id}"
-    record(audit_session or session, actor, "client.view", target, address, episode=episode.id if episode else None)
-    # the episode's sessions are loaded (load_client_view): the next number is theirs, as next_session_number says
-    next_session = max((care.number for care in episode.sessions), default=0) + 1 if episode else 1
-    # the client's open alerts and every alert the page's responses raised (open or acknowledged), in one query
-    ids = {response.id for response, _score in responses}
-    found = list(
-        session.scalars(
-            sa.select(Alert)
-            .where(
-                sa.or_(
-                    sa.and_(Alert.client_id == client.id, Alert.acknowledged_at.is_(None)),
-                    Alert.response_id.in_(ids),
-                )
-            )
-            .order_by(Alert.created_at.desc(), Alert.id.desc())
-        )
+    found = load_client_record(session, user, client_id, episode_id=episode_id)
+    client, episode = found.client, found.episode
+    record(
+        audit_session or session,
+        actor,
+        "client.view",
+        f"client:{client.id}",
+        address,
+        episode=episode.id if episode else None,
     )
-    opened = [alert for alert in found if alert.client_id == client.id and alert.acknowledged_at is None]
-    raised = [alert for alert in found if alert.response_id in ids]
-    return ClientView(client, episode, responses, opened, next_session, raised)
+    # the next number is the episode's sessions' next, as next_session_number says
+    next_session = max((care.number for care in found.sessions), default=0) + 1
+    # the client's open alerts and every alert the page's responses raised (open or acknowledged), in one query
+    ids = {response.id for response, _score in found.responses}
+    alerts = read_alerts(
+        session,
+        sa.or_(sa.and_(Alert.client_id == client.id, Alert.acknowledged_at.is_(None)), Alert.response_id.in_(ids)),
+    )
+    opened = [alert for alert in alerts if alert.client_id == client.id and alert.acknowledged_at is None]
+    raised = [alert for alert in alerts if alert.response_id in ids]
+    return ClientView(client, episode, found.sessions, found.responses, opened, raised, next_session)
 
 
 def view_care_session(

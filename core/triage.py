@@ -9,17 +9,20 @@ first, then the one whose oldest such alert has waited longest, then by client c
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.audit import record
-from core.care import MAX_NOTE_LENGTH, load_client_view
+from core.care import MAX_NOTE_LENGTH, AlertRecord, ClientRecord, load_client_record, read_alerts
 from core.clients import treated_client
 from core.errors import InvalidInput, NotFound
-from core.models import Alert, Client, Episode, Response, Score, User
+from core.models import Alert, Client, User
+
+AlertT = TypeVar("AlertT", Alert, AlertRecord)  # an ORM alert or one read as a record
 
 SEVERITIES: tuple[str, ...] = ("urgent", "warning", "info")
 MAX_ALERTS_PER_NOTE = 100
@@ -30,13 +33,13 @@ def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
-def triage_order(alerts: Iterable[Alert]) -> list[Alert]:
+def triage_order(alerts: Iterable[AlertT]) -> list[AlertT]:
     """Alerts by severity (urgent first), then newest first."""
     by_time = sorted(alerts, key=lambda a: (_aware(a.created_at), a.id), reverse=True)
     return sorted(by_time, key=lambda a: severity_rank(a.severity))
 
 
-def count_by_severity(alerts: Iterable[Alert]) -> dict[str, int]:
+def count_by_severity(alerts: Iterable[Alert | AlertRecord]) -> dict[str, int]:
     """Open alerts counted per severity, every known severity present (0 when none)."""
     counts = dict.fromkeys(SEVERITIES, 0)
     for alert in alerts:
@@ -44,7 +47,7 @@ def count_by_severity(alerts: Iterable[Alert]) -> dict[str, int]:
     return counts
 
 
-def caseload_order(clients: Sequence[Client], open_alerts: Iterable[Alert]) -> list[Client]:
+def caseload_order(clients: Sequence[Client], open_alerts: Iterable[Alert | AlertRecord]) -> list[Client]:
     """The caseload by urgency (see the module docstring for the order)."""
     by_client: dict[int, list[Alert]] = {}
     for alert in open_alerts:
@@ -108,23 +111,21 @@ def acknowledge_alerts(
     return len(closed)
 
 
-def alerts_of_responses(session: so.Session, response_ids: Sequence[int]) -> list[Alert]:
+def alerts_of_responses(session: so.Session, response_ids: Sequence[int]) -> list[AlertRecord]:
     """Every alert (open or acknowledged) raised by these responses, in triage order. Not audited: it is part
     of a view that is (:func:`core.care.view_client`, :func:`client_report`)."""
     if not response_ids:
         return []
-    return triage_order(session.scalars(sa.select(Alert).where(Alert.response_id.in_(list(response_ids)))))
+    return triage_order(read_alerts(session, Alert.response_id.in_(list(response_ids))))
 
 
 @dataclass(frozen=True)
-class ClientReport:
-    """What the printable report shows: the client, the episode, its responses and every alert they raised."""
+class ClientReport(ClientRecord):
+    """What the printable report shows: the client record (:func:`core.care.load_client_record`), every alert its
+    responses raised and when the report was made."""
 
-    client: Client
-    episode: Episode | None
-    responses: list[tuple[Response, Score | None]]
-    alerts: list[Alert]
-    made_at: datetime
+    alerts: list[AlertRecord] = field(default_factory=list)
+    made_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def client_report(
@@ -132,10 +133,13 @@ def client_report(
 ) -> ClientReport:
     """The client report of one episode (default: the latest); audited as ``client.report`` with the episode id
     only: no score, answer or alert text goes into the audit."""
-    client, episode, responses = load_client_view(session, user, client_id, episode_id=episode_id)
-    alerts = alerts_of_responses(session, [response.id for response, _score in responses])
-    record(session, actor, "client.report", f"client:{client.id}", address, episode=episode.id if episode else None)
-    return ClientReport(client, episode, responses, alerts, datetime.now(UTC))
+    found = load_client_record(session, user, client_id, episode_id=episode_id)
+    alerts = alerts_of_responses(session, [response.id for response, _score in found.responses])
+    episode = found.episode
+    record(
+        session, actor, "client.report", f"client:{found.client.id}", address, episode=episode.id if episode else None
+    )
+    return ClientReport(found.client, episode, found.sessions, found.responses, alerts, datetime.now(UTC))
 
 
 def _aware(value: datetime) -> datetime:

@@ -328,7 +328,13 @@ def test_reads_of_client_data_are_audited_and_limited_to_the_clients_clinicians(
         seen = view_client(session, ann, 1, **WHO)
         assert seen.episode.id == episode_id and seen.next_session == 2
         assert [r.id for r, _score in seen.responses] == [submission.response_id] and seen.responses[0][1].band
-        care = view_care_session(session, ann, seen.responses[0][0].assignment.session_id, **WHO)
+        assert seen.responses[0][0].session_number == 1 and [care.number for care in seen.sessions] == [1]
+        moments = {assignment_id: moment for assignment_id, _token, moment in links}
+        # every questionnaire of the session, oldest first: the answered one, an end-of-session one held
+        assert [(a.id, a.completed_at is not None, a.held) for a in seen.sessions[0].assignments] == [
+            (a_id, a_id == links[0][0], a_id != links[0][0] and moments[a_id] == "end") for a_id in sorted(moments)
+        ]
+        care = view_care_session(session, ann, seen.sessions[0].id, **WHO)
         response, alerts = view_response(session, ann, submission.response_id, **WHO)
         assert care.number == 1 and response.id == submission.response_id and len(alerts) == 1
         for read in (

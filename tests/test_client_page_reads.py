@@ -179,3 +179,27 @@ def test_phrases_translate_and_format_as_flask_babel_and_jinja_do(app):
         jinja = render_template_string(source, code="<b>&")
         ours = render_template_string(source, code="<b>&", _=template_gettext)
         assert ours == jinja and "&lt;b&gt;&amp;" in ours
+
+
+def test_the_client_page_runs_as_many_statements_for_three_sessions_as_for_one(app, ann, world):
+    """The record is read in a fixed number of statements (core.care.load_client_record): no query per session,
+    questionnaire, response or alert."""
+    answered_session(app, ann, world)
+    ann.get(f"/clients/{world.client_id}")  # fills the clinic's expected-change figures, kept for a while
+    with statements(app) as one:
+        assert ann.get(f"/clients/{world.client_id}").status_code == 200
+    answered_session(app, ann, world)
+    answered_session(app, ann, world)
+    ann.get(f"/clients/{world.client_id}")
+    with statements(app) as three:
+        page = ann.get(f"/clients/{world.client_id}")
+    # the reads (a due last-seen time may add a write to either view)
+    reads_one, reads_three = ([s for s in seen if s.startswith("SELECT")] for seen in (one, three))
+    assert len(reads_three) == len(reads_one), "\n".join(reads_one)
+    # and the page shows all three, with each session's questionnaires answered
+    assert [label for label in ("Session 1", "Session 2", "Session 3") if f">{label}</a>" in page.text] == [
+        "Session 1",
+        "Session 2",
+        "Session 3",
+    ]
+    assert page.text.count("ORS: answered; SRS: answered") == 3

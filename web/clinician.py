@@ -28,6 +28,9 @@ from markupsafe import Markup, escape
 from wtforms import validators as v
 
 from core.care import (
+    ResponseRecord,
+    ScoreRecord,
+    SessionRecord,
     acknowledge_alert,
     cancel_care_session,
     expire_link,
@@ -46,10 +49,10 @@ from core.care import (
     visible_record,
 )
 from core.clients import set_progress_shown, treated_client
-from core.models import Alert, Assignment, CareSession, Episode, Response, Score, User
+from core.models import Alert, Assignment, CareSession, Episode, Response, User
 from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
-from core.responses import is_expired, is_held, stored_score_values
+from core.responses import is_expired, stored_score_values
 from core.triage import (
     acknowledge_alerts,
     caseload_order,
@@ -72,7 +75,7 @@ from web.access import (
     reading_view,
 )
 from web.flow import untranslated_notes
-from web.progress import client_progress
+from web.progress import client_progress, when_label
 from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
 from web.texts import gettext as _
@@ -316,18 +319,10 @@ def caseload() -> Any:
 # -- client page -----------------------------------------------------------------
 
 
-def _x_key(response: Response) -> tuple[str, str, Any]:
-    care = response.assignment.session if response.assignment is not None else None
-    if care is not None:
-        return (f"s{care.number:04d}", f"S{care.number}", (0, care.number))
-    day = response.submitted_at.strftime("%Y-%m-%d")
-    return (f"d{day}", day, (1, response.submitted_at))
-
-
-def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, Any]]:
+def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[dict[str, Any]]:
     engine = portal().engine
     href = id_url("clinician.response", "response_id")
-    grouped: dict[str, list[Response]] = defaultdict(list)
+    grouped: dict[str, list[ResponseRecord]] = defaultdict(list)
     for response, _score in rows:
         grouped[response.instrument_id].append(response)
     detail = []
@@ -341,7 +336,7 @@ def _item_detail(rows: list[tuple[Response, Score | None]]) -> list[dict[str, An
             {
                 "title": instrument.short_title,
                 "items": items,
-                "responses": [(r, _x_key(r)[1], href(r.id)) for r in responses],
+                "responses": [(r, when_label(r), href(r.id)) for r in responses],
                 # (item id, topic, the cells: the answer in each response or a dash), drawn as the table's rows; the
                 # cells are joined here once per row (a number needs no escaping), cheaper than a template loop per cell
                 "rows": [
@@ -366,23 +361,21 @@ def _cell(answer: Any) -> str:
     return f"<td>{escape(answer)}</td>"
 
 
-def _session_rows(episode: Episode | None) -> list[tuple[str, str, str, Markup]]:
+def _session_rows(sessions: Sequence[SessionRecord]) -> list[tuple[str, str, str, Markup]]:
     """The episode's sessions: each one's label ("Session 3"), page, date and its questionnaires' states ("ORS:
     answered; SRS: waiting"), made here once per row rather than by template calls per cell."""
-    if episode is None:
-        return []
     href = id_url("clinician.care_session", "session_id")
     label = Markup(_("Session %(n)s"))  # a translation is markup in the page, as the template's own ``_`` makes it
     now = datetime.now(UTC)
     rows = []
-    for care in episode.sessions:
+    for care in sessions:
         states = []
         for assignment in care.assignments:
             if assignment.completed_at:
                 state = _("answered")
             elif is_expired(assignment, now):
                 state = _("link expired")
-            elif is_held(assignment):
+            elif assignment.held:
                 state = _("held until you release it")
             else:
                 state = _("waiting")
@@ -394,17 +387,13 @@ def _session_rows(episode: Episode | None) -> list[tuple[str, str, str, Markup]]
     return rows
 
 
-def _alert_sessions(alerts: Any, loaded: Sequence[tuple[Response, Any]] = ()) -> dict[int, int]:
+def _alert_sessions(alerts: Any, loaded: Sequence[tuple[ResponseRecord, Any]] = ()) -> dict[int, int]:
     """Session number of each alert's response (alerts of answers outside a session have none).
 
-    ``loaded``: responses the page loaded already with their assignment and session (the client page's); only the
-    other alerts' responses are looked up.
+    ``loaded``: responses the page read already with their session numbers (the client page's and the report's);
+    only the other alerts' responses are looked up.
     """
-    numbers: dict[int, int] = {}
-    for response, _score in loaded:
-        care = response.assignment.session if response.assignment is not None else None
-        if care is not None:
-            numbers[response.id] = care.number
+    numbers = {response.id: response.session_number for response, _score in loaded if response.session_number}
     known = {response.id for response, _score in loaded}
     ids = {alert.response_id for alert in alerts} - known
     if ids:
@@ -451,7 +440,7 @@ def client(client_id: int) -> Any:
         episodes=found.client.episodes,
         episode=found.episode,
         next_number=found.next_session,
-        session_rows=_session_rows(found.episode),
+        session_rows=_session_rows(found.sessions),
         **client_progress(found.responses, _most_severe(found.raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,
@@ -462,11 +451,6 @@ def client(client_id: int) -> Any:
         ack_form=make_form(AcknowledgeForm),
         progress_form=make_form(ProgressForm, show="on" if found.client.show_progress else "off"),
         plan_text=plan_text,
-        moment=plan_moment,
-        now=datetime.now(UTC),
-        is_expired=is_expired,
-        is_held=is_held,
-        short_title=_short_title,
     )
 
 
@@ -495,7 +479,9 @@ def report_pdf(client_id: int) -> Any:
         session, _user(), client_id, episode_id=request.args.get("episode", type=int), actor=actor(), address=address()
     )
     session.commit()
-    pdf = render_report_pdf(found, _titles(), _alert_sessions(found.alerts), _most_severe(found.alerts))
+    pdf = render_report_pdf(
+        found, _titles(), _alert_sessions(found.alerts, found.responses), _most_severe(found.alerts)
+    )
     name = "report-" + re.sub(r"[^A-Za-z0-9._-]", "_", found.client.code) + ".pdf"
     return FlaskResponse(
         pdf,

@@ -17,8 +17,8 @@ from flask import Flask, current_app
 from flask_babel import get_locale
 
 from core import Administration, Chart, Instrument, Progress, episode_progress
+from core.care import ResponseRecord, ScoreRecord
 from core.expected import ExpectedTable
-from core.models import Response, Score
 from core.responses import stored_score_values
 from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
 from web.state import db_session, portal
@@ -27,14 +27,14 @@ from web.texts import id_url
 
 
 def client_progress(
-    rows: Sequence[tuple[Response, Score | None]], alerted: Mapping[int, str] | None = None
+    rows: Sequence[tuple[ResponseRecord, ScoreRecord | None]], alerted: Mapping[int, str] | None = None
 ) -> dict[str, Any]:
     """Template values for the client page: ``charts``, ``summary`` and ``answered`` (any scored response).
 
     ``alerted`` maps a response id to the most severe alert it raised: its chart points are marked.
     """
     alerted = alerted or {}
-    grouped: dict[str, list[tuple[Response, Administration]]] = {}
+    grouped: dict[str, list[tuple[ResponseRecord, Administration]]] = {}
     for response, score in rows:
         if score is not None:
             grouped.setdefault(response.instrument_id, []).append((response, _administration(response, score)))
@@ -44,21 +44,20 @@ def client_progress(
         instrument = _in_force(instrument_id, entries[-1][0].instrument_version)
         if instrument is None:
             continue
-        labels = {a.response_id: _when(response) for response, a in entries}
+        labels = {a.response_id: when_label(response) for response, a in entries}
         found = episode_progress(instrument, [a for _response, a in entries])
         charts.extend(_drawn_chart(instrument, chart, labels, alerted) for chart in found.charts)
         summary.extend(_summary(found, labels))
     return {"charts": charts, "summary": summary, "answered": bool(grouped)}
 
 
-def _administration(response: Response, score: Score) -> Administration:
-    care = response.assignment.session if response.assignment is not None else None
+def _administration(response: ResponseRecord, score: ScoreRecord) -> Administration:
     return Administration(
         response_id=response.id,
         version=response.instrument_version,
         scores=stored_score_values(score),
         band=score.band,
-        session_number=care.number if care is not None else None,
+        session_number=response.session_number,
         submitted_at=response.submitted_at,
     )
 
@@ -74,10 +73,10 @@ def _in_force(instrument_id: str, version: str) -> Instrument | None:
         return instruments.get(instrument_id)
 
 
-def _when(response: Response) -> str:
-    care = response.assignment.session if response.assignment is not None else None
-    if care is not None:
-        return f"S{care.number}"
+def when_label(response: ResponseRecord) -> str:
+    """A response's label on a chart's axis and an item table's column: the session ("S3"), else the day answered."""
+    if response.session_number is not None:
+        return f"S{response.session_number}"
     return response.submitted_at.strftime("%Y-%m-%d")
 
 
