@@ -28,6 +28,8 @@ from markupsafe import Markup, escape
 from wtforms import validators as v
 
 from core.care import (
+    AlertRecord,
+    AssignmentRecord,
     ResponseRecord,
     ScoreRecord,
     SessionRecord,
@@ -241,40 +243,37 @@ def _titles() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class AlertLine:
-    """An alert with what its line on a page says besides its own fields, made once per alert in Python (a
-    template call per alert and field cost more than the rest of the page)."""
+    """An alert with what its line on a page says besides its severity badge, made once per alert in Python (the
+    template's calls per alert and field cost more than the rest of the page)."""
 
-    alert: Alert
-    title: str  # the rule's title, else the rule
-    session: Markup | None  # "session 3", when the alert's response was answered in a session
-    date: str  # the day it was raised, in the reader's time zone
-    answers: Markup  # the word for the link to the response
-    href: str  # the response's page
+    alert: Alert | AlertRecord
+    facts: Markup  # the rule's title, the message, the session, the day and the link to the response
     client_href: str
     acknowledge_href: str
 
 
-def _alert_lines(alerts: Sequence[Alert], titles: Mapping[str, str], sessions: Mapping[int, int]) -> list[AlertLine]:
+def _alert_lines(
+    alerts: Sequence[Alert | AlertRecord], titles: Mapping[str, str], sessions: Mapping[int, int]
+) -> list[AlertLine]:
     # translations are markup in the page, as the template's own ``_`` makes them
-    answers = Markup(_("answers"))
+    answers = _("answers")
     session_word = Markup(_("session %(n)s"))
     say = phrases()
     response_href = id_url("clinician.response", "response_id")
     client_href = id_url("clinician.client", "client_id")
     acknowledge_href = id_url("clinician.acknowledge", "alert_id")
-    return [
-        AlertLine(
-            alert=alert,
-            title=titles.get(alert.rule, alert.rule),
-            session=session_word % {"n": sessions[alert.id]} if sessions.get(alert.id) else None,
-            date=say.date(alert.created_at, "d MMM yyyy"),
-            answers=answers,
-            href=response_href(alert.response_id),
-            client_href=client_href(alert.client_id),
-            acknowledge_href=acknowledge_href(alert.id),
+    lines = []
+    for alert in alerts:
+        number = sessions.get(alert.id)
+        session = f"{session_word % {'n': number}}, " if number else ""
+        facts = Markup(
+            f"<strong>{escape(titles.get(alert.rule, alert.rule))}</strong>\n"
+            f'<span class="alert-message">{escape(alert.message)}</span>\n'
+            f'<span class="muted alert-when">({session}{escape(say.date(alert.created_at, "d MMM yyyy"))},\n'
+            f'<a href="{escape(response_href(alert.response_id))}">{answers}</a>)</span>'
         )
-        for alert in alerts
-    ]
+        lines.append(AlertLine(alert, facts, client_href(alert.client_id), acknowledge_href(alert.id)))
+    return lines
 
 
 @bp.get("/caseload")
@@ -366,21 +365,28 @@ def _session_rows(sessions: Sequence[SessionRecord]) -> list[tuple[str, str, str
     answered; SRS: waiting"), made here once per row rather than by template calls per cell."""
     href = id_url("clinician.care_session", "session_id")
     label = Markup(_("Session %(n)s"))  # a translation is markup in the page, as the template's own ``_`` makes it
+    # the states' words translated once; a questionnaire's short title looked up once per version
+    answered, expired, held, waiting = _("answered"), _("link expired"), _("held until you release it"), _("waiting")
+    titles: dict[tuple[str, str], str] = {}
     now = datetime.now(UTC)
     rows = []
     for care in sessions:
         states = []
         for assignment in care.assignments:
             if assignment.completed_at:
-                state = _("answered")
+                state = answered
             elif is_expired(assignment, now):
-                state = _("link expired")
+                state = expired
             elif assignment.held:
-                state = _("held until you release it")
+                state = held
             else:
-                state = _("waiting")
+                state = waiting
+            key = (assignment.instrument_id, assignment.instrument_version)
+            title = titles.get(key)
+            if title is None:
+                title = titles[key] = escape(_short_title(assignment))
             # a translation is markup in the page, as the template's own ``_`` makes it; the title is escaped
-            states.append(f"{escape(_short_title(assignment))}: {state}")
+            states.append(f"{title}: {state}")
         rows.append(
             (label % {"n": care.number}, href(care.id), care.held_at.strftime("%Y-%m-%d"), Markup("; ".join(states)))
         )
@@ -655,7 +661,7 @@ def send_links(session_id: int) -> Any:
     return redirect(url_for("clinician.care_session", session_id=care.id, sent=len(sent.messages)), 303)
 
 
-def _short_title(assignment: Assignment) -> str:
+def _short_title(assignment: Assignment | AssignmentRecord) -> str:
     try:
         return portal().engine.instruments.get(assignment.instrument_id, assignment.instrument_version).short_title
     except KeyError:
