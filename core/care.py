@@ -762,6 +762,20 @@ _CLIENT_RESPONSES = (
     .where(Response.client_id == sa.bindparam("client_id"))
     .order_by(Response.submitted_at, Response.id)
 )
+# A client's open alerts and those raised by the responses the page shows (those of the episode and those given
+# outside any episode; without an episode the client has only the latter): no list of response ids to send.
+_CLIENT_ALERTS = (
+    _READ_ALERTS.join(Response, Response.id == Alert.response_id)
+    .where(
+        Alert.client_id == sa.bindparam("client_id"),
+        sa.or_(
+            Alert.acknowledged_at.is_(None),
+            Response.episode_id.is_(None),
+            Response.episode_id == sa.bindparam("episode_id"),
+        ),
+    )
+    .order_by(*_NEWEST_FIRST)
+)
 # those of the episode and those given outside any episode
 _EPISODE_RESPONSES = _CLIENT_RESPONSES.where(
     sa.or_(Response.episode_id == sa.bindparam("episode_id"), Response.episode_id.is_(None))
@@ -827,10 +841,10 @@ def view_client(
     next_session = max((care.number for care in found.sessions), default=0) + 1
     # the client's open alerts and every alert the page's responses raised (open or acknowledged), in one query
     ids = {response.id for response, _score in found.responses}
-    alerts = read_alerts(
-        session,
-        sa.or_(sa.and_(Alert.client_id == client.id, Alert.acknowledged_at.is_(None)), Alert.response_id.in_(ids)),
+    rows = session.connection().execute(
+        _CLIENT_ALERTS, {"client_id": client.id, "episode_id": episode.id if episode else None}
     )
+    alerts = [AlertRecord._make(row) for row in rows]
     opened = [alert for alert in alerts if alert.client_id == client.id and alert.acknowledged_at is None]
     raised = [alert for alert in alerts if alert.response_id in ids]
     return ClientView(client, episode, found.sessions, found.responses, opened, raised, next_session)

@@ -316,6 +316,31 @@ def test_expired_helper_agrees_with_the_links_lifetime(db, engine, episode_id):
 # -- reads of client data ------------------------------------------------------------------
 
 
+def test_the_client_page_shows_open_alerts_of_any_episode_and_every_alert_of_its_own_responses(db, engine, episode_id):
+    """view_client: the client's open alerts whatever their episode, and the alerts the page's responses raised
+    (open or acknowledged, they mark the charts); an acknowledged alert of another episode is on neither list."""
+    _started, links = _start(db, engine, episode_id)
+    first = submit_by_token(db, engine, links[0][1], PHQ9_RISK)
+    _started, links = _start(db, engine, episode_id, number=2)
+    second = submit_by_token(db, engine, links[0][1], PHQ9_RISK)
+    with db.begin() as session:
+        ann = session.scalar(sa.select(Client)).clinician
+        closed = session.scalar(sa.select(Alert).where(Alert.response_id == first.response_id))
+        assert acknowledge_alert(session, closed, user_id=ann.id, note="Called the client.", **WHO)
+        still_open = session.scalar(sa.select(Alert).where(Alert.response_id == second.response_id))
+        later = start_episode(session, engine, ann.clients[0], title="Second", plan="custom", custom_plan=PLAN, **WHO)
+        closed_id, open_id, later_id = closed.id, still_open.id, later.id
+    with db() as session:
+        ann = session.scalar(sa.select(Client)).clinician
+        first_episode = view_client(session, ann, 1, episode_id=episode_id, **WHO)
+        assert [a.id for a in first_episode.alerts] == [open_id]
+        assert [a.id for a in first_episode.raised] == [open_id, closed_id]  # newest first
+        assert first_episode.raised[1].note == "Called the client." and first_episode.raised[1].acknowledged_at
+        later_episode = view_client(session, ann, 1, episode_id=later_id, **WHO)
+        assert later_episode.responses == [] and later_episode.raised == []
+        assert [a.id for a in later_episode.alerts] == [open_id]  # still open: shown whatever the episode
+
+
 def test_reads_of_client_data_are_audited_and_limited_to_the_clients_clinicians(db, engine, episode_id):
     _started, links = _start(db, engine, episode_id)
     submission = submit_by_token(db, engine, links[0][1], PHQ9_RISK)
