@@ -311,8 +311,8 @@ def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
     return {name: None if value is None else str(value) for name, value in result.scores.items()}
 
 
-def stored_score_values(score: Score) -> dict[str, Decimal | None]:
-    """Scores read back from storage as exact Decimals."""
+def stored_score_values(score: Any) -> dict[str, Decimal | None]:
+    """Scores read back from storage as exact Decimals (of a :class:`Score` or a ``core.care.ScoreRecord``)."""
     return decimal_scores(score.values)
 
 
