@@ -337,8 +337,15 @@ def make_read_session_factory(engine: sa.Engine) -> so.sessionmaker[so.Session]:
     a deferred transaction whose snapshot another writer has overtaken), so these sessions refuse
     every write with :class:`ReadOnlySessionError`; write through a session of
     :func:`make_session_factory` instead.
+
+    On PostgreSQL they read in autocommit: under READ COMMITTED every statement takes its own snapshot
+    whether or not a transaction surrounds it, so a read-only transaction gave the reads nothing but its
+    ``BEGIN`` and ``ROLLBACK`` round trips (two of a staff page's dozen).
     """
-    factory = so.sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    factory = so.sessionmaker(engine.execution_options(**options), expire_on_commit=False)
     sa.event.listen(factory, "before_flush", _refuse_flush)
     sa.event.listen(factory, "do_orm_execute", _refuse_write_statement)
     return factory

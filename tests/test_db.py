@@ -83,6 +83,28 @@ def test_a_read_only_session_refuses_to_store_changes(db_url: str) -> None:
         db.dispose()
 
 
+def test_a_read_only_session_reads_in_autocommit_on_postgresql_and_leaves_the_pool_as_it_was(db_url: str) -> None:
+    """No BEGIN and ROLLBACK around a read-only session's reads on PostgreSQL (READ COMMITTED takes a snapshot per
+    statement anyway); on SQLite a deferred BEGIN, so its reads share one snapshot. Either way the connection goes
+    back to the pool with transactions on for writing sessions."""
+    db = make_db_engine(db_url)
+    create_schema(db)
+    try:
+        with make_read_session_factory(db)() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Client)) == 0
+            raw = session.connection().connection.dbapi_connection
+            assert _in_transaction(raw) is (db.dialect.name == "sqlite")
+        with make_session_factory(db)() as session:
+            session.add(Client(code="W-1"))
+            session.flush()
+            assert _in_transaction(session.connection().connection.dbapi_connection)
+            session.rollback()
+        with make_session_factory(db)() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Client)) == 0  # the rollback held
+    finally:
+        db.dispose()
+
+
 @pytest.fixture
 def sqlite_app(app_config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
