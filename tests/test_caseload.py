@@ -262,8 +262,20 @@ def test_client_page_charts_ors_and_srs_each_with_its_cutoff_band_and_links(app,
     assert "first ORS 18.5 ± 5" in ors  # the reliable-change band around the first ORS
     for band in engine.instruments.get("ors").scoring.bands:
         assert f"<title>{band.label}</title>" in ors  # band shading
-    table = page[page.index('id="chart-ors-total-data"') :]
-    assert "18.5" in table and "32.0" in table  # the text alternative
+    # the text alternative: a row per session, each value linked to its response with its facts, escaped
+    table = page[
+        page.index('id="chart-ors-total-data"') : page.index("</table>", page.index('id="chart-ors-total-data"'))
+    ]
+    (ors_href, _label), (srs_href, _label) = ors_points[0], srs_points[0]
+    assert re.findall(r"<tr><th scope=\"row\">.*</tr>", table) == [
+        f'<tr><th scope="row">S1</th><td><a href="{ors_href}">18.5</a> '
+        f'<span class="point-facts">{ors_flags["clinical_range"]} (&lt;= 25)</span></td></tr>'
+    ]
+    srs_table = page[page.index('id="chart-srs-total-data"') :]
+    assert (
+        f'<td><a href="{srs_href}">32.0</a> <span class="point-facts">{srs_flags["alliance_concern"]} (&lt; 36); '
+        "raised an alert (warning)</span></td>" in srs_table
+    )
     for href, _label in ors_points + srs_points:
         assert ann.get(href).status_code == 200
     assert "No answers yet" not in page
