@@ -12,6 +12,7 @@ import re
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from flask import render_template_string
@@ -95,6 +96,28 @@ def test_a_reading_view_writes_only_its_audit_entry_in_one_short_transaction(app
         assert seen[0] == "BEGIN"
         assert seen.count("BEGIN IMMEDIATE") == 1
         assert seen[seen.index("BEGIN IMMEDIATE") + 1].startswith("INSERT INTO audit_entries")
+
+
+def test_on_postgresql_a_reading_view_opens_no_transaction(app, ann, world):
+    """PostgreSQL: the reads run in autocommit and the audit entry commits by itself (no BEGIN, no COMMIT round
+    trips); after every statement the connection is outside any transaction."""
+    engine = app.extensions["rapportal"].db
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite's reads share a deferred transaction (the test above)")
+    answered_session(app, ann, world)
+    after: list[tuple[str, bool]] = []
+
+    def listen(conn, _cursor, statement, *_args):
+        status = conn.connection.dbapi_connection.info.transaction_status
+        after.append((statement.split()[0], status != psycopg.pq.TransactionStatus.IDLE))
+
+    sa.event.listen(engine, "after_cursor_execute", listen)
+    try:
+        assert ann.get(f"/clients/{world.client_id}").status_code == 200
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", listen)
+    assert ("INSERT", False) in after and ("SELECT", False) in after
+    assert [statement for statement, in_transaction in after if in_transaction] == []
 
 
 def test_a_reading_view_stores_a_due_last_seen_time_with_its_audit_entry(app, ann, world):

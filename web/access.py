@@ -195,12 +195,17 @@ def read_audit() -> Iterator[so.Session]:
     """A writing session for the audit entry of a reading view's read, committed when the block ends.
 
     Core adds the entry to it (no statement runs until then) while it reads in the request's read-only session;
-    the commit is one short transaction (BEGIN IMMEDIATE on SQLite, the INSERT, a due last-seen time, COMMIT), so
-    the entry is stored before the page is rendered and sent, and no write lock is held while reading.
+    the commit is one short transaction on SQLite (BEGIN IMMEDIATE, the INSERT, a due last-seen time, COMMIT) and
+    on PostgreSQL one or two statements that commit by themselves, so the entry is stored before the page is
+    rendered and sent, and no write lock is held while reading.
     """
     writer = portal().sessions()
     try:
         yield writer
+        if writer.get_bind().dialect.name == "postgresql":
+            # The entry and a due last-seen time are all it writes, each complete in itself: on PostgreSQL each
+            # statement commits by itself, a round trip each, without BEGIN and COMMIT round trips around them.
+            writer.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         _store_last_seen(writer)
         writer.commit()
     finally:
