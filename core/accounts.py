@@ -28,7 +28,6 @@ from core.audit import record
 from core.models import User, UserSession
 from core.throttle import Backoff, backoff_wait, clear_keys, forget_quiet, lock_keys, record_failure
 from core.tokens import hash_token, new_token
-from core.wording import wording_stamp_columns
 
 ROLES = ("admin", "clinician", "supervisor", "auditor")
 ROLE_TITLES = {"admin": "Administrator", "clinician": "Clinician", "auditor": "Auditor (read-only)"}
@@ -250,37 +249,19 @@ class SessionCheck:
     touch: bool = False
     at: datetime | None = None
     ended: UserSession | None = None  # the session that must end (``end_reason``)
-    wording_stamp: tuple[int, int | None] | None = None  # when asked for and the session exists
 
 
-def check_session(
-    session: so.Session,
-    token: str,
-    policy: SessionPolicy,
-    now: datetime | None = None,
-    *,
-    wording_stamp: bool = False,
-) -> SessionCheck:
+def check_session(session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None) -> SessionCheck:
     """Like :func:`load_session`, but changes nothing: a reading request checks its sign-in session this way and
-    stores what is due (:func:`store_session_check`) in a short writing transaction of its own.
-
-    ``wording_stamp``: the same statement also reads the stored wording's stamp (:func:`core.wording
-    .wording_stamp_columns`) into :attr:`SessionCheck.wording_stamp` when the session exists, for the caller's
-    :func:`core.wording.refresh_wording`: one statement fewer per page.
-    """
+    stores what is due (:func:`store_session_check`) in a short writing transaction of its own."""
     now = now or datetime.now(UTC)
-    query = (
+    found = session.scalar(
         sa.select(UserSession)
         .where(UserSession.token_hash == hash_token(token))
         .options(so.joinedload(UserSession.user))  # every request needs the user: one statement, not two
     )
-    if wording_stamp:
-        query = query.add_columns(*wording_stamp_columns())
-    row = session.execute(query).first()
-    found = row[0] if row is not None else None
-    stamp = (row[1], row[2]) if row is not None and wording_stamp else None
     if found is None or found.ended_at is not None:
-        return SessionCheck(None, wording_stamp=stamp)
+        return SessionCheck(None)
     user = found.user
     reason = None
     if not user.active:
@@ -292,12 +273,11 @@ def check_session(
     elif _aware(user.password_changed_at) > _aware(found.created_at):
         reason = "password_changed"
     if reason:
-        return SessionCheck(None, end_reason=reason, at=now, ended=found, wording_stamp=stamp)
+        return SessionCheck(None, end_reason=reason, at=now, ended=found)
     # The last-seen time is written at most every LAST_SEEN_RESOLUTION (30 s), sparing a write on nearly every
     # request: the idle time-out then counts from up to 30 s before the latest request, so a session idle for
     # SESSION_IDLE_MINUTES ends at the latest on time and at the earliest 30 s early, never late.
-    touch = now - _aware(found.last_seen_at) > LAST_SEEN_RESOLUTION
-    return SessionCheck(found, touch=touch, at=now, wording_stamp=stamp)
+    return SessionCheck(found, touch=now - _aware(found.last_seen_at) > LAST_SEEN_RESOLUTION, at=now)
 
 
 def store_session_check(session: so.Session, session_id: int, check: SessionCheck) -> None:

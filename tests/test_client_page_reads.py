@@ -226,17 +226,3 @@ def test_the_client_page_runs_as_many_statements_for_three_sessions_as_for_one(a
         "Session 3",
     ]
     assert page.text.count("ORS: answered; SRS: answered") == 3
-
-
-def test_a_reading_view_reads_the_wording_stamp_with_its_sign_in_check(app, ann, world):
-    """The stored wording's stamp comes with the sign-in check's statement: wording another process installed
-    is picked up, without a statement of its own."""
-    engine = app.extensions["rapportal"].engine
-    stored = engine.instruments.wording_stamp
-    engine.instruments.use_wording([], (0, None))  # a stamp as if another process had installed wording since
-    with statements(app) as seen:
-        assert ann.get(f"/clients/{world.client_id}").status_code == 200
-    assert engine.instruments.wording_stamp == stored
-    check = [s for s in seen if s.startswith("SELECT user_sessions.")]
-    assert len(check) == 1 and "instrument_wordings" in check[0]
-    assert not [s for s in seen if s.startswith("SELECT (SELECT count(instrument_wordings.id)")]

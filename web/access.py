@@ -36,7 +36,6 @@ from core.accounts import (
 from core.models import DEFAULT_SITE_NAME, User, UserSession
 from core.sites import site_name
 from core.tokens import hash_token, new_token
-from core.wording import refresh_wording
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
 from web.state import db_session, portal
 
@@ -168,9 +167,7 @@ def current_session() -> UserSession | None:
 def _reading_session(token: str) -> UserSession | None:
     """:func:`current_session` of a reading view: checked in the read-only session; an end is stored at once, a
     due last-seen time with the view's audit entry (:func:`read_audit`) or, failing that, after the view."""
-    session = db_session(read_only=True)
-    check = check_session(session, token, policy(), wording_stamp=True)
-    refresh_wording(session, portal().engine, check.wording_stamp)  # read with the check, or now if it found none
+    check = check_session(db_session(read_only=True), token, policy())
     if check.end_reason and check.ended is not None:
         with portal().sessions.begin() as writer:
             store_session_check(writer, check.ended.id, check)
@@ -233,9 +230,7 @@ def _enforce_access() -> Any:
     if "public" in roles or "kiosk" in roles:
         return None
     if _reading_request():
-        # the whole request reads without the write lock (see reading_view); the wording's stamp is read with the
-        # sign-in check (_reading_session), and no page is shown without one
-        db_session(read_only=True, wording=False)
+        db_session(read_only=True)  # the whole request reads without the write lock (see reading_view)
     user = current_user()
     if user is None:
         if request.method == "GET":
