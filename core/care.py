@@ -702,8 +702,15 @@ _NEWEST_FIRST = (Alert.created_at.desc(), Alert.id.desc())
 
 def read_alerts(session: so.Session, where: Any) -> list[AlertRecord]:
     """The alerts matching ``where`` as records, newest first."""
-    rows = session.connection().execute(_READ_ALERTS.where(where).order_by(*_NEWEST_FIRST))
+    rows = _rows_of(session).execute(_READ_ALERTS.where(where).order_by(*_NEWEST_FIRST))
     return [AlertRecord._make(row) for row in rows]
+
+
+def _rows_of(session: so.Session) -> sa.Connection:
+    """The session's connection for reading plain rows, after its pending changes are flushed (as the ORM's own
+    queries autoflush), so the rows show what the session holds."""
+    session.flush()  # nothing to do, and no statement, when nothing is pending
+    return session.connection()
 
 
 @dataclass(frozen=True)
@@ -793,7 +800,7 @@ def load_client_record(
     for one in client.episodes:
         if episode_id is None or one.id == episode_id:
             episode = one
-    connection = session.connection()  # plain rows, no ORM objects (see above)
+    connection = _rows_of(session)  # plain rows, no ORM objects (see above)
     sessions: list[SessionRecord] = []
     if episode is not None:
         plan = episode.plan
@@ -841,7 +848,7 @@ def view_client(
     next_session = max((care.number for care in found.sessions), default=0) + 1
     # the client's open alerts and every alert the page's responses raised (open or acknowledged), in one query
     ids = {response.id for response, _score in found.responses}
-    rows = session.connection().execute(
+    rows = _rows_of(session).execute(
         _CLIENT_ALERTS, {"client_id": client.id, "episode_id": episode.id if episode else None}
     )
     alerts = [AlertRecord._make(row) for row in rows]

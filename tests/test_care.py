@@ -16,6 +16,7 @@ from core.care import (
     kiosk_next,
     kiosk_waiting,
     lock_kiosk,
+    open_alerts,
     reissue_link,
     release_end_of_session,
     start_care_session,
@@ -339,6 +340,17 @@ def test_the_client_page_shows_open_alerts_of_any_episode_and_every_alert_of_its
         later_episode = view_client(session, ann, 1, episode_id=later_id, **WHO)
         assert later_episode.responses == [] and later_episode.raised == []
         assert [a.id for a in later_episode.alerts] == [open_id]  # still open: shown whatever the episode
+
+
+def test_alert_records_show_what_the_session_holds_before_it_is_flushed(db, engine, episode_id):
+    _started, links = _start(db, engine, episode_id)
+    submit_by_token(db, engine, links[0][1], PHQ9_RISK)
+    with db() as session:
+        alert = session.scalar(sa.select(Alert))
+        assert [found.id for found in open_alerts(session, [alert.client_id])] == [alert.id]
+        alert.acknowledged_at = datetime.now(UTC)  # changed in the session, not yet flushed
+        assert open_alerts(session, [alert.client_id]) == []  # the records are read after a flush, as ORM queries
+        session.rollback()
 
 
 def test_reads_of_client_data_are_audited_and_limited_to_the_clients_clinicians(db, engine, episode_id):
