@@ -50,6 +50,7 @@ from core.responses import (
     is_held,
     stored_score_values,
     submit_answers,
+    waits_for_release,
 )
 from core.tokens import hash_token, new_token
 
@@ -810,9 +811,7 @@ def load_client_record(
             if not sessions or sessions[-1].id != care_id:
                 sessions.append(SessionRecord(care_id, number, held_at, []))
             if assignment[0] is not None:
-                instrument_id, completed_at = assignment[1], assignment[3]
-                # as core.responses.is_held decides it
-                held = completed_at is None and released_at is None and moment_of(plan, instrument_id) == "end"
+                held = waits_for_release(assignment[3], released_at, plan, assignment[1])
                 sessions[-1].assignments.append(AssignmentRecord(*assignment, held))
     rows = connection.execute(
         _CLIENT_RESPONSES if episode is None else _EPISODE_RESPONSES,

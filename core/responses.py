@@ -250,12 +250,7 @@ def look_up_link(
     # the first ten columns are LinkView's own, in its order; the rest decide ``held`` or go beside it
     completed_at, instrument_id = row[7], row[3]
     session_id, released_at, plan, show_progress, site_name, guess_count, wording_count, wording_newest = row[10:18]
-    held = (
-        completed_at is None
-        and session_id is not None
-        and released_at is None
-        and moment_of(plan, instrument_id) == "end"
-    )
+    held = session_id is not None and waits_for_release(completed_at, released_at, plan, instrument_id)
     link = LinkView(*row[:10], held, bool(show_progress), *row[18:])
     return LinkLookup(link, guess_count or 0, site_name, (wording_count, wording_newest))
 
@@ -274,9 +269,15 @@ def is_held(assignment: Assignment) -> bool:
     the kiosk hold them until the clinician releases them (:func:`core.care.release_end_of_session`).
     """
     care = assignment.session
-    if assignment.completed_at is not None or care is None or care.end_released_at is not None:
+    if care is None:
         return False
-    return moment_of(care.episode.plan, assignment.instrument_id) == "end"
+    return waits_for_release(assignment.completed_at, care.end_released_at, care.episode.plan, assignment.instrument_id)
+
+
+def waits_for_release(completed_at: Any, released_at: Any, plan: Any, instrument_id: str) -> bool:
+    """:func:`is_held` from the values it reads, for a session's questionnaire read as a row (not yet answered,
+    the session's end not released, and the plan gives it at the end)."""
+    return completed_at is None and released_at is None and moment_of(plan, instrument_id) == "end"
 
 
 def _earlier_statement(in_episode: bool) -> sa.Select[Any]:
