@@ -617,8 +617,13 @@ def view_caseload(
     The audit entry goes into ``audit_session`` when given (a writing session the caller commits, so ``session``
     may be a read-only one), else into ``session``.
     """
-    ids = visible_client_ids(user)
-    clients = list(session.scalars(sa.select(Client).where(Client.id.in_(ids)).order_by(Client.code)))
+    clients = list(
+        session.scalars(sa.select(Client).where(Client.id.in_(visible_client_ids(user))).order_by(Client.code))
+    )
+    # The other reads take the clients' ids as a list, not the rule's subquery again: the planner cannot tell how
+    # few clients the subquery keeps, and on PostgreSQL it hashed them and scanned every alert, link and response of
+    # the portal, a cost that grew with the whole database instead of with the caseload.
+    ids = [client.id for client in clients]
     alerts = open_alerts(session, ids)
     pending = dict(
         session.execute(
