@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from core.db import DirectStatement
 from core.expected import ExpectedTable, expected_scores
 from core.instruments import FlagSpec, Instrument
 from core.models import Response, Score
@@ -253,17 +254,22 @@ def _earlier_scores_statement(in_episode: bool) -> sa.Select[Any]:
     return query
 
 
-# built once (constructing a statement cost more than running it on SQLite)
+# built once (constructing a statement cost more than running it on SQLite); run in a submission's transaction, or
+# outside any (core.db.DirectStatement) when the submission reads what is committed before its transaction begins
 _EARLIER_SCORES = {True: _earlier_scores_statement(True), False: _earlier_scores_statement(False)}
+_EARLIER_SCORES_COMMITTED = {in_episode: DirectStatement(query) for in_episode, query in _EARLIER_SCORES.items()}
 
 
-def earlier_scores_loader(connection: sa.Connection, response: Mapping[str, Any]) -> Callable[[], EarlierScores]:
+def earlier_scores_loader(
+    reader: sa.Connection | sa.Engine, response: Mapping[str, Any]
+) -> Callable[[], EarlierScores]:
     """A loader for :attr:`AlertContext.load_earlier`: the stored scores of the client's administrations of the
     same instrument before ``response`` (in its episode, when it has one), oldest first. Queries only when called.
 
     ``response`` holds the new response's ``client_id``, ``instrument_id``, ``submitted_at`` and ``episode_id``;
     it is not stored yet (alerts are worked out before the submission writes, so they can go in with it).
-    ``connection`` is the submission's own: the query runs in its transaction, if it has one.
+    ``reader`` is the submission's own connection (the query runs in its transaction, if it has one), or its
+    engine: then the query reads what is committed, outside any transaction (``core.responses.store_response``).
     """
 
     def load() -> EarlierScores:
@@ -273,7 +279,11 @@ def earlier_scores_loader(connection: sa.Connection, response: Mapping[str, Any]
             "submitted_at": response["submitted_at"],
             "episode_id": response["episode_id"],
         }
-        rows = connection.execute(_EARLIER_SCORES[response["episode_id"] is not None], params).scalars()
-        return [decimal_scores(values) for values in rows]
+        in_episode = response["episode_id"] is not None
+        if isinstance(reader, sa.Engine):
+            rows: Any = _EARLIER_SCORES_COMMITTED[in_episode].all(reader, params)
+        else:
+            rows = reader.execute(_EARLIER_SCORES[in_episode], params)
+        return [decimal_scores(values) for (values,) in rows]
 
     return load

@@ -246,6 +246,14 @@ class DirectStatement:
 
     def first(self, engine: sa.Engine, parameters: dict[str, Any]) -> Any:
         """The first row for ``parameters`` (the statement's ``bindparam`` names), or None."""
+        rows = self._run(engine, parameters, every_row=False)
+        return rows[0] if rows else None
+
+    def all(self, engine: sa.Engine, parameters: dict[str, Any]) -> list[Any]:
+        """Every row for ``parameters``, in the statement's order."""
+        return self._run(engine, parameters, every_row=True)
+
+    def _run(self, engine: sa.Engine, parameters: dict[str, Any], *, every_row: bool) -> list[Any]:
         dialect = engine.dialect
         prepared = self._prepared.get(dialect.name) or self._prepare(dialect)
         values = prepared.defaults | parameters
@@ -273,11 +281,9 @@ class DirectStatement:
             if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
                 engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
             cursor.execute(prepared.sql, arguments)
-            if self.writes:  # read to the end: SQLite commits a writing statement when it is done
-                rows = cursor.fetchall()
-                row = rows[0] if rows else None
-            else:  # a SELECT that finds more rows than the first reads no further
-                row = cursor.fetchone()
+            # a writing statement is read to the end (SQLite commits it when it is done); a SELECT for its first row
+            # reads no further
+            rows = cursor.fetchall() if self.writes or every_row else cursor.fetchmany(1)
             cursor.close()
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
@@ -297,11 +303,11 @@ class DirectStatement:
                 except dialect.loaded_dbapi.Error as exc:
                     pooled.invalidate(exc)
             pooled.close()  # back to the pool (its reset rolls back nothing: no transaction was begun)
-        if row is None:
-            return None
-        return prepared.row._make(
-            value if process is None else process(value) for process, value in zip(prepared.results, row, strict=True)
-        )
+        make, results = prepared.row._make, prepared.results
+        return [
+            make(value if process is None else process(value) for process, value in zip(results, row, strict=True))
+            for row in rows
+        ]
 
     def _prepare(self, dialect: sa.Dialect) -> _Prepared:
         compiled = self.statement.compile(dialect=dialect)

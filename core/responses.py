@@ -296,16 +296,23 @@ def _earlier_statement(in_episode: bool) -> sa.Select[Any]:
 
 
 _EARLIER = {True: _earlier_statement(True), False: _earlier_statement(False)}  # built once, as _LINK_LOOKUP
+_EARLIER_COMMITTED = {in_episode: DirectStatement(query) for in_episode, query in _EARLIER.items()}
 
 
 def earlier_responses(
-    connection: sa.Connection, client_id: int, instrument_id: str, episode_id: int | None, now: datetime
+    reader: sa.Connection | sa.Engine, client_id: int, instrument_id: str, episode_id: int | None, now: datetime
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
     """The client's earlier responses to this instrument (in the same episode, when there is one), oldest first:
     each one's answers (what rules that look back re-score) and its stored scores (what alert rules compare
-    with), in one query."""
+    with), in one query: in the transaction of ``reader`` when it is a connection, or, when it is the engine,
+    what is committed, read outside any transaction (:class:`core.db.DirectStatement`)."""
     params = {"client_id": client_id, "instrument_id": instrument_id, "episode_id": episode_id, "now": now}
-    return [(answers, values) for answers, values in connection.execute(_EARLIER[episode_id is not None], params)]
+    in_episode = episode_id is not None
+    if isinstance(reader, sa.Engine):
+        rows: Any = _EARLIER_COMMITTED[in_episode].all(reader, params)
+    else:
+        rows = reader.execute(_EARLIER[in_episode], params)
+    return [(answers, values) for answers, values in rows]
 
 
 def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
@@ -347,10 +354,17 @@ def store_response(
     actor: str = "client-link",
     address: str | None = None,
     started_at: datetime | None = None,
+    look_back_committed: bool = False,
 ) -> StoredResponse:
     """Validate, score and store one response with its scores, alerts and audit entry: the one way a response
     is stored. Everything runs on ``connection``, in its transaction, which the caller commits; a plugin hook
     that raises aborts the whole submission.
+
+    ``look_back_committed``: the reads of earlier responses (for rules that look back) read what is committed,
+    outside the transaction, instead of in it. A caller whose transaction has written nothing yet passes True
+    (:func:`submit_link`): then the transaction begins with the first write, and on SQLite the write lock is not
+    held while the answers are scored and the alert rules run. On PostgreSQL's READ COMMITTED the reads see the
+    same either way.
 
     The link is completed first, and only if it is still open for this answer (not answered, not re-issued,
     not expired, still there); otherwise :class:`LinkChanged` is raised and nothing was written. Validation,
@@ -362,8 +376,9 @@ def store_response(
     instrument = engine.instruments.get(target.instrument_id, target.instrument_version)
     validate_answers(instrument, answers)
     now = datetime.now(UTC)
+    reader = connection.engine if look_back_committed else connection
     earlier = (
-        earlier_responses(connection, target.client_id, instrument.id, target.episode_id, now)
+        earlier_responses(reader, target.client_id, instrument.id, target.episode_id, now)
         if instrument.scoring.uses_history
         else None  # no rule looks back: do not load and re-score every earlier response
     )
@@ -402,7 +417,7 @@ def store_response(
         session_number=target.session_number,
         # the scores loaded with the answers above, or a query only if a rule asks for them
         load_earlier=(
-            earlier_scores_loader(connection, row)
+            earlier_scores_loader(reader, row)
             if earlier is None
             else lambda: [decimal_scores(scores) for _answers, scores in earlier if scores is not None]
         ),
@@ -769,9 +784,10 @@ def submit_link(
     Raises :class:`LinkError`, ``ResponseValidationError`` or :class:`DatabaseUnavailable`.
     """
     target = link.target()
+    # The reads before the write (history, earlier scores) see what is committed, read outside the transaction, as
+    # they would inside a READ COMMITTED one; on SQLite the write lock is then taken only for the writes.
     # On PostgreSQL the response goes in as one statement, which is a transaction of its own: no BEGIN and COMMIT
-    # round trips. The reads before it (history, earlier scores) see what is committed, as they would inside a
-    # READ COMMITTED transaction. A plugin that listens to ``response_submitted`` may abort the submission by
+    # round trips. A plugin that listens to ``response_submitted`` may abort the submission by
     # raising, so then the statement runs in a transaction that its hook call is part of.
     one_statement = (
         db.dialect.name == "postgresql" and not engine.plugin_manager.hook.response_submitted.get_hookimpls()
@@ -781,7 +797,9 @@ def submit_link(
         with db.connect() as connection:
             if one_statement:
                 connection.execution_options(isolation_level="AUTOCOMMIT")
-            stored = store_response(connection, engine, target, answers, address=address, started_at=started_at)
+            stored = store_response(
+                connection, engine, target, answers, address=address, started_at=started_at, look_back_committed=True
+            )
             connection.commit()
             return stored.submission
 

@@ -320,6 +320,12 @@ def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(d
         assert DirectStatement(sa.select(Client.code).order_by(Client.code.desc())).first(db, {}) == ("DR-3",)
         by_code = DirectStatement(sa.select(Client.id).where(Client.code == sa.bindparam("code", type_=_Upper())))
         assert by_code.first(db, {"code": "dr-3"}) is not None  # the parameter went through its type's processor
+        every = DirectStatement(sa.select(Client.code, Client.created_at).order_by(Client.code))
+        rows = every.all(db, {})
+        with db.connect() as connection:
+            assert rows == list(connection.execute(every.statement))  # every row, values converted alike
+        assert [row.code for row in rows] == ["DR-2", "DR-3"]
+        assert DirectStatement(sa.select(Client.code).where(Client.code == "none")).all(db, {}) == []
     finally:
         db.dispose()
 

@@ -193,7 +193,7 @@ def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
     return {**app_config, "EXTRA_PLUGINS": [EarlierScoresRule()]}
 
 
-def test_alerts_of_a_link_submission_see_the_clients_earlier_scores_in_its_transaction(app):
+def test_alerts_of_a_link_submission_see_the_clients_earlier_scores(app):
     portal = _portal(app)
     with portal.sessions.begin() as session:
         client = Client(code="LINK-2")
@@ -256,7 +256,10 @@ def test_a_plugin_listening_to_submissions_gets_them_inside_the_transaction(app)
     sa.event.listen(
         _portal(app).db,
         "before_cursor_execute",
-        lambda connection, *_args: levels.append(connection.get_execution_options().get("isolation_level")),
+        # a statement run on a pooled connection by itself (core.db.DirectStatement: the look-back) has no Connection
+        lambda connection, *_args: (
+            connection and levels.append(connection.get_execution_options().get("isolation_level"))
+        ),
     )
     pm = _portal(app).engine.plugin_manager
     listening = ListeningPlugin()
@@ -286,3 +289,35 @@ def test_a_rule_that_looks_back_reads_the_earlier_answers_and_scores_in_one_quer
     with portal.sessions() as session:
         message = session.scalar(sa.select(Alert.message).where(Alert.rule == "srs_alliance_drop"))
     assert message is not None and "39.2" in message, message
+
+
+@pytest.mark.parametrize(
+    ("instrument_id", "answers"),
+    [("srs", {f"srs_{n}": 5.0 for n in range(1, 5)}), ("phq9", PHQ9_ONES)],
+    ids=["earlier answers (SRS)", "earlier scores (a plugin's alert rule)"],
+)
+def test_a_link_submission_reads_what_it_looks_back_on_before_its_transaction_begins(
+    app, licensed_wording, instrument_id, answers
+):
+    """The look-back reads what is committed, outside the transaction (core.db.DirectStatement), so the transaction
+    begins with the first write: on SQLite the write lock is not held while the answers are scored and the rules
+    run."""
+    portal = _portal(app)
+    with portal.sessions.begin() as session:
+        client = Client(code="LINK-4")
+        session.add(client)
+        tokens = [create_assignment(session, portal.engine, client, instrument_id)[1] for _ in range(2)]
+    _submit(app, _read(app, tokens[0]), tokens[0], answers)
+    link = _read(app, tokens[1])
+    seen = []
+    sa.event.listen(
+        portal.db,
+        "before_cursor_execute",
+        lambda connection, _cursor, statement, *_args: seen.append((statement.split()[0], connection is None)),
+    )
+    _submit(app, link, tokens[1], answers)
+    first_write = next(n for n, (verb, _direct) in enumerate(seen) if verb in ("BEGIN", "UPDATE", "WITH", "INSERT"))
+    reads = [(n, direct) for n, (verb, direct) in enumerate(seen) if verb == "SELECT"]
+    assert reads and all(direct and n < first_write for n, direct in reads), seen
+    if portal.db.dialect.name == "sqlite":
+        assert seen[first_write][0] == "BEGIN"  # BEGIN IMMEDIATE: the write lock, taken for the writes only
