@@ -552,9 +552,21 @@ def lock_kiosk(session: so.Session, kiosk: KioskSession, *, reason: str, address
 # -- alerts --------------------------------------------------------------------------------
 
 
-def open_alerts(session: so.Session, client_ids: Any) -> list[AlertRecord]:
-    """Unacknowledged alerts of the given clients (a list or a select of ids), newest first."""
-    return read_alerts(session, sa.and_(Alert.client_id.in_(client_ids), Alert.acknowledged_at.is_(None)))
+def open_alerts(session: so.Session, client_ids: list[int]) -> list[AlertRecord]:
+    """Unacknowledged alerts of the given clients, newest first."""
+    return read_alerts(session, sa.and_(_among(Alert.client_id, client_ids), Alert.acknowledged_at.is_(None)))
+
+
+def _among(column: Any, ids: list[int]) -> Any:
+    """``column IN (...)`` for a caseload's client ids, written into the statement when it runs.
+
+    The caseload's reads take its clients' ids as a list rather than the visibility rule's subquery again: the
+    planner cannot tell how few clients that subquery keeps, and on PostgreSQL it hashed them and scanned every
+    alert, link and response of the portal, a cost that grew with the whole database instead of with the caseload.
+    The ids are integers read from the database, so they are written in as literals: as 200 bound parameters
+    they cost SQLAlchemy and psycopg about 1 ms per statement, written in about 0.1 ms.
+    """
+    return column.in_(sa.bindparam("client_ids", [int(i) for i in ids], expanding=True, literal_execute=True))
 
 
 def acknowledge_alert(
@@ -620,22 +632,19 @@ def view_caseload(
     clients = list(
         session.scalars(sa.select(Client).where(Client.id.in_(visible_client_ids(user))).order_by(Client.code))
     )
-    # The other reads take the clients' ids as a list, not the rule's subquery again: the planner cannot tell how
-    # few clients the subquery keeps, and on PostgreSQL it hashed them and scanned every alert, link and response of
-    # the portal, a cost that grew with the whole database instead of with the caseload.
     ids = [client.id for client in clients]
     alerts = open_alerts(session, ids)
     pending = dict(
         session.execute(
             sa.select(Assignment.client_id, sa.func.count())
-            .where(Assignment.client_id.in_(ids), Assignment.completed_at.is_(None))
+            .where(_among(Assignment.client_id, ids), Assignment.completed_at.is_(None))
             .group_by(Assignment.client_id)
         ).all()
     )
     last_answer = dict(
         session.execute(
             sa.select(Response.client_id, sa.func.max(Response.submitted_at))
-            .where(Response.client_id.in_(ids))
+            .where(_among(Response.client_id, ids))
             .group_by(Response.client_id)
         ).all()
     )
