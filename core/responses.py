@@ -346,7 +346,7 @@ class StoredResponse:
 
 
 def store_response(
-    connection: sa.Connection,
+    writer: sa.Connection | sa.Engine,
     engine: Engine,
     target: SubmissionTarget,
     answers: Mapping[str, Any],
@@ -357,14 +357,16 @@ def store_response(
     look_back_committed: bool = False,
 ) -> StoredResponse:
     """Validate, score and store one response with its scores, alerts and audit entry: the one way a response
-    is stored. Everything runs on ``connection``, in its transaction, which the caller commits; a plugin hook
-    that raises aborts the whole submission.
+    is stored. ``writer`` is a connection: everything runs on it, in its transaction, which the caller commits,
+    and a plugin hook that raises aborts the whole submission. On PostgreSQL it may be the engine instead, when no
+    plugin listens to ``response_submitted``: then the writes are one statement that commits by itself
+    (:class:`core.db.DirectStatement`), with no ``Connection`` checked out around it.
 
     ``look_back_committed``: the reads of earlier responses (for rules that look back) read what is committed,
-    outside the transaction, instead of in it. A caller whose transaction has written nothing yet passes True
-    (:func:`submit_link`): then the transaction begins with the first write, and on SQLite the write lock is not
-    held while the answers are scored and the alert rules run. On PostgreSQL's READ COMMITTED the reads see the
-    same either way.
+    outside the transaction, instead of in it (always so when ``writer`` is the engine). A caller whose
+    transaction has written nothing yet passes True (:func:`submit_link`): then the transaction begins with the
+    first write, and on SQLite the write lock is not held while the answers are scored and the alert rules run.
+    On PostgreSQL's READ COMMITTED the reads see the same either way.
 
     The link is completed first, and only if it is still open for this answer (not answered, not re-issued,
     not expired, still there); otherwise :class:`LinkChanged` is raised and nothing was written. Validation,
@@ -376,7 +378,10 @@ def store_response(
     instrument = engine.instruments.get(target.instrument_id, target.instrument_version)
     validate_answers(instrument, answers)
     now = datetime.now(UTC)
-    reader = connection.engine if look_back_committed else connection
+    if isinstance(writer, sa.Engine):
+        reader: sa.Connection | sa.Engine = writer
+    else:
+        reader = writer.engine if look_back_committed else writer
     earlier = (
         earlier_responses(reader, target.client_id, instrument.id, target.episode_id, now)
         if instrument.scoring.uses_history
@@ -421,7 +426,7 @@ def store_response(
             if earlier is None
             else lambda: [decimal_scores(scores) for _answers, scores in earlier if scores is not None]
         ),
-        load_expected=lambda score: engine.expected.table(connection, instrument, score),
+        load_expected=lambda score: _expected_table(engine, writer, instrument, score),
     )
     # worked out before the write (a rule that looks back reads only earlier responses), so on PostgreSQL the
     # alerts go in with the response in its one statement
@@ -429,7 +434,7 @@ def store_response(
         {"rule": alert.rule, "severity": alert.severity, "message": alert.message}
         for alert in engine.alerts_for(context)
     ]
-    response_id = _write_response(connection, target, row, score, alerts, audit)
+    response_id = _write_response(writer, target, row, score, alerts, audit)
     row["id"] = response_id
     engine.plugin_manager.hook.response_submitted(
         instrument_id=instrument.id, version=instrument.version, response_id=response_id, result=result
@@ -474,6 +479,14 @@ def submit_response(
     return stored.submission
 
 
+def _expected_table(engine: Engine, writer: sa.Connection | sa.Engine, instrument: Any, score: str) -> Any:
+    """The clinic's expected-change table for an alert rule (kept for a while, so read from the database seldom)."""
+    if isinstance(writer, sa.Engine):
+        with writer.connect() as connection:
+            return engine.expected.table(connection, instrument, score)
+    return engine.expected.table(writer, instrument, score)
+
+
 _INSERT_RESPONSE = sa.insert(Response.__table__)
 _INSERT_SCORE = sa.insert(Score.__table__)
 _INSERT_ALERT = sa.insert(Alert.__table__)
@@ -492,7 +505,7 @@ _COMPLETE_ASSIGNMENT = (  # completes the link only while it is open for this an
 
 
 def _write_response(
-    connection: sa.Connection,
+    writer: sa.Connection | sa.Engine,
     target: SubmissionTarget,
     row: dict[str, Any],
     score: dict[str, Any],
@@ -503,14 +516,15 @@ def _write_response(
 
     Raises :class:`LinkChanged` (nothing written) when the link is no longer open for this answer. On
     PostgreSQL the writes are one statement (data-modifying CTEs: one round trip, and a transaction of its own
-    on a connection in autocommit); elsewhere four, and a fifth for the alerts when a rule fired.
+    when ``writer`` is the engine or a connection in autocommit); elsewhere four, and a fifth for the alerts when
+    a rule fired, on a connection.
     """
     completion = {
         "assignment_id": target.assignment_id,
         "read_token_hash": target.token_hash,
         "now": row["submitted_at"],
     }
-    if connection.dialect.name == "postgresql":
+    if writer.dialect.name == "postgresql":
         params = {
             **completion,
             **_prefixed("r_", row),
@@ -518,10 +532,17 @@ def _write_response(
             **_prefixed("a_", audit),
             **{array: [alert[name] for alert in alerts] for name, array in _ALERT_ARRAYS.items()},
         }
-        response_id = connection.execute(_STORE_IN_ONE_STATEMENT, params).scalar()
+        if isinstance(writer, sa.Engine):
+            stored = _STORE_IN_ONE_STATEMENT.first(writer, params)
+            response_id = None if stored is None else stored[0]
+        else:
+            response_id = writer.execute(_STORE_IN_ONE_STATEMENT.statement, params).scalar()
         if response_id is None:
             raise LinkChanged(target.assignment_id)
         return response_id
+    if isinstance(writer, sa.Engine):
+        raise TypeError("only PostgreSQL stores a response in one statement: give SQLite a connection")
+    connection = writer
     if connection.execute(_COMPLETE_ASSIGNMENT, completion).rowcount != 1:
         raise LinkChanged(target.assignment_id)
     response_id = connection.execute(_INSERT_RESPONSE, row).inserted_primary_key[0]
@@ -599,7 +620,7 @@ def _store_in_one_statement() -> sa.Select[Any]:
     return sa.select(response.c.id).add_cte(score, alert, entry)
 
 
-_STORE_IN_ONE_STATEMENT = _store_in_one_statement()
+_STORE_IN_ONE_STATEMENT = DirectStatement(_store_in_one_statement(), writes=True)
 
 
 class LinkError(Exception):
@@ -786,17 +807,18 @@ def submit_link(
     target = link.target()
     # The reads before the write (history, earlier scores) see what is committed, read outside the transaction, as
     # they would inside a READ COMMITTED one; on SQLite the write lock is then taken only for the writes.
-    # On PostgreSQL the response goes in as one statement, which is a transaction of its own: no BEGIN and COMMIT
-    # round trips. A plugin that listens to ``response_submitted`` may abort the submission by
-    # raising, so then the statement runs in a transaction that its hook call is part of.
+    # On PostgreSQL the response goes in as one statement, which is a transaction of its own, run straight on a
+    # pooled connection (store_response given the engine): no BEGIN and COMMIT round trips, no Connection. A plugin
+    # that listens to ``response_submitted`` may abort the submission by raising, so then the statement runs on a
+    # Connection, in a transaction that its hook call is part of.
     one_statement = (
         db.dialect.name == "postgresql" and not engine.plugin_manager.hook.response_submitted.get_hookimpls()
     )
 
     def attempt() -> Submission:
+        if one_statement:
+            return store_response(db, engine, target, answers, address=address, started_at=started_at).submission
         with db.connect() as connection:
-            if one_statement:
-                connection.execution_options(isolation_level="AUTOCOMMIT")
             stored = store_response(
                 connection, engine, target, answers, address=address, started_at=started_at, look_back_committed=True
             )
