@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -375,6 +375,8 @@ def store_response(
     the write lock only for the statements, and on PostgreSQL the alerts go in with the response.
     Raises ``ResponseValidationError`` when the answers do not fit the instrument.
     """
+    if isinstance(writer, sa.Engine) and writer.dialect.name != "postgresql":
+        raise TypeError("only PostgreSQL stores a response as one statement of its own: give SQLite a connection")
     instrument = engine.instruments.get(target.instrument_id, target.instrument_version)
     validate_answers(instrument, answers)
     now = datetime.now(UTC)
@@ -516,8 +518,7 @@ def _write_response(
 
     Raises :class:`LinkChanged` (nothing written) when the link is no longer open for this answer. On
     PostgreSQL the writes are one statement (data-modifying CTEs: one round trip, and a transaction of its own
-    when ``writer`` is the engine or a connection in autocommit); elsewhere four, and a fifth for the alerts when
-    a rule fired, on a connection.
+    when ``writer`` is the engine); elsewhere four, and a fifth for the alerts when a rule fired.
     """
     completion = {
         "assignment_id": target.assignment_id,
@@ -540,9 +541,7 @@ def _write_response(
         if response_id is None:
             raise LinkChanged(target.assignment_id)
         return response_id
-    if isinstance(writer, sa.Engine):
-        raise TypeError("only PostgreSQL stores a response in one statement: give SQLite a connection")
-    connection = writer
+    connection = cast(sa.Connection, writer)  # an engine only on PostgreSQL (store_response checks)
     if connection.execute(_COMPLETE_ASSIGNMENT, completion).rowcount != 1:
         raise LinkChanged(target.assignment_id)
     response_id = connection.execute(_INSERT_RESPONSE, row).inserted_primary_key[0]

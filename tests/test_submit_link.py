@@ -22,6 +22,7 @@ from core.responses import (
     find_assignment,
     is_expired,
     look_up_link,
+    store_response,
     submit_answers,
     submit_by_token,
     submit_link,
@@ -323,3 +324,18 @@ def test_a_link_submission_reads_what_it_looks_back_on_before_its_transaction_be
     assert reads and all(direct and n < first_write for n, direct in reads), seen
     if portal.db.dialect.name == "sqlite":
         assert seen[first_write][0] == "BEGIN"  # BEGIN IMMEDIATE: the write lock, taken for the writes only
+
+
+def test_only_postgresql_stores_a_response_given_the_engine(app):
+    """store_response given the engine writes one statement of its own, which only PostgreSQL has; SQLite needs a
+    connection for its several statements, and is refused before anything is read or written."""
+    portal = _portal(app)
+    if portal.db.dialect.name == "postgresql":
+        token = _link(app)
+        stored = store_response(portal.db, portal.engine, _read(app, token).target(), PHQ9_ONES)
+        assert _count(app, Response) == 1 and stored.submission.created
+    else:
+        token = _link(app)
+        with pytest.raises(TypeError, match="give SQLite a connection"):
+            store_response(portal.db, portal.engine, _read(app, token).target(), PHQ9_ONES)
+        assert _count(app, Response) == 0
