@@ -13,7 +13,7 @@ the clinician re-issues it, which replaces the hash (the old link stops working)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -557,8 +557,31 @@ def open_alerts(session: so.Session, client_ids: list[int]) -> list[AlertRecord]
     return read_alerts(session, sa.and_(_among(Alert.client_id, client_ids), Alert.acknowledged_at.is_(None)))
 
 
+def alert_session_numbers(
+    session: so.Session, alerts: Sequence[Alert | AlertRecord], loaded: Sequence[tuple[ResponseRecord, Any]] = ()
+) -> dict[int, int]:
+    """The session number of each alert's response, by alert id (alerts of answers outside a session have none).
+
+    ``loaded``: responses read already with their session numbers (the client page's and the report's,
+    :func:`load_client_record`); only the other alerts' responses are looked up, in one statement.
+    """
+    numbers = {response.id: response.session_number for response, _score in loaded if response.session_number}
+    known = {response.id for response, _score in loaded}
+    ids = sorted({alert.response_id for alert in alerts} - known)
+    if ids:
+        rows = _rows_of(session).execute(
+            sa.select(Response.id, CareSession.number)
+            .join(Assignment, Assignment.id == Response.assignment_id)
+            .join(CareSession, CareSession.id == Assignment.session_id)
+            .where(_among(Response.id, ids))
+        )
+        numbers.update(rows.all())
+    return {alert.id: numbers[alert.response_id] for alert in alerts if alert.response_id in numbers}
+
+
 def _among(column: Any, ids: list[int]) -> Any:
-    """``column IN (...)`` for a caseload's client ids, written into the statement when it runs.
+    """``column IN (...)`` for ids read from the database (a caseload's clients, its alerts' responses), written
+    into the statement when it runs.
 
     The caseload's reads take its clients' ids as a list rather than the visibility rule's subquery again: the
     planner cannot tell how few clients that subquery keeps, and on PostgreSQL it hashed them and scanned every

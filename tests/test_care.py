@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from core.accounts import create_user, start_session
 from core.care import (
     acknowledge_alert,
+    alert_session_numbers,
     cancel_care_session,
     expire_link,
     find_kiosk,
@@ -32,7 +33,7 @@ from core.care import (
 from core.db import create_schema, make_db_engine, make_session_factory
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Alert, Assignment, AuditEntry, CareSession, Client, Episode, Response, UserSession
-from core.responses import LinkError, find_assignment, is_expired, submit_by_token
+from core.responses import LinkError, create_assignment, find_assignment, is_expired, submit_by_token
 
 PLAN = "phq9 start every 1; gad7 end every 1"
 PHQ9_RISK = {f"phq9_{n}": 1 for n in range(1, 10)}  # item 9 above zero: an urgent alert
@@ -351,6 +352,26 @@ def test_alert_records_show_what_the_session_holds_before_it_is_flushed(db, engi
         alert.acknowledged_at = datetime.now(UTC)  # changed in the session, not yet flushed
         assert open_alerts(session, [alert.client_id]) == []  # the records are read after a flush, as ORM queries
         session.rollback()
+
+
+def test_an_alert_is_labelled_with_its_sessions_number_and_one_outside_a_session_with_none(db, engine, episode_id):
+    _started, links = _start(db, engine, episode_id)
+    in_session = submit_by_token(db, engine, links[0][1], PHQ9_RISK)
+    with db.begin() as session:
+        _assignment, token = create_assignment(session, engine, session.scalar(sa.select(Client)), "phq9")
+    outside = submit_by_token(db, engine, token, PHQ9_RISK)  # a link sent outside any session
+    with db() as session:
+        alerts = open_alerts(session, [session.scalar(sa.select(Client.id))])
+        by_response = {alert.response_id: alert.id for alert in alerts}
+        assert set(by_response) == {in_session.response_id, outside.response_id}
+        assert alert_session_numbers(session, alerts) == {by_response[in_session.response_id]: 1}
+        ann = session.scalar(sa.select(Client)).clinician
+        seen = view_client(session, ann, 1, actor="test", address=None)
+        # the page's own responses carry their numbers already: nothing more is read for their alerts
+        read: list[str] = []
+        sa.event.listen(session.bind, "before_cursor_execute", lambda *args: read.append(args[2]))
+        assert alert_session_numbers(session, seen.alerts, seen.responses) == {by_response[in_session.response_id]: 1}
+        assert not [s for s in read if s.lstrip().upper().startswith("SELECT")]
 
 
 def test_reads_of_client_data_are_audited_and_limited_to_the_clients_clinicians(db, engine, episode_id):

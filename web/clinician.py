@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import segno
-import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
@@ -34,6 +33,7 @@ from core.care import (
     ScoreRecord,
     SessionRecord,
     acknowledge_alert,
+    alert_session_numbers,
     cancel_care_session,
     expire_link,
     held_assignments,
@@ -51,7 +51,7 @@ from core.care import (
     visible_record,
 )
 from core.clients import set_progress_shown, treated_client
-from core.models import Alert, Assignment, CareSession, Episode, Response, User
+from core.models import Alert, Assignment, CareSession, Episode, User
 from core.notify import available_channels, enqueue_deliveries, send_session_links, session_messages
 from core.plans import BUILTIN_PLANS, DEFAULT_PLAN, plan_text
 from core.responses import is_expired, stored_score_values
@@ -309,7 +309,7 @@ def caseload() -> Any:
         _=template_gettext,  # the page's phrases translated once (web/texts.py)
         rows=rows,
         alerts=alerts,
-        alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(found.alerts)),
+        alert_lines=_alert_lines(alerts, _titles(), alert_session_numbers(session, found.alerts)),
         codes={c.id: c.code for c in found.clients},
         ack_form=make_form(AcknowledgeForm),
     )
@@ -393,26 +393,6 @@ def _session_rows(sessions: Sequence[SessionRecord]) -> list[tuple[str, str, str
     return rows
 
 
-def _alert_sessions(alerts: Any, loaded: Sequence[tuple[ResponseRecord, Any]] = ()) -> dict[int, int]:
-    """Session number of each alert's response (alerts of answers outside a session have none).
-
-    ``loaded``: responses the page read already with their session numbers (the client page's and the report's);
-    only the other alerts' responses are looked up.
-    """
-    numbers = {response.id: response.session_number for response, _score in loaded if response.session_number}
-    known = {response.id for response, _score in loaded}
-    ids = {alert.response_id for alert in alerts} - known
-    if ids:
-        rows = db_session().execute(
-            sa.select(Response.id, CareSession.number)
-            .join(Assignment, Assignment.id == Response.assignment_id)
-            .join(CareSession, CareSession.id == Assignment.session_id)
-            .where(Response.id.in_(ids))
-        )
-        numbers.update(rows.all())
-    return {alert.id: numbers[alert.response_id] for alert in alerts if alert.response_id in numbers}
-
-
 def _most_severe(alerts: Any) -> dict[int, str]:
     """Response id to the most severe alert it raised (open or acknowledged): these chart points are marked."""
     found: dict[int, str] = {}
@@ -450,7 +430,7 @@ def client(client_id: int) -> Any:
         **client_progress(found.responses, _most_severe(found.raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,
-        alert_lines=_alert_lines(alerts, _titles(), _alert_sessions(alerts, found.responses)),
+        alert_lines=_alert_lines(alerts, _titles(), alert_session_numbers(session, alerts, found.responses)),
         alert_counts_by_severity=count_by_severity(alerts),
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),
@@ -486,7 +466,7 @@ def report_pdf(client_id: int) -> Any:
     )
     session.commit()
     pdf = render_report_pdf(
-        found, _titles(), _alert_sessions(found.alerts, found.responses), _most_severe(found.alerts)
+        found, _titles(), alert_session_numbers(db_session(), found.alerts, found.responses), _most_severe(found.alerts)
     )
     name = "report-" + re.sub(r"[^A-Za-z0-9._-]", "_", found.client.code) + ".pdf"
     return FlaskResponse(
