@@ -255,9 +255,8 @@ def _earlier_scores_statement(in_episode: bool) -> sa.Select[Any]:
 
 
 # built once (constructing a statement cost more than running it on SQLite); run in a submission's transaction, or
-# outside any (core.db.DirectStatement) when the submission reads what is committed before its transaction begins
-_EARLIER_SCORES = {True: _earlier_scores_statement(True), False: _earlier_scores_statement(False)}
-_EARLIER_SCORES_COMMITTED = {in_episode: DirectStatement(query) for in_episode, query in _EARLIER_SCORES.items()}
+# by itself (core.db.DirectStatement) when the submission reads what is committed before its transaction begins
+_EARLIER_SCORES = {in_episode: DirectStatement(_earlier_scores_statement(in_episode)) for in_episode in (True, False)}
 
 
 def earlier_scores_loader(
@@ -279,11 +278,7 @@ def earlier_scores_loader(
             "submitted_at": response["submitted_at"],
             "episode_id": response["episode_id"],
         }
-        in_episode = response["episode_id"] is not None
-        if isinstance(reader, sa.Engine):
-            rows: Any = _EARLIER_SCORES_COMMITTED[in_episode].all(reader, params)
-        else:
-            rows = reader.execute(_EARLIER_SCORES[in_episode], params)
+        rows = _EARLIER_SCORES[response["episode_id"] is not None].all(reader, params)
         return [decimal_scores(values) for (values,) in rows]
 
     return load

@@ -244,14 +244,23 @@ class DirectStatement:
         self.writes = writes
         self._prepared: dict[str, _Prepared] = {}
 
-    def first(self, engine: sa.Engine, parameters: dict[str, Any]) -> Any:
-        """The first row for ``parameters`` (the statement's ``bindparam`` names), or None."""
-        rows = self._run(engine, parameters, every_row=False)
+    def first(self, db: sa.Engine | sa.Connection, parameters: dict[str, Any]) -> Any:
+        """The first row for ``parameters`` (the statement's ``bindparam`` names), or None.
+
+        Given the engine, the statement runs by itself on a pooled connection, as the class says; given a
+        connection, it runs there, in the connection's transaction (``Connection.execute``), for a caller whose
+        reads or writes must be part of it."""
+        if isinstance(db, sa.Connection):
+            return db.execute(self.statement, parameters).first()
+        rows = self._run(db, parameters, every_row=False)
         return rows[0] if rows else None
 
-    def all(self, engine: sa.Engine, parameters: dict[str, Any]) -> list[Any]:
-        """Every row for ``parameters``, in the statement's order."""
-        return self._run(engine, parameters, every_row=True)
+    def all(self, db: sa.Engine | sa.Connection, parameters: dict[str, Any]) -> list[Any]:
+        """Every row for ``parameters``, in the statement's order (by itself or in a connection's transaction, as
+        :meth:`first`)."""
+        if isinstance(db, sa.Connection):
+            return list(db.execute(self.statement, parameters))
+        return self._run(db, parameters, every_row=True)
 
     def _run(self, engine: sa.Engine, parameters: dict[str, Any], *, every_row: bool) -> list[Any]:
         dialect = engine.dialect

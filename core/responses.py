@@ -295,8 +295,7 @@ def _earlier_statement(in_episode: bool) -> sa.Select[Any]:
     return query.order_by(Response.submitted_at, Response.id)
 
 
-_EARLIER = {True: _earlier_statement(True), False: _earlier_statement(False)}  # built once, as _LINK_LOOKUP
-_EARLIER_COMMITTED = {in_episode: DirectStatement(query) for in_episode, query in _EARLIER.items()}
+_EARLIER = {in_episode: DirectStatement(_earlier_statement(in_episode)) for in_episode in (True, False)}  # built once
 
 
 def earlier_responses(
@@ -307,12 +306,7 @@ def earlier_responses(
     with), in one query: in the transaction of ``reader`` when it is a connection, or, when it is the engine,
     what is committed, read outside any transaction (:class:`core.db.DirectStatement`)."""
     params = {"client_id": client_id, "instrument_id": instrument_id, "episode_id": episode_id, "now": now}
-    in_episode = episode_id is not None
-    if isinstance(reader, sa.Engine):
-        rows: Any = _EARLIER_COMMITTED[in_episode].all(reader, params)
-    else:
-        rows = reader.execute(_EARLIER[in_episode], params)
-    return [(answers, values) for answers, values in rows]
+    return [(answers, values) for answers, values in _EARLIER[episode_id is not None].all(reader, params)]
 
 
 def score_values_to_store(result: ScoreResult) -> dict[str, str | None]:
@@ -533,14 +527,10 @@ def _write_response(
             **_prefixed("a_", audit),
             **{array: [alert[name] for alert in alerts] for name, array in _ALERT_ARRAYS.items()},
         }
-        if isinstance(writer, sa.Engine):
-            stored = _STORE_IN_ONE_STATEMENT.first(writer, params)
-            response_id = None if stored is None else stored[0]
-        else:
-            response_id = writer.execute(_STORE_IN_ONE_STATEMENT.statement, params).scalar()
-        if response_id is None:
+        stored = _STORE_IN_ONE_STATEMENT.first(writer, params)
+        if stored is None:
             raise LinkChanged(target.assignment_id)
-        return response_id
+        return stored[0]
     connection = cast(sa.Connection, writer)  # an engine only on PostgreSQL (store_response checks)
     if connection.execute(_COMPLETE_ASSIGNMENT, completion).rowcount != 1:
         raise LinkChanged(target.assignment_id)

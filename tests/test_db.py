@@ -326,6 +326,11 @@ def test_a_direct_read_binds_the_statements_own_values_and_converts_parameters(d
             assert rows == list(connection.execute(every.statement))  # every row, values converted alike
         assert [row.code for row in rows] == ["DR-2", "DR-3"]
         assert DirectStatement(sa.select(Client.code).where(Client.code == "none")).all(db, {}) == []
+        with db.begin() as connection:  # given a connection, it reads in that connection's transaction
+            connection.execute(sa.insert(Client).values(code="DR-4"))
+            assert [row.code for row in every.all(connection, {})] == ["DR-2", "DR-3", "DR-4"]
+            assert every.first(connection, {}).code == "DR-2"
+            assert [row.code for row in every.all(db, {})] == ["DR-2", "DR-3"]  # by itself: only what is committed
     finally:
         db.dispose()
 
