@@ -615,6 +615,16 @@ def test_fresh_forms_of_two_links_differ_only_in_their_action_and_form_token_and
     assert len(stored_responses(app)) == 2
 
 
+def test_a_form_served_under_a_path_prefix_posts_to_its_own_address_under_that_prefix(app, client):
+    token = make_link(app)
+    prefix = "http://localhost/portal"  # mounted there, as behind a proxy that passes SCRIPT_NAME
+    page = client.get(f"/a/{token}", base_url=prefix).get_data(as_text=True)
+    assert f'action="/portal/a/{token}"' in page
+    csrf = csrf_of(page)
+    refused = client.post(f"/a/{token}", data={"csrf_token": csrf}, base_url=prefix)
+    assert refused.status_code == 422 and f'action="/portal/a/{token}"' in refused.get_data(as_text=True)
+
+
 def test_receipt_pages_show_each_submissions_own_receipt(app, client):
     receipts = []
     for _ in range(3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -9,8 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+from gunicorn.config import Config
 from test_production_support import (
     RAPPORTAL,
     Server,
@@ -25,7 +30,7 @@ from test_production_support import (
 from core.db import make_db_engine
 from core.migrations import current_revision, head_revision
 from web import create_app
-from web.serve import JsonFormatter, redact
+from web.serve import JsonFormatter, JsonLogger, redact
 
 
 def test_serve_with_nothing_configured_upgrades_the_instance_database_and_prints_the_url(tmp_path: Path) -> None:
@@ -124,6 +129,53 @@ def test_error_log_records_have_tokens_redacted_even_in_tracebacks() -> None:
     assert entry["message"] == "Exception on /a/[redacted] [POST]"
     assert redact(f"kiosk cookie {token}") == "kiosk cookie [redacted]"
     assert redact("ResponseValidationError in phq9_1") == "ResponseValidationError in phq9_1"
+
+
+def _access_logger(stream: Any) -> JsonLogger:
+    config = Config()
+    config.set("accesslog", "-")
+    config.set("errorlog", "-")
+    logger = JsonLogger(config)
+    for handler in logger.access_log.handlers:
+        if getattr(handler, "_gunicorn", False):  # not pytest's capture handlers
+            handler.setStream(stream)
+    return logger
+
+
+def test_access_log_lines_are_the_json_entries_the_formatter_makes_with_the_path_redacted() -> None:
+    stream = io.StringIO()
+    logger = _access_logger(stream)
+    token = "Zq3x_9-abcDEFghiJKLmnoPQRstuVWxyz012"
+    reply = SimpleNamespace(status_code=422, sent=5679)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": f'/a/{token}/"odd"\\path\u00e9', "REMOTE_ADDR": "10.0.0.7"}
+    logger.access(reply, None, environ, timedelta(microseconds=3250))
+    logger.access(SimpleNamespace(status_code=404), None, {"PATH_INFO": "/x"}, timedelta(seconds=1))
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert token not in stream.getvalue()
+    assert datetime.fromisoformat(first.pop("time")).tzinfo is not None
+    assert first == {
+        "level": "info",
+        "logger": "gunicorn.access",
+        "message": "request",
+        "event": "request",
+        "method": "POST",
+        "path": '/a/[redacted]/"odd"\\path\u00e9',
+        "status": 422,
+        "bytes": 5679,
+        "duration_ms": 3.2,
+        "remote": "10.0.0.7",
+    }
+    assert (second["method"], second["bytes"], second["remote"], second["duration_ms"]) == ("", None, None, 1000.0)
+
+
+def test_an_access_log_that_cannot_be_written_does_not_fail_the_request(capsys) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError("gone")
+
+    logger = _access_logger(Broken())
+    logger.access(SimpleNamespace(status_code=200, sent=1), None, {"PATH_INFO": "/healthz"}, timedelta(0))
+    assert "The access log could not be written" in capsys.readouterr().err
 
 
 def fresh_instance_env(tmp_path: Path, url: str) -> dict[str, str]:

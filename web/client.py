@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, render_template, request
 
 from core import ResponseValidationError
 from core.responses import LinkError, LinkLookup, LinkView, is_expired, look_up_link, retry_database, submit_link
@@ -64,13 +64,18 @@ def _load(token: str) -> LinkView:
     return found.link
 
 
+def _own_address() -> str:
+    """Where the questionnaire posts: the link's own address (one rule answers both), as url_for would build it."""
+    return request.script_root + request.path
+
+
 def _form_page(link: LinkView, instrument: Any, token: str, form: Any, status: int = 200, **context: Any):
     page = render_questionnaire(
         "client/form.html",
         instrument,
         link.language,
         form,
-        action=url_for("client.submit", token=token),
+        action=_own_address(),
         # the browser keeps unsent answers (sessionStorage) no longer than the form itself is valid
         keep_seconds=current_app.config["CSRF_TIME_LIMIT"],
         **context,
@@ -107,7 +112,7 @@ def answer(token: str):
         "client/form.html",
         instrument,
         link.language,
-        action=url_for("client.submit", token=token),
+        action=_own_address(),
         csrf_context=link.token_hash,
         keep_seconds=current_app.config["CSRF_TIME_LIMIT"],
     )

@@ -65,6 +65,8 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 def _refuse_nul_characters() -> None:
     """No field anywhere may hold a NUL character: PostgreSQL cannot store it in text and SQLite
     would store it silently, so refuse it up front, naming the field, and both behave the same."""
+    if not request.query_string and not request.environ.get("CONTENT_TYPE"):
+        return  # no query and no form (a link page): nothing to parse
     # only a form body has form fields: a GET's empty form is not worth parsing
     sources = (request.args, request.form) if request.mimetype in _FORM_TYPES else (request.args,)
     for source in sources:
