@@ -207,7 +207,7 @@ class _Prepared:
     names: tuple[str, ...] | None  # the parameters' order for a positional paramstyle (SQLite's ``?``)
     defaults: dict[str, Any]  # values the statement binds itself (``col == 5``)
     binds: dict[str, Callable[[Any], Any]]  # bind processors by parameter name
-    results: tuple[Callable[[Any], Any] | None, ...]  # result processors by column
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...]  # the columns with a result processor, by position
     row: type[tuple[Any, ...]]  # a named tuple of the columns' keys (a repeated key gets a position instead)
 
 
@@ -312,11 +312,16 @@ class DirectStatement:
                 except dialect.loaded_dbapi.Error as exc:
                     pooled.invalidate(exc)
             pooled.close()  # back to the pool (its reset rolls back nothing: no transaction was begun)
-        make, results = prepared.row._make, prepared.results
-        return [
-            make(value if process is None else process(value) for process, value in zip(results, row, strict=True))
-            for row in rows
-        ]
+        make, converted = prepared.row._make, prepared.converted
+        if not converted:
+            return [make(row) for row in rows]
+        found = []
+        for row in rows:
+            values = list(row)
+            for position, process in converted:
+                values[position] = process(values[position])
+            found.append(make(values))
+        return found
 
     def _prepare(self, dialect: sa.Dialect) -> _Prepared:
         compiled = self.statement.compile(dialect=dialect)
@@ -329,14 +334,15 @@ class DirectStatement:
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 binds[name] = process
-        results = tuple(
+        results = (
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in self.statement.exported_columns
         )
+        converted = tuple((position, process) for position, process in enumerate(results) if process is not None)
         names = tuple(compiled.positiontup or ()) if dialect.positional else None
         keys = [column.key for column in self.statement.exported_columns]
         row = collections.namedtuple("DirectRow", keys, rename=True)  # type: ignore[misc]
-        prepared = _Prepared(compiled.string, names, defaults, binds, results, row)
+        prepared = _Prepared(compiled.string, names, defaults, binds, converted, row)
         self._prepared[dialect.name] = prepared
         return prepared
 

@@ -106,6 +106,11 @@ class HandoverCookie(SecureCookieSessionInterface):
             return self.session_class()
         return super().open_session(app, request)
 
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        if not session and not session.modified and not session.accessed:
+            return  # untouched and empty (every link page): no cookie to set or delete, nothing to vary on
+        super().save_session(app, session, response)
+
 
 def init_app(app: Flask) -> None:
     for key, value in DEFAULTS.items():
