@@ -376,6 +376,36 @@ def test_a_direct_write_takes_its_turn_in_the_writer_queue_and_leaves_it(sqlite_
         assert session.scalar(sa.select(ThrottleCounter.count).where(ThrottleCounter.key == "api:2")) == 1
 
 
+def test_a_count_on_sqlite_commits_without_waiting_for_the_disk_and_its_connection_goes_back_durable(sqlite_db):
+    db, _path = sqlite_db
+    raw = db.raw_connection()
+    connection = raw.driver_connection
+    raw.close()  # the pool's only idle connection: the next statements run on it
+    sent: list[str] = []
+    connection.set_trace_callback(sent.append)
+    try:
+        assert count_attempt(db, "api:3", 60) == 1
+        insert = DirectStatement(_counter_insert().statement, writes=True, durable=False)
+        insert.first(db, {"key": "DW-3"})
+        with pytest.raises(sa.exc.IntegrityError):
+            insert.first(db, {"key": "DW-3"})  # a failed one too goes back durable
+    finally:
+        connection.set_trace_callback(None)
+    pragmas = [statement for statement in sent if statement.startswith("PRAGMA")]
+    assert pragmas == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"] * 3
+    assert sent.index("PRAGMA synchronous=NORMAL") < next(i for i, s in enumerate(sent) if s.startswith("INSERT"))
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+    sent.clear()
+    connection.set_trace_callback(sent.append)
+    try:
+        _counter_insert().first(db, {"key": "DW-4"})  # a durable write changes nothing
+    finally:
+        connection.set_trace_callback(None)
+    assert [statement for statement in sent if statement.startswith("PRAGMA")] == []
+    with pytest.raises(ValueError, match="writing statement"):
+        DirectStatement(sa.select(ThrottleCounter.count), durable=False)
+
+
 def test_a_direct_read_on_a_cut_connection_fails_once_and_the_pool_replaces_it(postgresql_pool):
     db, admin = postgresql_pool
     create_schema(db)
