@@ -257,28 +257,24 @@ class DirectStatement:
     def first(self, db: sa.Engine | sa.Connection, parameters: dict[str, Any]) -> Any:
         """The first row for ``parameters`` (the statement's ``bindparam`` names), or None.
 
-        Given the engine, the statement runs by itself on a pooled connection, as the class says; given a
-        connection, it runs there, in the connection's transaction (``Connection.execute``), for a caller whose
-        reads or writes must be part of it."""
-        if isinstance(db, sa.Connection):
-            return db.execute(self.statement, parameters).first()
+        Given the engine, the statement runs by itself on a pooled connection, as the class says. Given a connection,
+        it runs on that connection's DBAPI connection, in its transaction (begun first if it has not begun, as
+        ``Connection.execute`` would: ``BEGIN IMMEDIATE`` on SQLite), for a caller whose reads or writes must be part
+        of it; the caller commits."""
         rows = self._run(db, parameters, every_row=False)
         return rows[0] if rows else None
 
     def all(self, db: sa.Engine | sa.Connection, parameters: dict[str, Any]) -> list[Any]:
         """Every row for ``parameters``, in the statement's order (by itself or in a connection's transaction, as
         :meth:`first`)."""
-        if isinstance(db, sa.Connection):
-            return list(db.execute(self.statement, parameters))
         return self._run(db, parameters, every_row=True)
 
-    def _run(self, engine: sa.Engine, parameters: dict[str, Any], *, every_row: bool) -> list[Any]:
+    def _run(self, db: sa.Engine | sa.Connection, parameters: dict[str, Any], *, every_row: bool) -> list[Any]:
+        if isinstance(db, sa.Connection):
+            return self._run_in(db, parameters, every_row=every_row)
+        engine = db
         dialect = engine.dialect
-        prepared = self._prepared.get(dialect.name) or self._prepare(dialect)
-        values = prepared.defaults | parameters
-        for name, process in prepared.binds.items():
-            values[name] = process(values[name])
-        arguments = values if prepared.names is None else tuple(values[name] for name in prepared.names)
+        prepared, arguments = self._arguments(dialect, parameters)
         postgresql = dialect.name == "postgresql"
         try:
             pooled = engine.raw_connection()
@@ -300,13 +296,7 @@ class DirectStatement:
             if relaxed:
                 raw.execute("PRAGMA synchronous=NORMAL")
             cursor = raw.cursor()
-            if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
-                engine.dispatch.before_cursor_execute(None, cursor, prepared.sql, arguments, None, False)
-            cursor.execute(prepared.sql, arguments)
-            # a writing statement is read to the end (SQLite commits it when it is done); a SELECT for its first row
-            # reads no further
-            rows = cursor.fetchall() if self.writes or every_row else cursor.fetchmany(1)
-            cursor.close()
+            rows = self._execute(engine, None, cursor, prepared, arguments, every_row)
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
             if lost:
@@ -330,6 +320,58 @@ class DirectStatement:
                 except dialect.loaded_dbapi.Error as exc:
                     pooled.invalidate(exc)
             pooled.close()  # back to the pool (its reset rolls back nothing: no transaction was begun)
+        return self._rows(prepared, rows)
+
+    def _run_in(self, connection: sa.Connection, parameters: dict[str, Any], *, every_row: bool) -> list[Any]:
+        """The statement on ``connection``'s DBAPI connection, in its transaction: without SQLAlchemy's execution
+        context, which cost a SQLite submission's five writes about as much as the writes themselves."""
+        if not self.durable:
+            raise ValueError("a statement that is not durable runs by itself: give it the engine")
+        if not connection.in_transaction():
+            connection.begin()
+        dialect = connection.dialect
+        prepared, arguments = self._arguments(dialect, parameters)
+        fairy = connection.connection
+        cursor = None
+        try:
+            cursor = fairy.driver_connection.cursor()
+            rows = self._execute(connection.engine, connection, cursor, prepared, arguments, every_row)
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                prepared.sql, arguments, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+            ) from exc
+        return self._rows(prepared, rows)
+
+    def _arguments(self, dialect: sa.Dialect, parameters: dict[str, Any]) -> tuple[_Prepared, Any]:
+        prepared = self._prepared.get(dialect.name) or self._prepare(dialect)
+        values = prepared.defaults | parameters
+        for name, process in prepared.binds.items():
+            values[name] = process(values[name])
+        return prepared, values if prepared.names is None else tuple(values[name] for name in prepared.names)
+
+    def _execute(
+        self,
+        engine: sa.Engine,
+        connection: sa.Connection | None,
+        cursor: Any,
+        prepared: _Prepared,
+        arguments: Any,
+        every_row: bool,
+    ) -> list[Any]:
+        if engine.dispatch.before_cursor_execute:  # statement counters (tests, bench) see it too
+            engine.dispatch.before_cursor_execute(connection, cursor, prepared.sql, arguments, None, False)
+        cursor.execute(prepared.sql, arguments)
+        # a writing statement is read to the end (SQLite commits it when it is done); a SELECT for its first row
+        # reads no further
+        rows = cursor.fetchall() if self.writes or every_row else cursor.fetchmany(1)
+        cursor.close()
+        return rows
+
+    @staticmethod
+    def _rows(prepared: _Prepared, rows: list[Any]) -> list[Any]:
         make, converted = prepared.row._make, prepared.converted
         if not converted:
             return [make(row) for row in rows]

@@ -483,10 +483,6 @@ def _expected_table(engine: Engine, writer: sa.Connection | sa.Engine, instrumen
     return engine.expected.table(writer, instrument, score)
 
 
-_INSERT_RESPONSE = sa.insert(Response.__table__)
-_INSERT_SCORE = sa.insert(Score.__table__)
-_INSERT_ALERT = sa.insert(Alert.__table__)
-_INSERT_AUDIT = sa.insert(AuditEntry.__table__)
 _LINKS = Assignment.__table__
 _COMPLETE_ASSIGNMENT = (  # completes the link only while it is open for this answer
     sa.update(_LINKS)
@@ -512,7 +508,8 @@ def _write_response(
 
     Raises :class:`LinkChanged` (nothing written) when the link is no longer open for this answer. On
     PostgreSQL the writes are one statement (data-modifying CTEs: one round trip, and a transaction of its own
-    when ``writer`` is the engine); elsewhere four, and a fifth for the alerts when a rule fired.
+    when ``writer`` is the engine); elsewhere four, and one more for each alert a rule raised, each run straight on
+    the connection's DBAPI connection in its transaction.
     """
     completion = {
         "assignment_id": target.assignment_id,
@@ -532,15 +529,36 @@ def _write_response(
             raise LinkChanged(target.assignment_id)
         return stored[0]
     connection = cast(sa.Connection, writer)  # an engine only on PostgreSQL (store_response checks)
-    if connection.execute(_COMPLETE_ASSIGNMENT, completion).rowcount != 1:
+    if _COMPLETE_LINK.first(connection, completion) is None:
         raise LinkChanged(target.assignment_id)
-    response_id = connection.execute(_INSERT_RESPONSE, row).inserted_primary_key[0]
-    connection.execute(_INSERT_SCORE, {**score, "response_id": response_id})
-    if alerts:
-        extra = {"response_id": response_id, "client_id": target.client_id, "created_at": row["submitted_at"]}
-        connection.execute(_INSERT_ALERT, [{**alert, **extra} for alert in alerts])
-    connection.execute(_INSERT_AUDIT, {**audit, "target": f"response:{response_id}"})
+    response_id = _INSERT_RESPONSE.first(connection, row)[0]
+    _INSERT_SCORE.first(connection, {**score, "response_id": response_id})
+    extra = {"response_id": response_id, "client_id": target.client_id, "created_at": row["submitted_at"]}
+    for alert in alerts:
+        _INSERT_ALERT.first(connection, {**alert, **extra})
+    _INSERT_AUDIT.first(connection, {**audit, "target": f"response:{response_id}"})
     return response_id
+
+
+def _insert(table: sa.Table, names: list[str], returning: sa.Column[Any]) -> DirectStatement:
+    values = {name: sa.bindparam(name, type_=table.c[name].type) for name in names}
+    return DirectStatement(sa.insert(table).values(values).returning(returning), writes=True)
+
+
+# The writes of a submission elsewhere than on PostgreSQL, each run on the writing connection's DBAPI connection in
+# its transaction (DirectStatement given a connection); they name the columns that the one statement above names.
+_RESPONSES, _ALERTS = Response.__table__, Alert.__table__
+_COMPLETE_LINK = DirectStatement(_COMPLETE_ASSIGNMENT.returning(_LINKS.c.id), writes=True)
+_INSERT_RESPONSE = _insert(_RESPONSES, [c.name for c in _RESPONSES.c if c.name != "id"], _RESPONSES.c.id)
+_INSERT_SCORE = _insert(Score.__table__, [c.name for c in Score.__table__.c], Score.__table__.c.response_id)
+_INSERT_ALERT = _insert(
+    _ALERTS, ["response_id", "client_id", "rule", "severity", "message", "created_at"], _ALERTS.c.id
+)
+_INSERT_AUDIT = _insert(
+    AuditEntry.__table__,
+    ["target", "at", "actor", "action", "address", "detail"],
+    AuditEntry.__table__.c.id,
+)
 
 
 def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import core.responses
 from core import AlertRule, ResponseValidationError, hookimpl
 from core.care import expire_link, reissue_link
+from core.db import DirectStatement
 from core.models import Alert, Assignment, AuditEntry, Client, Response, Score
 from core.responses import (
     LinkError,
@@ -28,6 +30,7 @@ from core.responses import (
     submit_link,
     submit_response,
 )
+from web import create_app
 
 PHQ9_ONES = {f"phq9_{n}": 1 for n in range(1, 10)}
 
@@ -219,16 +222,18 @@ def test_a_submission_writes_with_one_statement_on_postgresql_and_four_or_five_o
     link = _read(app, token)
     writes = []
 
-    def seen(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def seen(connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool) -> None:
         if statement.split()[0] in ("WITH", "UPDATE", "INSERT"):
-            writes.append((statement.split()[0], "direct" if connection is None else "in a Connection"))
+            where = "direct" if connection is None else "in a Connection"
+            writes.append((statement.split()[0], where if context is None else f"{where}, executed by SQLAlchemy"))
 
     sa.event.listen(_portal(app).db, "before_cursor_execute", seen)
     _submit(app, link, token, {**{f"phq9_{n}": 0 for n in range(1, 9)}, "phq9_9": item_9})
     if _portal(app).db.dialect.name == "postgresql":
         assert writes == [("WITH", "direct")]
     else:
-        assert [verb for verb, _level in writes] == ["UPDATE", "INSERT", "INSERT"] + ["INSERT"] * (1 + bool(item_9))
+        # each straight on the Connection's DBAPI connection, in its transaction, without an execution context
+        assert writes == [("UPDATE", "in a Connection")] + [("INSERT", "in a Connection")] * (3 + bool(item_9))
     with _portal(app).sessions() as session:
         entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "response.submit"))
         response_id = session.scalar(sa.select(Response.id))
@@ -240,6 +245,30 @@ def test_a_submission_writes_with_one_statement_on_postgresql_and_four_or_five_o
         assert alerts == [(response_id, link.client_id, "phq9_item9_risk", "urgent")]
     else:
         assert alerts == []
+
+
+def test_a_sqlite_submission_that_fails_in_its_last_write_leaves_nothing_behind(
+    app_config: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writes run straight on the DBAPI connection, but in the connection's one transaction: a failure rolls
+    back the link's completion, the response, its score and its alert."""
+    monkeypatch.setenv("RAPPORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({**app_config, "DATABASE_URL": f"sqlite:///{tmp_path / 'fails.db'}"})
+    try:
+        token = _link(app)
+        link = _read(app, token)
+        refused = (
+            sa.insert(AuditEntry.__table__).values(actor=sa.null(), action="x").returning(AuditEntry.__table__.c.id)
+        )
+        monkeypatch.setattr(core.responses, "_INSERT_AUDIT", DirectStatement(refused, writes=True))  # NOT NULL
+        with pytest.raises(RuntimeError, match="could not be stored"):  # and again, read anew in a session
+            _submit(app, link, token, {**PHQ9_ONES, "phq9_9": 2})
+        assert [_count(app, model) for model in (Response, Score, Alert, AuditEntry)] == [0, 0, 0, 0]
+        assert _read(app, token).receipt is None  # still open
+        monkeypatch.undo()
+        assert _submit(app, _read(app, token), token).created
+    finally:
+        app.extensions["rapportal"].db.dispose()
 
 
 class ListeningPlugin:
