@@ -201,6 +201,24 @@ def _ping(dbapi_connection: Any) -> None:
     dbapi_connection.rollback()
 
 
+def _failed(
+    dialect: sa.Dialect,
+    exc: Exception,
+    dbapi_connection: Any,
+    cursor: Any,
+    invalidate: Callable[[BaseException], None],
+    statement: str,
+    arguments: Any,
+) -> sa.exc.DBAPIError:
+    """A driver's error as SQLAlchemy raises it; a lost connection is invalidated (dropped from the pool) first."""
+    lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
+    if lost:
+        invalidate(exc)
+    return sa.exc.DBAPIError.instance(
+        statement, arguments, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+    )
+
+
 @dataclass(frozen=True)
 class _Prepared:
     sql: str
@@ -298,12 +316,9 @@ class DirectStatement:
             cursor = raw.cursor()
             rows = self._execute(engine, None, cursor, prepared, arguments, every_row)
         except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
-            if lost:
-                pooled.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                prepared.sql, arguments, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
-            ) from exc
+            error = _failed(dialect, exc, pooled.dbapi_connection, cursor, pooled.invalidate, prepared.sql, arguments)
+            lost = error.connection_invalidated
+            raise error from exc
         finally:
             if relaxed and not lost:
                 try:  # every other write of this pooled connection must wait for the disk again
@@ -337,11 +352,8 @@ class DirectStatement:
             cursor = fairy.driver_connection.cursor()
             rows = self._execute(connection.engine, connection, cursor, prepared, arguments, every_row)
         except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                prepared.sql, arguments, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+            raise _failed(
+                dialect, exc, fairy.dbapi_connection, cursor, connection.invalidate, prepared.sql, arguments
             ) from exc
         return self._rows(prepared, rows)
 
