@@ -34,7 +34,10 @@ def kept_page(key: tuple[Any, ...], render: Callable[[], str], values: Mapping[s
     extended by the page language and the site's name, which the page frame shows. Nothing about a
     client may be in what ``render`` produces: everything client-specific goes in ``values``.
     """
-    key = (*key, str(get_locale()), g.get("site_name"))
+    # A client's page is in its link's language (g.language), which the locale selector reads first (web/app.py): as
+    # a key it serves as well as the locale, which Flask-Babel would work out anew for every request.
+    language = g.get("language") or str(get_locale())
+    key = (*key, language, g.get("site_name"))
     cache = portal().kept_pages
     page = cache.get(key)
     if page is None:
