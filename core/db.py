@@ -253,6 +253,9 @@ class DirectStatement:
     callers retry it like any other (``core.responses.retry_database``). Listeners of the engine's
     ``before_cursor_execute`` event see the statement (with ``None`` for the connection and the context).
 
+    Given a connection instead of the engine (:meth:`first`, :meth:`all`), the statement runs on that connection's
+    DBAPI connection, inside its transaction, which the caller commits: a SQLite submission's writes.
+
     Use it only for a lone statement on a hot path; anything else goes through a session. Python-side
     column defaults are not applied: an INSERT names every value it stores.
 

@@ -404,6 +404,8 @@ def test_a_count_on_sqlite_commits_without_waiting_for_the_disk_and_its_connecti
     assert [statement for statement in sent if statement.startswith("PRAGMA")] == []
     with pytest.raises(ValueError, match="writing statement"):
         DirectStatement(sa.select(ThrottleCounter.count), durable=False)
+    with db.connect() as in_a_transaction, pytest.raises(ValueError, match="runs by itself"):
+        insert.first(in_a_transaction, {"key": "DW-5"})  # it would commit with the transaction, durably after all
 
 
 def test_a_direct_read_on_a_cut_connection_fails_once_and_the_pool_replaces_it(postgresql_pool):

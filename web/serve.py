@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from json.encoder import encode_basestring as _json_string
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses
 from typing import Any
 
 from flask import Flask
