@@ -540,88 +540,84 @@ def _write_response(
     return response_id
 
 
+# The columns a submission writes, on every database (Python-side defaults do not apply to these statements: each
+# names every value). The response and the score take all of theirs but the ids that come from the statement.
+_RESPONSES, _SCORES, _ALERTS, _ENTRIES = Response.__table__, Score.__table__, Alert.__table__, AuditEntry.__table__
+_RESPONSE_COLUMNS = [c.name for c in _RESPONSES.c if c.name not in ("id", "assignment_id")]
+_SCORE_COLUMNS = [c.name for c in _SCORES.c if c.name != "response_id"]
+# an alert's own columns (beside its response, client and time), and the arrays that carry them on PostgreSQL
+_ALERT_ARRAYS = {"rule": "alert_rules", "severity": "alert_severities", "message": "alert_messages"}
+_ALERT_COLUMNS = list(_ALERT_ARRAYS)
+_ENTRY_COLUMNS = ["at", "actor", "action", "address", "detail"]  # beside the target, "response:<id>"
+
+
+def _given(table: sa.Table, names: list[str], prefix: str = "") -> list[sa.BindParameter[Any]]:
+    """A parameter for each of ``names``, typed as its column (so values are converted as the ORM would)."""
+    return [sa.bindparam(prefix + name, type_=table.c[name].type) for name in names]
+
+
 def _insert(table: sa.Table, names: list[str], returning: sa.Column[Any]) -> DirectStatement:
-    values = {name: sa.bindparam(name, type_=table.c[name].type) for name in names}
+    values = dict(zip(names, _given(table, names), strict=True))
     return DirectStatement(sa.insert(table).values(values).returning(returning), writes=True)
 
 
 # The writes of a submission elsewhere than on PostgreSQL, each run on the writing connection's DBAPI connection in
-# its transaction (DirectStatement given a connection); they name the columns that the one statement above names.
-_RESPONSES, _ALERTS = Response.__table__, Alert.__table__
+# its transaction (DirectStatement given a connection).
 _COMPLETE_LINK = DirectStatement(_COMPLETE_ASSIGNMENT.returning(_LINKS.c.id), writes=True)
-_INSERT_RESPONSE = _insert(_RESPONSES, [c.name for c in _RESPONSES.c if c.name != "id"], _RESPONSES.c.id)
-_INSERT_SCORE = _insert(Score.__table__, [c.name for c in Score.__table__.c], Score.__table__.c.response_id)
-_INSERT_ALERT = _insert(
-    _ALERTS, ["response_id", "client_id", "rule", "severity", "message", "created_at"], _ALERTS.c.id
-)
-_INSERT_AUDIT = _insert(
-    AuditEntry.__table__,
-    ["target", "at", "actor", "action", "address", "detail"],
-    AuditEntry.__table__.c.id,
-)
+_INSERT_RESPONSE = _insert(_RESPONSES, ["assignment_id", *_RESPONSE_COLUMNS], _RESPONSES.c.id)
+_INSERT_SCORE = _insert(_SCORES, ["response_id", *_SCORE_COLUMNS], _SCORES.c.response_id)
+_INSERT_ALERT = _insert(_ALERTS, ["response_id", "client_id", *_ALERT_COLUMNS, "created_at"], _ALERTS.c.id)
+_INSERT_AUDIT = _insert(_ENTRIES, ["target", *_ENTRY_COLUMNS], _ENTRIES.c.id)
 
 
 def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {prefix + key: value for key, value in values.items()}
 
 
-_ALERT_ARRAYS = {"rule": "alert_rules", "severity": "alert_severities", "message": "alert_messages"}
-
-
 def _store_in_one_statement() -> sa.Select[Any]:
     """:data:`_COMPLETE_ASSIGNMENT` and the INSERTs chained by CTEs: each takes the id the one before returned,
     so if the link was not completed nothing is inserted and the statement returns no row. The alerts come as
     three arrays (rule, severity, message), one row each; empty arrays insert none."""
-    responses, scores, entries = Response.__table__, Score.__table__, AuditEntry.__table__
-
-    def given(table: sa.Table, prefix: str, names: list[str]) -> list[sa.BindParameter[Any]]:
-        return [sa.bindparam(prefix + name, type_=table.c[name].type) for name in names]
-
     completed = _COMPLETE_ASSIGNMENT.returning(_LINKS.c.id).cte("completed")
-    response_columns = [c.name for c in responses.c if c.name not in ("id", "assignment_id")]
     response = (
-        sa.insert(responses)
+        sa.insert(_RESPONSES)
         .from_select(
-            ["assignment_id", *response_columns], sa.select(completed.c.id, *given(responses, "r_", response_columns))
+            ["assignment_id", *_RESPONSE_COLUMNS],
+            sa.select(completed.c.id, *_given(_RESPONSES, _RESPONSE_COLUMNS, "r_")),
         )
-        .returning(responses.c.id)
+        .returning(_RESPONSES.c.id)
         .cte("response")
     )
-    score_columns = [c.name for c in scores.c if c.name != "response_id"]
     score = (
-        sa.insert(scores)
-        .from_select(["response_id", *score_columns], sa.select(response.c.id, *given(scores, "s_", score_columns)))
-        .returning(scores.c.response_id)
+        sa.insert(_SCORES)
+        .from_select(["response_id", *_SCORE_COLUMNS], sa.select(response.c.id, *_given(_SCORES, _SCORE_COLUMNS, "s_")))
+        .returning(_SCORES.c.response_id)
         .cte("score")
     )
-    alerts = Alert.__table__
     raised = (
         sa.func.unnest(*(sa.bindparam(array, type_=postgresql.ARRAY(sa.Text)) for array in _ALERT_ARRAYS.values()))
-        .table_valued("rule", "severity", "message")
+        .table_valued(*_ALERT_COLUMNS)
         .render_derived(name="raised")
     )
     alert = (
-        sa.insert(alerts)
+        sa.insert(_ALERTS)
         .from_select(
-            ["response_id", "client_id", "rule", "severity", "message", "created_at"],
+            ["response_id", "client_id", *_ALERT_COLUMNS, "created_at"],
             sa.select(
                 response.c.id,
-                sa.bindparam("r_client_id", type_=alerts.c.client_id.type),
-                raised.c.rule,
-                raised.c.severity,
-                raised.c.message,
-                sa.bindparam("now", type_=alerts.c.created_at.type),
+                sa.bindparam("r_client_id", type_=_ALERTS.c.client_id.type),
+                *(raised.c[name] for name in _ALERT_COLUMNS),
+                sa.bindparam("now", type_=_ALERTS.c.created_at.type),
             ).select_from(response.join(raised, sa.true())),
         )
-        .returning(alerts.c.id)
+        .returning(_ALERTS.c.id)
         .cte("alert")
     )
-    entry_columns = ["at", "actor", "action", "address", "detail"]
     target = sa.literal("response:", sa.String) + sa.cast(response.c.id, sa.String)
     entry = (
-        sa.insert(entries)
-        .from_select(["target", *entry_columns], sa.select(target, *given(entries, "a_", entry_columns)))
-        .returning(entries.c.id)
+        sa.insert(_ENTRIES)
+        .from_select(["target", *_ENTRY_COLUMNS], sa.select(target, *_given(_ENTRIES, _ENTRY_COLUMNS, "a_")))
+        .returning(_ENTRIES.c.id)
         .cte("entry")
     )
     return sa.select(response.c.id).add_cte(score, alert, entry)
