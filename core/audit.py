@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from core.db import DirectStatement
 from core.models import AuditEntry, User, UserSite, utcnow
 from core.scope import site_client_ids, site_user_ids
 
@@ -30,8 +31,20 @@ def audit_values(
     }
 
 
+class PendingEntries:
+    """Audit entries that :func:`record` keeps here instead of adding them to a session, for a caller that stores
+    them when it is done reading: a reading page's entry (``web.access.read_audit``), stored after the page's reads
+    and before it is sent, alone (:func:`store_alone`) or in a short transaction of its own."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+    def add(self, entry: AuditEntry) -> None:
+        self.entries.append(entry)
+
+
 def record(
-    session: so.Session,
+    session: so.Session | PendingEntries,
     actor: str,
     action: str,
     target: str | None = None,
@@ -40,10 +53,30 @@ def record(
     at: datetime | None = None,
     **detail: Any,
 ) -> AuditEntry:
-    """Add one audit entry to ``session`` (committed with the caller's transaction)."""
+    """Add one audit entry to ``session`` (committed with the caller's transaction), or to entries pending."""
     entry = AuditEntry(**audit_values(actor, action, target, address, at, detail))
     session.add(entry)
     return entry
+
+
+_ENTRIES = AuditEntry.__table__
+_VALUES = ("at", "actor", "action", "target", "address", "detail")
+_INSERT_ENTRY = DirectStatement(
+    sa.insert(_ENTRIES)
+    .values({name: sa.bindparam(name, type_=_ENTRIES.c[name].type) for name in _VALUES})
+    .returning(_ENTRIES.c.id),
+    writes=True,
+)
+
+
+def store_alone(db: sa.Engine, entry: AuditEntry) -> None:
+    """Store an entry made by :func:`record` into :class:`PendingEntries` in a statement of its own that commits by
+    itself, for an entry that is all a transaction would hold: a reading page's ``client.view``, say.
+
+    One INSERT on a pooled connection (:class:`core.db.DirectStatement`), durable as any commit, without the ORM's
+    flush and transaction around it, which cost a page view more than the INSERT and its commit did.
+    """
+    _INSERT_ENTRY.first(db, {name: getattr(entry, name) for name in _VALUES})
 
 
 AUDIT_PAGE_SIZE = 100

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from core.accounts import SignInLimits, confirm_password, end_session
-from core.audit import record
+from core.audit import PendingEntries, record
 from core.clients import treated_client, visible_client, visible_client_ids
 from core.engine import Engine
 from core.errors import Conflict, InvalidInput, NotFound
@@ -645,12 +645,12 @@ class Caseload:
 
 
 def view_caseload(
-    session: so.Session, user: User, *, actor: str, address: str | None, audit_session: so.Session | None = None
+    session: so.Session, user: User, *, actor: str, address: str | None, pending_audit: PendingEntries | None = None
 ) -> Caseload:
     """The clients ``user`` may see, with what needs their attention; audited as ``caseload.view``.
 
-    The audit entry goes into ``audit_session`` when given (a writing session the caller commits, so ``session``
-    may be a read-only one), else into ``session``.
+    The audit entry goes into ``pending_audit`` when given (entries the caller stores when it is done, so
+    ``session`` may be a read-only one), else into ``session``.
     """
     clients = list(
         session.scalars(sa.select(Client).where(Client.id.in_(visible_client_ids(user))).order_by(Client.code))
@@ -672,7 +672,7 @@ def view_caseload(
         ).all()
     )
     # the caseload shows client codes and alert messages: a view of client data like any other
-    record(audit_session or session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
+    record(pending_audit or session, actor, "caseload.view", None, address, clients=len(clients), alerts=len(alerts))
     return Caseload(clients, alerts, pending, last_answer)
 
 
@@ -866,14 +866,14 @@ def view_client(
     episode_id: int | None = None,
     actor: str,
     address: str | None,
-    audit_session: so.Session | None = None,
+    pending_audit: PendingEntries | None = None,
 ) -> ClientView:
     """A client's page: the chosen episode (default: the latest) and its answers; audited as ``client.view``
-    (into ``audit_session`` when given, as :func:`view_caseload`)."""
+    (into ``pending_audit`` when given, as :func:`view_caseload`)."""
     found = load_client_record(session, user, client_id, episode_id=episode_id)
     client, episode = found.client, found.episode
     record(
-        audit_session or session,
+        pending_audit or session,
         actor,
         "client.view",
         f"client:{client.id}",

@@ -17,7 +17,7 @@ from staff_support import (
     web_export,
 )
 
-from core.audit import record
+from core.audit import PendingEntries, record, store_alone
 from core.models import AuditEntry
 
 
@@ -124,6 +124,31 @@ def test_record_cuts_values_to_their_column_widths(app):
     with app.extensions["rapportal"].sessions.begin() as session:
         entry = record(session, "a" * 300, "export", "export:" + "x" * 300, "1" * 100, rows=1)
     assert (len(entry.actor), len(entry.target), len(entry.address)) == (128, 128, 64)
+
+
+def test_an_entry_stored_alone_holds_what_the_orm_would_have_stored(app):
+    """``store_alone``, a reading page's entry written by one INSERT of its own, stores every value as a flush would:
+    the time, the cut strings, the JSON detail."""
+    state = app.extensions["rapportal"]
+    made = record(PendingEntries(), "user:ann", "client.view", "client:7", "10.0.0." + "1" * 80, episode=3, tags=["a"])
+    store_alone(state.db, made)
+    with state.sessions.begin() as session:  # the same entry through the ORM's flush
+        record(session, "user:ann", "client.view", "client:7", "10.0.0." + "1" * 80, at=made.at, episode=3, tags=["a"])
+    with state.sessions() as session:
+        alone, orm = session.scalars(sa.select(AuditEntry).where(AuditEntry.target == "client:7").order_by("id"))
+        columns = ("at", "actor", "action", "target", "address", "detail")
+        assert [getattr(alone, name) for name in columns] == [getattr(orm, name) for name in columns]
+        assert alone.detail == {"episode": 3, "tags": ["a"]} and len(alone.address) == 64
+
+
+def test_an_entry_that_cannot_be_stored_alone_raises_and_leaves_nothing(app):
+    state = app.extensions["rapportal"]
+    made = record(PendingEntries(), "user:ann", "client.view", "client:8", None)
+    made.actor = None  # NOT NULL
+    with pytest.raises(sa.exc.IntegrityError):
+        store_alone(state.db, made)
+    with state.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).where(AuditEntry.target == "client:8")) == 0
 
 
 def _strings(value):

@@ -21,7 +21,6 @@ from flask import Flask, abort, current_app, g, redirect, render_template, reque
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import CombinedMultiDict
 
 from core.accounts import (
@@ -33,11 +32,13 @@ from core.accounts import (
     load_session,
     store_session_check,
 )
+from core.audit import PendingEntries, store_alone
 from core.models import DEFAULT_SITE_NAME, User, UserSession
 from core.sites import site_name
 from core.tokens import hash_token, new_token
 from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
 from web.state import db_session, portal
+from web.texts import lazy_gettext as _l
 
 SESSION_COOKIE = "rapportal_session"
 PRE_COOKIE = "rapportal_pre"  # anonymous forms (sign-in, setup): binds their CSRF token to this browser
@@ -197,25 +198,27 @@ def _store_due_last_seen(response: Any) -> Any:
 
 
 @contextmanager
-def read_audit() -> Iterator[so.Session]:
-    """A writing session for the audit entry of a reading view's read, committed when the block ends.
+def read_audit() -> Iterator[PendingEntries]:
+    """Entries pending for the audit entry of a reading view's read, stored when the block ends.
 
-    Core adds the entry to it (no statement runs until then) while it reads in the request's read-only session;
-    the commit is one short transaction on SQLite (BEGIN IMMEDIATE, the INSERT, a due last-seen time, COMMIT) and
-    on PostgreSQL one or two statements that commit by themselves, so the entry is stored before the page is
-    rendered and sent, and no write lock is held while reading.
+    Core adds the entry while it reads in the request's read-only session; it is stored before the page is rendered
+    and sent, and no write lock is held while reading. An entry alone (nearly every view) is one INSERT that commits
+    by itself (``core.audit.store_alone``). With a due last-seen time it is one short transaction: on SQLite BEGIN
+    IMMEDIATE, the INSERT, the UPDATE, COMMIT; on PostgreSQL two statements that commit by themselves.
     """
-    writer = portal().sessions()
-    try:
-        yield writer
+    pending = PendingEntries()
+    yield pending
+    if len(pending.entries) == 1 and g.get("due_last_seen") is None:
+        store_alone(portal().db, pending.entries[0])
+        return
+    with portal().sessions() as writer:
         if writer.get_bind().dialect.name == "postgresql":
             # The entry and a due last-seen time are all it writes, each complete in itself: on PostgreSQL each
             # statement commits by itself, a round trip each, without BEGIN and COMMIT round trips around them.
             writer.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        writer.add_all(pending.entries)
         _store_last_seen(writer)
         writer.commit()
-    finally:
-        writer.close()
 
 
 def current_user() -> User | None:

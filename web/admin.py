@@ -25,7 +25,6 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core import WordingError
@@ -66,6 +65,7 @@ from web.access import (
     make_form,
 )
 from web.state import db_session, portal
+from web.texts import lazy_gettext as _l
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

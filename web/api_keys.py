@@ -14,7 +14,6 @@ import sqlalchemy as sa
 import wtforms
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask import session as flask_session
-from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core.api_keys import SCOPES, create_api_key, key_state, list_api_keys, revoke_api_key
@@ -34,6 +33,7 @@ from web.access import (
     make_form,
 )
 from web.state import db_session
+from web.texts import lazy_gettext as _l
 
 bp = Blueprint("api_keys", __name__, url_prefix="/admin/api-keys")
 

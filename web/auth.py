@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 import wtforms
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from wtforms import validators as v
 
@@ -37,6 +36,7 @@ from web.access import (
     make_form,
 )
 from web.state import db_session
+from web.texts import lazy_gettext as _l
 
 bp = Blueprint("auth", __name__)
 

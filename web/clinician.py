@@ -22,7 +22,6 @@ import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
 from flask import session as flask_session
-from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 from wtforms import validators as v
 
@@ -82,6 +81,7 @@ from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
 from web.texts import gettext as _
 from web.texts import id_url, phrases, template_gettext
+from web.texts import lazy_gettext as _l
 
 bp = Blueprint("clinician", __name__)
 
@@ -247,14 +247,21 @@ class AlertLine:
     template's calls per alert and field cost more than the rest of the page)."""
 
     alert: Alert | AlertRecord
+    start: Markup  # the list item's start tag: the severity and the rule as its class and data attributes
+    tick: Markup  # the client page's tick box with its label, for one note acknowledging the ticked alerts (or none)
     facts: Markup  # the rule's title, the message, the session, the day and the link to the response
     client_href: str
     acknowledge_href: str
 
 
 def _alert_lines(
-    alerts: Sequence[Alert | AlertRecord], titles: Mapping[str, str], sessions: Mapping[int, int]
+    alerts: Sequence[Alert | AlertRecord],
+    titles: Mapping[str, str],
+    sessions: Mapping[int, int],
+    *,
+    tick_label: str | None = None,
 ) -> list[AlertLine]:
+    """The alerts' lines; with ``tick_label`` (the client page, for a clinician) each with its tick box."""
     # translations are markup in the page, as the template's own ``_`` makes them
     answers = _("answers")
     session_word = Markup(_("session %(n)s"))
@@ -266,13 +273,21 @@ def _alert_lines(
     for alert in alerts:
         number = sessions.get(alert.id)
         session = f"{session_word % {'n': number}}, " if number else ""
+        severity, rule, id_ = escape(alert.severity), escape(alert.rule), int(alert.id)
+        start = Markup(f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">')
+        tick = Markup(
+            f'<input type="checkbox" name="alert" value="{id_}" id="ack-{id_}" aria-describedby="facts-{id_}">\n'
+            f'    <label for="ack-{id_}" class="visually-hidden">{tick_label}</label>'
+            if tick_label is not None
+            else ""
+        )
         facts = Markup(
             f"<strong>{escape(titles.get(alert.rule, alert.rule))}</strong>\n"
             f'<span class="alert-message">{escape(alert.message)}</span>\n'
             f'<span class="muted alert-when">({session}{escape(say.date(alert.created_at, "d MMM yyyy"))},\n'
             f'<a href="{escape(response_href(alert.response_id))}">{answers}</a>)</span>'
         )
-        lines.append(AlertLine(alert, facts, client_href(alert.client_id), acknowledge_href(alert.id)))
+        lines.append(AlertLine(alert, start, tick, facts, client_href(alert.client_id), acknowledge_href(alert.id)))
     return lines
 
 
@@ -282,7 +297,7 @@ def _alert_lines(
 def caseload() -> Any:
     session = db_session()
     with read_audit() as audit:
-        found = view_caseload(session, _user(), actor=actor(), address=address(), audit_session=audit)
+        found = view_caseload(session, _user(), actor=actor(), address=address(), pending_audit=audit)
     by_client: dict[int, list[Alert]] = defaultdict(list)
     for alert in found.alerts:
         by_client[alert.client_id].append(alert)
@@ -335,7 +350,14 @@ def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[
             {
                 "title": instrument.short_title,
                 "items": items,
-                "responses": [(r, when_label(r), href(r.id)) for r in responses],
+                # the header's cells: each response's label linking to it (a label is a session number or a
+                # date, the address is made of an id), joined here once, as the rows' cells below
+                "header": Markup(
+                    "".join(
+                        f'<th scope="col"><a href="{escape(href(r.id))}">{escape(when_label(r))}</a></th>'
+                        for r in responses
+                    )
+                ),
                 # (item id, topic, the cells: the answer in each response or a dash), drawn as the table's rows; the
                 # cells are joined here once per row (a number needs no escaping), cheaper than a template loop per cell
                 "rows": [
@@ -360,9 +382,10 @@ def _cell(answer: Any) -> str:
     return f"<td>{escape(answer)}</td>"
 
 
-def _session_rows(sessions: Sequence[SessionRecord]) -> list[tuple[str, str, str, Markup]]:
-    """The episode's sessions: each one's label ("Session 3"), page, date and its questionnaires' states ("ORS:
-    answered; SRS: waiting"), made here once per row rather than by template calls per cell."""
+def _session_rows(sessions: Sequence[SessionRecord]) -> list[Markup]:
+    """The episode's sessions as the table's rows: each one's label ("Session 3") linking to its page, its date and
+    its questionnaires' states ("ORS: answered; SRS: waiting"), written here once per row rather than by template
+    calls per cell."""
     href = id_url("clinician.care_session", "session_id")
     label = Markup(_("Session %(n)s"))  # a translation is markup in the page, as the template's own ``_`` makes it
     # the states' words translated once; a questionnaire's short title looked up once per version
@@ -387,8 +410,12 @@ def _session_rows(sessions: Sequence[SessionRecord]) -> list[tuple[str, str, str
                 title = titles[key] = escape(_short_title(assignment))
             # a translation is markup in the page, as the template's own ``_`` makes it; the title is escaped
             states.append(f"{title}: {state}")
+        # the label is a translation with a number in it, the date is digits
         rows.append(
-            (label % {"n": care.number}, href(care.id), care.held_at.strftime("%Y-%m-%d"), Markup("; ".join(states)))
+            Markup(
+                f'<tr><td><a href="{escape(href(care.id))}">{label % {"n": care.number}}</a></td>'
+                f"<td>{care.held_at.strftime('%Y-%m-%d')}</td><td>{'; '.join(states)}</td></tr>"
+            )
         )
     return rows
 
@@ -416,7 +443,7 @@ def client(client_id: int) -> Any:
             episode_id=request.args.get("episode", type=int),
             actor=actor(),
             address=address(),
-            audit_session=audit,
+            pending_audit=audit,
         )
     alerts = triage_order(found.alerts)
     return render_template(
@@ -430,7 +457,13 @@ def client(client_id: int) -> Any:
         **client_progress(found.responses, _most_severe(found.raised)),
         detail=_item_detail(found.responses),
         alerts=alerts,
-        alert_lines=_alert_lines(alerts, _titles(), alert_session_numbers(session, alerts, found.responses)),
+        alert_lines=_alert_lines(
+            alerts,
+            _titles(),
+            alert_session_numbers(session, alerts, found.responses),
+            # a translation is markup in the page, as the template's own ``_`` makes it
+            tick_label=None if _user().role == "supervisor" else _("Acknowledge this alert"),
+        ),
         alert_counts_by_severity=count_by_severity(alerts),
         episode_form=make_form(EpisodeForm),
         action_form=make_form(ActionForm),

@@ -15,7 +15,6 @@ from typing import Any
 
 import wtforms
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
-from flask_babel import lazy_gettext as _l
 from wtforms import validators as v
 
 from core import ResponseValidationError
@@ -36,6 +35,7 @@ from web.access import KIOSK_COOKIE, StaffForm, address, allow, form_status, mak
 from web.auth import wait_message
 from web.forms import PostedAnswers, mark_refused_answers, questionnaire_form, render_questionnaire
 from web.state import db_session, portal
+from web.texts import lazy_gettext as _l
 
 bp = Blueprint("kiosk", __name__, url_prefix="/kiosk")
 

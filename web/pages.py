@@ -9,12 +9,12 @@ import werkzeug.exceptions
 from flask import Flask, abort, current_app, render_template, request
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 
 from core.errors import Conflict, DatabaseUnavailable, DomainError, InvalidInput, NotAllowed, NotFound
 from core.responses import is_retryable
 from web.access import core_message
 from web.api_errors import api_error
+from web.texts import lazy_gettext as _l
 
 # No inline script or style anywhere, so the policy can stay this strict.
 CONTENT_SECURITY_POLICY = (

@@ -5,7 +5,8 @@ and the locale too, and ``url_for`` builds through the URL map: each costs 0.05 
 100 chart points and 50 alerts called them well over a thousand times. :func:`phrases` binds the request's
 catalog, locale and time zone once and keeps what it translated or formatted for the rest of the request, with
 the same results as ``gettext`` (the catalog's ``ugettext``, then ``%`` with the variables when there are any) and
-``format_date``. :func:`id_url` builds one address per endpoint and fills in the id.
+``format_date``. :func:`lazy_gettext` (the views' ``_l``) makes form labels and choices that translate the same
+way when a page shows them. :func:`id_url` builds one address per endpoint and fills in the id.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+import flask_babel
 from babel import dates
-from flask import g, url_for
+from flask import g, has_request_context, url_for
 from flask_babel import get_locale, get_timezone, get_translations
+from flask_babel.speaklater import LazyString
 from jinja2 import pass_eval_context
 from jinja2.nodes import EvalContext
 from markupsafe import Markup
@@ -55,6 +58,18 @@ class Phrases:
 def gettext(message: str, **variables: Any) -> str:
     """As ``flask_babel.gettext``, through the request's :class:`Phrases`."""
     return phrases()(message, **variables)
+
+
+def lazy_gettext(message: str, **variables: Any) -> LazyString:
+    """As ``flask_babel.lazy_gettext``: a text translated each time it is shown, in a request through the request's
+    :class:`Phrases` (a form's labels and choices are shown on every page that has the form)."""
+    return LazyString(_translated, message, **variables)
+
+
+def _translated(message: str, **variables: Any) -> str:
+    if has_request_context():
+        return phrases()(message, **variables)
+    return flask_babel.gettext(message, **variables)  # a command or a job: the default language
 
 
 @pass_eval_context
