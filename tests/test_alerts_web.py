@@ -101,3 +101,25 @@ def test_another_clinician_cannot_acknowledge(app, ann, world):
     response = bob.post(f"/alerts/{alert.id}/acknowledge", data={"csrf_token": token, "note": "mine now"})
     assert response.status_code == 404
     assert _alert(app).acknowledged_at is None
+
+
+@pytest.mark.parametrize(
+    ("severity", "shape", "word"),
+    [("urgent", "<polygon", "Urgent"), ("warning", "<circle", "Warning"), ("info", 'rx="3"', "Information")],
+)
+def test_each_severity_badge_has_its_own_shape_and_word(app, severity, shape, word):
+    from web.clinician import severity_badge
+
+    with app.test_request_context("/"):
+        badge = str(severity_badge(severity))
+    assert badge.startswith(f'<span class="severity severity-{severity}"><svg class="severity-icon"')
+    assert shape in badge and badge.endswith(f"</svg> {word}</span>")
+
+
+def test_a_plugin_severity_is_drawn_as_information_and_escaped(app):
+    from web.clinician import severity_badge
+
+    with app.test_request_context("/"):
+        badge = str(severity_badge('odd"<b>'))
+    assert 'severity-odd&#34;&lt;b&gt;"' in badge and 'rx="3"' in badge and badge.endswith(" Information</span>")
+    assert "<b>" not in badge

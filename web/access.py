@@ -36,7 +36,7 @@ from core.audit import PendingEntries, store_alone
 from core.models import DEFAULT_SITE_NAME, User, UserSession
 from core.sites import site_name
 from core.tokens import hash_token, new_token
-from web.forms import CSRF_FIELD, CSRFForm, csrf_meta
+from web.forms import CSRF_FIELD, CSRFForm, csrf_meta, csrf_token_for
 from web.state import db_session, portal
 from web.texts import lazy_gettext as _l
 
@@ -311,6 +311,16 @@ def csrf_context() -> str:
     return f"pre:{hash_token(pre)}"
 
 
+def form_token() -> str:
+    """The request's staff form token, as every staff form of the request carries it (:class:`ContextCSRF` binds it
+    to the sign-in session, the kiosk or the browser, not to the form), for a page whose form is only a button or a
+    tick list: no form is built for it."""
+    token = g.get("form_token")
+    if token is None:
+        token = g.form_token = csrf_token_for(current_app.config["SECRET_KEY"].encode(), csrf_context())
+    return token
+
+
 def make_form(form_class: type[StaffForm], **kwargs: Any) -> Any:
     """Bind a staff form to the request's data (POST) or leave it empty (GET)."""
     formdata = None
@@ -406,9 +416,6 @@ def actor() -> str:
 
 
 def _template_context() -> dict[str, Any]:
-    def logout_token() -> str:
-        return make_form(StaffForm).csrf_token.current_token
-
     def read_only() -> bool:
         user = current_user()
         return user is not None and user.role == "supervisor"
@@ -421,7 +428,7 @@ def _template_context() -> dict[str, Any]:
 
     return {
         "current_user": current_user,
-        "logout_token": logout_token,
+        "form_token": form_token,
         "role_title": role_title,
         "read_only": read_only,
         "clinic_name": clinic_name,

@@ -241,15 +241,41 @@ def _titles() -> dict[str, str]:
 # -- caseload --------------------------------------------------------------------
 
 
+# Each severity's icon has a shape of its own besides its colour (a triangle, a circle, a square), for whoever
+# cannot tell the colours apart; an unknown severity (a plugin's) is drawn as information.
+_SEVERITY_ICONS = {
+    "urgent": '<polygon points="8,1 15.5,15 0.5,15" fill="currentColor"/><rect x="7" y="5.5" width="2" height="5" '
+    'fill="#fff"/><rect x="7" y="11.5" width="2" height="2" fill="#fff"/>',
+    "warning": '<circle cx="8" cy="8" r="7.5" fill="currentColor"/><rect x="7" y="3.5" width="2" height="6" '
+    'fill="#fff"/><rect x="7" y="11" width="2" height="2" fill="#fff"/>',
+    "info": '<rect x="0.5" y="0.5" width="15" height="15" rx="3" fill="currentColor"/><rect x="7" y="7" width="2" '
+    'height="6" fill="#fff"/><rect x="7" y="3.5" width="2" height="2" fill="#fff"/>',
+}
+_SEVERITY_WORDS = {"urgent": _l("Urgent"), "warning": _l("Warning"), "info": _l("Information")}
+
+
+@bp.app_template_global()
+def severity_badge(severity: str) -> Markup:
+    """A severity's badge: its icon and its word, in its colour (a template global, also drawn in each alert line)."""
+    known = severity if severity in _SEVERITY_ICONS else "info"
+    # a translation is markup in the page, as the template's own ``_`` makes it
+    return Markup(
+        f'<span class="severity severity-{escape(severity)}"><svg class="severity-icon" viewBox="0 0 16 16" '
+        f'width="16" height="16" aria-hidden="true" focusable="false">{_SEVERITY_ICONS[known]}</svg> '
+        f"{_SEVERITY_WORDS[known]}</span>"
+    )
+
+
 @dataclass(frozen=True)
 class AlertLine:
-    """An alert with what its line on a page says besides its severity badge, made once per alert in Python (the
-    template's calls per alert and field cost more than the rest of the page)."""
+    """An alert with what its line on a page says, made once per alert in Python (the template's calls per alert and
+    field cost more than the rest of the page)."""
 
     alert: Alert | AlertRecord
     start: Markup  # the list item's start tag: the severity and the rule as its class and data attributes
-    tick: Markup  # the client page's tick box with its label, for one note acknowledging the ticked alerts (or none)
+    badge: Markup  # the severity's badge
     facts: Markup  # the rule's title, the message, the session, the day and the link to the response
+    item: Markup  # the client page's whole list item: the start, its tick box (for a clinician), the badge, the facts
     client_href: str
     acknowledge_href: str
 
@@ -261,7 +287,7 @@ def _alert_lines(
     *,
     tick_label: str | None = None,
 ) -> list[AlertLine]:
-    """The alerts' lines; with ``tick_label`` (the client page, for a clinician) each with its tick box."""
+    """The alerts' lines; with ``tick_label`` (the client page, for a clinician) each item has its tick box."""
     # translations are markup in the page, as the template's own ``_`` makes them
     answers = _("answers")
     session_word = Markup(_("session %(n)s"))
@@ -269,25 +295,40 @@ def _alert_lines(
     response_href = id_url("clinician.response", "response_id")
     client_href = id_url("clinician.client", "client_id")
     acknowledge_href = id_url("clinician.acknowledge", "alert_id")
+    badges: dict[str, Markup] = {}
     lines = []
     for alert in alerts:
         number = sessions.get(alert.id)
         session = f"{session_word % {'n': number}}, " if number else ""
         severity, rule, id_ = escape(alert.severity), escape(alert.rule), int(alert.id)
-        start = Markup(f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">')
-        tick = Markup(
-            f'<input type="checkbox" name="alert" value="{id_}" id="ack-{id_}" aria-describedby="facts-{id_}">\n'
-            f'    <label for="ack-{id_}" class="visually-hidden">{tick_label}</label>'
-            if tick_label is not None
-            else ""
-        )
-        facts = Markup(
+        badge = badges.get(alert.severity)
+        if badge is None:
+            badge = badges[alert.severity] = severity_badge(alert.severity)
+        start = f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">'
+        facts = (
             f"<strong>{escape(titles.get(alert.rule, alert.rule))}</strong>\n"
             f'<span class="alert-message">{escape(alert.message)}</span>\n'
             f'<span class="muted alert-when">({session}{escape(say.date(alert.created_at, "d MMM yyyy"))},\n'
             f'<a href="{escape(response_href(alert.response_id))}">{answers}</a>)</span>'
         )
-        lines.append(AlertLine(alert, start, tick, facts, client_href(alert.client_id), acknowledge_href(alert.id)))
+        tick = (
+            f'<input type="checkbox" name="alert" value="{id_}" id="ack-{id_}" aria-describedby="facts-{id_}">\n'
+            f'    <label for="ack-{id_}" class="visually-hidden">{tick_label}</label>\n    '
+            if tick_label is not None
+            else ""
+        )
+        item = f'{start}\n    {tick}<p id="facts-{id_}">{badge} {facts}</p>\n  </li>'
+        lines.append(
+            AlertLine(
+                alert,
+                Markup(start),
+                badge,
+                Markup(facts),
+                Markup(item),
+                client_href(alert.client_id),
+                acknowledge_href(alert.id),
+            )
+        )
     return lines
 
 
@@ -326,7 +367,6 @@ def caseload() -> Any:
         alerts=alerts,
         alert_lines=_alert_lines(alerts, _titles(), alert_session_numbers(session, found.alerts)),
         codes={c.id: c.code for c in found.clients},
-        ack_form=make_form(AcknowledgeForm),
     )
 
 
@@ -466,8 +506,6 @@ def client(client_id: int) -> Any:
         ),
         alert_counts_by_severity=count_by_severity(alerts),
         episode_form=make_form(EpisodeForm),
-        action_form=make_form(ActionForm),
-        ack_form=make_form(AcknowledgeForm),
         progress_form=make_form(ProgressForm, show="on" if found.client.show_progress else "off"),
         plan_text=plan_text,
     )
