@@ -209,6 +209,18 @@ def test_phrases_translate_and_format_as_flask_babel_and_jinja_do(app):
         assert ours == jinja and "&lt;b&gt;&amp;" in ours
 
 
+def test_lazy_texts_translate_as_flask_babel_does(app):
+    from flask_babel import lazy_gettext as babel_lazy
+
+    from web.texts import lazy_gettext
+
+    ours, theirs = lazy_gettext("Session %(n)s", n=4), babel_lazy("Session %(n)s", n=4)
+    with app.test_request_context("/", headers={"Accept-Language": "de"}):
+        assert str(ours) == str(theirs) != "Session 4"
+        assert str(lazy_gettext("Measurement plan")) == str(babel_lazy("Measurement plan")) != "Measurement plan"
+    assert str(ours) == str(theirs) == "Session 4"  # outside the app: the message as written
+
+
 def test_the_client_page_runs_as_many_statements_for_three_sessions_as_for_one(app, ann, world):
     """The record is read in a fixed number of statements (core.care.load_client_record): no query per session,
     questionnaire, response or alert."""

@@ -83,6 +83,8 @@ def template_gettext(eval_ctx: EvalContext, message: str, **variables: Any) -> s
     text: Any = phrases()(message)
     if eval_ctx.autoescape:
         text = Markup(text)
+    if not variables and "%" not in text:
+        return text  # what ``%`` with no variables would give, without its cost (a page has dozens of these)
     return text % variables
 
 
