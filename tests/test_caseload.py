@@ -259,7 +259,8 @@ def test_client_page_charts_ors_and_srs_each_with_its_cutoff_band_and_links(app,
     ]
     assert f"&lt;= 25: {ors_flags['clinical_range']}" in ors  # the cutoff line, from the threshold flag
     assert f"&lt; 36: {srs_flags['alliance_concern']}" in srs
-    assert "first ORS 18.5 ± 5" in ors  # the reliable-change band around the first ORS
+    assert "first ORS 18.5 &#177; 5" in ors  # the reliable-change band around the first ORS ("±", as a reference)
+    assert page.isascii()  # every character beyond ASCII as a reference (web.progress.ascii_html)
     for band in engine.instruments.get("ors").scoring.bands:
         assert f"<title>{band.label}</title>" in ors  # band shading
     # the text alternative: a row per session, each value linked to its response with its facts, escaped
@@ -344,7 +345,7 @@ def test_item_level_detail_is_on_the_client_page(app, ann, world):
 
 def test_an_item_cell_escapes_an_answer_that_is_text_and_dashes_a_missing_one():
     assert _cell("<b>x</b>") == "<td>&lt;b&gt;x&lt;/b&gt;</td>"
-    assert _cell(None) == "<td>\u2013</td>" and _cell(3) == "<td>3</td>" and _cell(4.5) == "<td>4.5</td>"
+    assert _cell(None) == "<td>&ndash;</td>" and _cell(3) == "<td>3</td>" and _cell(4.5) == "<td>4.5</td>"
 
 
 def test_session_page_csrf_token_matches(ann, world):
@@ -372,3 +373,18 @@ def test_a_clients_links_are_made_in_the_clients_language(app, world, licensed_w
     assert refused.status_code == 422
     missing = admin.post(path, data={k: v for k, v in data.items() if k != "language"})
     assert missing.status_code == 422  # an edit never resets the language silently
+
+
+def test_a_text_beyond_ascii_is_written_with_character_references_that_read_the_same():
+    from html import unescape
+
+    from markupsafe import Markup
+
+    from web.progress import ascii_html
+
+    note = Markup("first ORS 18.5 ± 5 · Größe &lt;b&gt;")
+    written = ascii_html(note)
+    assert written.isascii() and isinstance(written, Markup)
+    assert unescape(written) == unescape(note) == "first ORS 18.5 ± 5 · Größe <b>"
+    plain = Markup("all ASCII &amp; escaped")
+    assert ascii_html(plain) is plain

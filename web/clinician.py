@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import segno
 import wtforms
@@ -85,7 +84,7 @@ from web.texts import lazy_gettext as _l
 
 bp = Blueprint("clinician", __name__)
 
-NO_ANSWER = "\u2013"  # an en dash: the item table's cell for an item not answered
+NO_ANSWER = "&ndash;"  # the item table's cell for an item not answered (a reference: see web.progress.ascii_html)
 
 # The built-in plans' titles (core/plans.py keeps them in English), for the plan menu.
 PLAN_TITLES = {
@@ -266,8 +265,7 @@ def severity_badge(severity: str) -> Markup:
     )
 
 
-@dataclass(frozen=True)
-class AlertLine:
+class AlertLine(NamedTuple):
     """An alert with what its line on a page says, made once per alert in Python (the template's calls per alert and
     field cost more than the rest of the page)."""
 
@@ -290,7 +288,7 @@ def _alert_lines(
     """The alerts' lines; with ``tick_label`` (the client page, for a clinician) each item has its tick box."""
     # translations are markup in the page, as the template's own ``_`` makes them
     answers = _("answers")
-    session_word = Markup(_("session %(n)s"))
+    session_word = _("session %(n)s")  # formatted with a number: nothing to escape
     say = phrases()
     response_href = id_url("clinician.response", "response_id")
     client_href = id_url("clinician.client", "client_id")
@@ -299,7 +297,7 @@ def _alert_lines(
     lines = []
     for alert in alerts:
         number = sessions.get(alert.id)
-        session = f"{session_word % {'n': number}}, " if number else ""
+        session = f"{session_word % {'n': int(number)}}, " if number else ""
         severity, rule, id_ = escape(alert.severity), escape(alert.rule), int(alert.id)
         badge = badges.get(alert.severity)
         if badge is None:
