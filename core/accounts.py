@@ -251,15 +251,20 @@ class SessionCheck:
     ended: UserSession | None = None  # the session that must end (``end_reason``)
 
 
+# A sign-in session with its user: every request needs the user, so one statement, not two; made once (a statement
+# with a joined load built per request cost more than running it).
+_SESSION_WITH_USER = (
+    sa.select(UserSession)
+    .where(UserSession.token_hash == sa.bindparam("token_hash"))
+    .options(so.joinedload(UserSession.user))
+)
+
+
 def check_session(session: so.Session, token: str, policy: SessionPolicy, now: datetime | None = None) -> SessionCheck:
     """Like :func:`load_session`, but changes nothing: a reading request checks its sign-in session this way and
     stores what is due (:func:`store_session_check`) in a short writing transaction of its own."""
     now = now or datetime.now(UTC)
-    found = session.scalar(
-        sa.select(UserSession)
-        .where(UserSession.token_hash == hash_token(token))
-        .options(so.joinedload(UserSession.user))  # every request needs the user: one statement, not two
-    )
+    found = session.scalar(_SESSION_WITH_USER, {"token_hash": hash_token(token)})
     if found is None or found.ended_at is not None:
         return SessionCheck(None)
     user = found.user

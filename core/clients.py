@@ -10,6 +10,7 @@ user with no site is portal-wide, a user with sites sees only clients at those s
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterable
 
@@ -19,7 +20,7 @@ import sqlalchemy.orm as so
 from core.audit import record
 from core.errors import InvalidInput, NotAllowed, NotFound
 from core.models import DEFAULT_SITE_ID, Client, ClientClinician, Site, Supervision, User
-from core.scope import at_sites_of, site_client_ids
+from core.scope import at_sites_of_id, site_client_ids
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -29,24 +30,43 @@ def visible_client_ids(user: User) -> sa.Select[tuple[int]]:
 
     A clinician's assigned clients; a supervisor's supervised clinicians' clients (read-only); else none.
     """
-    if user.role == "clinician":
-        clinician_ids: sa.Select[tuple[int]] | None = sa.select(sa.literal(user.id))
-    elif user.role == "supervisor":
-        clinician_ids = sa.select(Supervision.clinician_id).where(Supervision.supervisor_id == user.id)
+    return _visible_ids(user.role, user.active, user.id)
+
+
+def _visible_ids(role: str, active: bool, viewer: int | sa.BindParameter[int]) -> sa.Select[tuple[int]]:
+    """:func:`visible_client_ids` for a user of ``role`` whose id is ``viewer`` (a number, or a parameter)."""
+    if role == "clinician":
+        clinician_ids: sa.Select[tuple[int]] | None = sa.select(
+            viewer if isinstance(viewer, sa.BindParameter) else sa.literal(viewer)
+        )
+    elif role == "supervisor":
+        clinician_ids = sa.select(Supervision.clinician_id).where(Supervision.supervisor_id == viewer)
     else:
         clinician_ids = None
-    if clinician_ids is None or not user.active:
+    if clinician_ids is None or not active:
         return sa.select(Client.id).where(sa.false())
     assigned = sa.select(Client.id).where(Client.clinician_id.in_(clinician_ids))
     further = sa.select(ClientClinician.client_id).where(ClientClinician.user_id.in_(clinician_ids))
     # one IN over a UNION, not an OR of two: each half is read through its own index, where with the OR PostgreSQL
     # read every client of the portal to test both conditions on each
-    return sa.select(Client.id).where(Client.id.in_(sa.union(assigned, further)), at_sites_of(user))
+    return sa.select(Client.id).where(Client.id.in_(sa.union(assigned, further)), at_sites_of_id(viewer))
+
+
+@functools.cache
+def _visible_client(role: str, active: bool) -> sa.Select[tuple[Client]]:
+    """:func:`visible_client`'s statement for a role, the ids as parameters: made once per role (a page needs it
+    on every view, and building it cost more than running it)."""
+    viewer = sa.bindparam("viewer_id", type_=sa.Integer)
+    return sa.select(Client).where(
+        Client.id == sa.bindparam("client_id", type_=sa.Integer), Client.id.in_(_visible_ids(role, active, viewer))
+    )
 
 
 def visible_client(session: so.Session, user: User, client_id: int) -> Client:
     """The client if ``user`` may see them; :class:`NotFound` otherwise (a stranger's client looks absent)."""
-    client = session.scalar(sa.select(Client).where(Client.id == client_id, Client.id.in_(visible_client_ids(user))))
+    client = session.scalar(
+        _visible_client(user.role, bool(user.active)), {"viewer_id": user.id, "client_id": client_id}
+    )
     if client is None:
         raise NotFound("There is no such client.", "client")
     return client

@@ -20,7 +20,12 @@ def user_site_ids(user: User) -> sa.Select[tuple[int]]:
 
 def at_sites_of(user: User) -> sa.ColumnElement[bool]:
     """A condition on ``Client``: the client is at one of ``user``'s sites (always true when portal-wide)."""
-    theirs = user_site_ids(user)
+    return at_sites_of_id(user.id)
+
+
+def at_sites_of_id(user_id: int | sa.BindParameter[int]) -> sa.ColumnElement[bool]:
+    """:func:`at_sites_of` for the user whose id is ``user_id`` (a number, or a parameter of a statement made once)."""
+    theirs = sa.select(UserSite.site_id).where(UserSite.user_id == user_id)
     return sa.or_(~sa.exists(theirs), Client.site_id.in_(theirs))
 
 

@@ -112,8 +112,8 @@ def test_on_postgresql_a_reading_view_opens_no_transaction(app, ann, world):
         status = conn.connection.dbapi_connection.info.transaction_status
         after.append((statement.split()[0], status != psycopg.pq.TransactionStatus.IDLE))
 
-    sa.event.listen(engine, "after_cursor_execute", listen)
     before = views(app, "client.view")
+    sa.event.listen(engine, "after_cursor_execute", listen)
     try:
         assert ann.get(f"/clients/{world.client_id}").status_code == 200
     finally:
