@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -203,6 +203,10 @@ def test_phrases_translate_and_format_as_flask_babel_and_jinja_do(app):
         assert gettext("answers") == babel_gettext("answers") != "answers"
         assert gettext("session %(n)s", n=3) == babel_gettext("session %(n)s", n=3)
         assert phrases().date(moment, "d MMM yyyy") == format_date(moment, "d MMM yyyy")
+        naive = moment.replace(tzinfo=None)  # as SQLite hands a stored time back
+        assert phrases().date(naive, "d MMM yyyy") == format_date(moment, "d MMM yyyy")
+        elsewhere = datetime(2026, 12, 2, 1, 30, tzinfo=timezone(timedelta(hours=2)))  # 23:30 UTC the day before
+        assert phrases().date(elsewhere, "d MMM yyyy") == format_date(elsewhere, "d MMM yyyy")
         source = '{{ _("Client %(code)s", code=code) }}|{{ _("answers") }}|{{ _("100%%") }}'
         jinja = render_template_string(source, code="<b>&")
         ours = render_template_string(source, code="<b>&", _=template_gettext)

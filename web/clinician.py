@@ -425,7 +425,7 @@ def _session_rows(sessions: Sequence[SessionRecord]) -> list[Markup]:
     its questionnaires' states ("ORS: answered; SRS: waiting"), written here once per row rather than by template
     calls per cell."""
     href = id_url("clinician.care_session", "session_id")
-    label = Markup(_("Session %(n)s"))  # a translation is markup in the page, as the template's own ``_`` makes it
+    label = _("Session %(n)s")  # a translation is markup in the page, as the template's own ``_`` makes it
     # the states' words translated once; a questionnaire's short title looked up once per version
     answered, expired, held, waiting = _("answered"), _("link expired"), _("held until you release it"), _("waiting")
     titles: dict[tuple[str, str], str] = {}
@@ -448,10 +448,11 @@ def _session_rows(sessions: Sequence[SessionRecord]) -> list[Markup]:
                 title = titles[key] = escape(_short_title(assignment))
             # a translation is markup in the page, as the template's own ``_`` makes it; the title is escaped
             states.append(f"{title}: {state}")
-        # the label is a translation with a number in it, the date is digits
+        # the label is a translation with a number in it (formatted as text: a number needs no escaping), the date
+        # is digits
         rows.append(
             Markup(
-                f'<tr><td><a href="{escape(href(care.id))}">{label % {"n": care.number}}</a></td>'
+                f'<tr><td><a href="{escape(href(care.id))}">{label % {"n": int(care.number)}}</a></td>'
                 f"<td>{care.held_at.strftime('%Y-%m-%d')}</td><td>{'; '.join(states)}</td></tr>"
             )
         )

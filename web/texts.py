@@ -34,6 +34,7 @@ class Phrases:
         self._translations = get_translations()
         self._locale = get_locale()
         self._timezone = get_timezone()
+        self._utc = str(self._timezone) == "UTC"  # the default: a stored time's day is its day
         self._messages: dict[str, str] = {}
         self._dates: dict[tuple[date, str], str] = {}
 
@@ -47,8 +48,11 @@ class Phrases:
     def date(self, value: datetime, pattern: str) -> str:
         """As ``flask_babel.format_date(value, pattern)`` for a pattern such as ``"d MMM yyyy"``: the day in the
         user's time zone."""
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        day = self._timezone.normalize(aware.astimezone(self._timezone)).date()
+        if self._utc:  # stored times are UTC (naive ones from SQLite too)
+            day = value.date() if value.tzinfo is None else value.astimezone(UTC).date()
+        else:
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            day = self._timezone.normalize(aware.astimezone(self._timezone)).date()
         text = self._dates.get((day, pattern))
         if text is None:
             text = self._dates[(day, pattern)] = dates.format_date(day, pattern, locale=self._locale)
