@@ -141,14 +141,6 @@ def move_client(
     record(session, actor, "client.move", f"client:{client.id}", address, site_from=before, site_to=site.id)
 
 
-def site_name(session: so.Session, user: User | None) -> str | None:
-    """The name of the one site ``user`` belongs to, for the page header; None when portal-wide or at several."""
-    if user is None:
-        return None
-    names = list(session.scalars(_SITE_NAMES, {"user_id": user.id}))
-    return names[0] if len(names) == 1 else None
-
-
 # the names of up to two sites of a user (user_site_ids as a join), made once: site_name runs on every staff page
 _SITE_NAMES = (
     sa.select(Site.name)
@@ -156,6 +148,14 @@ _SITE_NAMES = (
     .where(UserSite.user_id == sa.bindparam("user_id"))
     .limit(2)
 )
+
+
+def site_name(session: so.Session, user: User | None) -> str | None:
+    """The name of the one site ``user`` belongs to, for the page header; None when portal-wide or at several."""
+    if user is None:
+        return None
+    names = list(session.scalars(_SITE_NAMES, {"user_id": user.id}))
+    return names[0] if len(names) == 1 else None
 
 
 def client_site_name(session: so.Session, client_id: int) -> str | None:

@@ -313,8 +313,8 @@ def csrf_context() -> str:
 
 def form_token() -> str:
     """The request's staff form token, as every staff form of the request carries it (:class:`ContextCSRF` binds it
-    to the sign-in session, the kiosk or the browser, not to the form), for a page whose form is only a button or a
-    tick list: no form is built for it."""
+    to the sign-in session, the kiosk or the browser, not to the form): a page puts it in its forms without building
+    a form for each (a button or a tick list needs none)."""
     token = g.get("form_token")
     if token is None:
         token = g.form_token = csrf_token_for(current_app.config["SECRET_KEY"].encode(), csrf_context())
@@ -415,11 +415,13 @@ def actor() -> str:
     return f"user:{user.username}" if user else "anonymous"
 
 
-def _template_context() -> dict[str, Any]:
-    def read_only() -> bool:
-        user = current_user()
-        return user is not None and user.role == "supervisor"
+def read_only() -> bool:
+    """Whether the signed-in person may only read what the page shows (a supervisor): no button that changes it."""
+    user = current_user()
+    return user is not None and user.role == "supervisor"
 
+
+def _template_context() -> dict[str, Any]:
     def clinic_name() -> str:
         # looked up once the access check let a signed-in person in, or with a client's link or kiosk; never from
         # a template (the 503 page has no database). The unnamed default site of a one-clinic portal is CLINIC_NAME.

@@ -72,6 +72,7 @@ from web.access import (
     form_problem,
     make_form,
     read_audit,
+    read_only,
     reading_view,
 )
 from web.flow import untranslated_notes
@@ -501,7 +502,7 @@ def client(client_id: int) -> Any:
             _titles(),
             alert_session_numbers(session, alerts, found.responses),
             # a translation is markup in the page, as the template's own ``_`` makes it
-            tick_label=None if _user().role == "supervisor" else _("Acknowledge this alert"),
+            tick_label=None if read_only() else _("Acknowledge this alert"),
         ),
         alert_counts_by_severity=count_by_severity(alerts),
         episode_form=make_form(EpisodeForm),

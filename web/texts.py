@@ -73,7 +73,7 @@ def lazy_gettext(message: str, **variables: Any) -> LazyString:
 def _translated(message: str, **variables: Any) -> str:
     if has_request_context():
         return phrases()(message, **variables)
-    return flask_babel.gettext(message, **variables)  # a command or a job: the default language
+    return flask_babel.gettext(message, **variables)  # outside a request, as Flask-Babel's own lazy text does
 
 
 @pass_eval_context
