@@ -45,9 +45,10 @@ import sqlalchemy as sa  # noqa: E402
 from core.accounts import create_user, start_session  # noqa: E402
 from core.api_keys import create_api_key  # noqa: E402
 from core.care import start_care_session, start_episode  # noqa: E402
+from core.instruments import placeholder_wording  # noqa: E402
 from core.models import Client, Response  # noqa: E402
 from core.responses import create_assignment, submit_response  # noqa: E402
-from core.wording import refresh_wording  # noqa: E402
+from core.wording import install_wording, refresh_wording  # noqa: E402
 from web.access import SESSION_COOKIE  # noqa: E402
 from web.app import create_app  # noqa: E402
 from web.forms import questionnaire_form  # noqa: E402
@@ -188,12 +189,20 @@ class Portal:
         """A clinician with ``clients`` clients, the first with ``sessions`` answered PCOMS sessions.
 
         Returns the clinician's sign-in cookie (made by core, as signing in makes it) and that client's id.
+        A care session's links need installed wording (the demo's placeholder wording makes demo links only), so the
+        licensed instruments get their placeholder text installed as wording, as ``client_page.py`` does; without
+        it the sessions had no questionnaires and the client page no answers (the figures before December 7).
         """
         actor = {"actor": "bench", "address": None}
         with self.app.app_context():
             state = portal()
             with state.sessions.begin() as session:
                 refresh_wording(session, state.engine)
+                for instrument in state.engine.instruments:
+                    if not instrument.licence.wording_bundled:
+                        wording = placeholder_wording(instrument)
+                        wording["placeholder"] = False
+                        install_wording(session, state.engine, instrument.id, wording, actor="bench")
                 user = create_user(session, "bench-clinician", "Bench", "clinician", secrets.token_hex(12), **actor)
                 cookie = start_session(session, user, None)
                 people = [Client(code=f"CASE-{n:04d}", clinician_id=user.id) for n in range(clients)]
@@ -206,6 +215,11 @@ class Portal:
                         instrument = state.engine.instruments.get(link.assignment.instrument_id)
                         submit_response(session, state.engine, link.assignment, typed_answers(instrument, rng))
                 client_id = people[0].id
+                answered = session.scalar(
+                    sa.select(sa.func.count()).select_from(Response).where(Response.client_id == client_id)
+                )
+        if answered < 2 * sessions:  # an ORS and an SRS a session
+            raise RuntimeError(f"the client page's client has {answered} answers, not {2 * sessions}")
         return cookie, client_id
 
     def rows(self) -> tuple[int, int]:
