@@ -9,6 +9,7 @@ come from ``web.texts`` with the results of flask_babel's and Jinja's own functi
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -185,6 +186,24 @@ def test_a_new_answer_or_alert_draws_the_chart_anew(app, ann, world, monkeypatch
     assert "alert-ring" in page and ">S2<" in page
     cached = len(web.progress.drawn_charts(app))
     assert cached >= 2  # the charts of either state are kept, each under its own data
+
+
+def test_a_recomputed_expected_change_table_draws_the_outcome_chart_anew(app, ann, world, monkeypatch):
+    """A chart is kept by the expected-change table it was drawn with: a table recomputed from the clinic's episodes
+    is drawn from, whether or not its figures moved."""
+    answered_session(app, ann, world)
+    drawn: list[str] = []
+    line_chart = web.progress.line_chart
+    monkeypatch.setattr(
+        web.progress, "line_chart", lambda chart_id, *a, **k: drawn.append(chart_id) or line_chart(chart_id, *a, **k)
+    )
+    first = without_tokens(ann.get(f"/clients/{world.client_id}").text)
+    assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == first
+    assert drawn.count("chart-ors-total") == 1  # the table is kept (EXPECTED_CACHE_SECONDS), and so is the chart
+    expected = app.extensions["rapportal"].engine.expected
+    monkeypatch.setattr(expected, "settings", dataclasses.replace(expected.settings, cache_seconds=0))
+    assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == first  # the same figures
+    assert drawn.count("chart-ors-total") == 2  # drawn from the new table
 
 
 def test_the_drawn_charts_are_bounded(app):

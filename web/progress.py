@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from decimal import Decimal
 from threading import Lock
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, current_app
 from flask_babel import get_locale
@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 
 from core import Administration, Chart, Instrument, Progress, episode_progress
 from core.care import ResponseRecord, ScoreRecord
-from core.expected import ExpectedTable
+from core.expected import ExpectedTable, expected_scores
 from core.responses import stored_score_values
 from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
 from web.state import db_session, portal
@@ -35,21 +35,85 @@ def client_progress(
     ``alerted`` maps a response id to the most severe alert it raised: its chart points are marked.
     """
     alerted = alerted or {}
-    grouped: dict[str, list[tuple[ResponseRecord, Administration]]] = {}
+    grouped: dict[str, list[tuple[ResponseRecord, ScoreRecord]]] = {}
     for response, score in rows:
         if score is not None:
-            grouped.setdefault(response.instrument_id, []).append((response, _administration(response, score)))
+            grouped.setdefault(response.instrument_id, []).append((response, score))
     charts: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     for instrument_id, entries in grouped.items():
         instrument = _in_force(instrument_id, entries[-1][0].instrument_version)
         if instrument is None:
             continue
-        labels = {a.response_id: when_label(response) for response, a in entries}
-        found = episode_progress(instrument, [a for _response, a in entries])
-        charts.extend(_drawn_chart(instrument, chart, labels, alerted) for chart in found.charts)
-        summary.extend(_summary(found, labels))
+        drawn = _drawn_progress(instrument, entries, alerted)
+        charts.extend(drawn.charts)
+        summary.extend(drawn.summary)
     return {"charts": charts, "summary": summary, "answered": bool(grouped)}
+
+
+class DrawnProgress(NamedTuple):
+    """One instrument's charts and score summary as the page shows them, with what they were drawn with."""
+
+    charts: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    # the definition and the expected-change tables the key names by identity: held here, so that no other object
+    # can take their identity while the entry is kept
+    pinned: tuple[Any, ...]
+
+
+def _drawn_progress(
+    instrument: Instrument, entries: list[tuple[ResponseRecord, ScoreRecord]], alerted: Mapping[int, str]
+) -> DrawnProgress:
+    """:func:`_progress`, drawn once per distinct input (see :class:`DrawnCharts`).
+
+    The key is made of what was read, before anything is computed from it: on a hit the page pays for neither the
+    scores' Decimals nor the charts' series.
+    """
+    engine = portal().engine
+    tables = {score: engine.expected.table(db_session(), instrument, score) for score in expected_scores(instrument)}
+    key = (
+        str(get_locale()),
+        _href(0),
+        id(instrument),
+        tuple(id(table) for table in tables.values()),
+        tuple(
+            (
+                response.id,
+                response.instrument_version,
+                response.session_number,
+                response.submitted_at,
+                tuple((score.values or {}).items()),
+                score.band,
+                alerted.get(response.id),
+            )
+            for response, score in entries
+        ),
+    )
+    cache = drawn_charts()
+    found = cache.get(key)
+    if found is None:
+        found = _progress(instrument, entries, alerted, tables)
+        cache.put(key, found)
+    return found
+
+
+def _progress(
+    instrument: Instrument,
+    entries: list[tuple[ResponseRecord, ScoreRecord]],
+    alerted: Mapping[int, str],
+    tables: Mapping[str, ExpectedTable | None],
+) -> DrawnProgress:
+    administrations = [_administration(response, score) for response, score in entries]
+    labels = {response.id: when_label(response) for response, _score in entries}
+    found = episode_progress(instrument, administrations)
+    return DrawnProgress(
+        [
+            _chart(instrument, chart, labels, alerted, _expected(instrument, chart, labels, tables))
+            for chart in found.charts
+        ],
+        _summary(found, labels),
+        (instrument, *tables.values()),
+    )
 
 
 def _administration(response: ResponseRecord, score: ScoreRecord) -> Administration:
@@ -106,33 +170,36 @@ def _severity_word(severity: str) -> str:
     return words.get(severity, severity)
 
 
-#: Drawn charts kept per app (``app.extensions``), at most this many, the least recently used dropped first.
+#: Instruments' drawn charts and summaries kept per app (``app.extensions``), at most this many, the least recently
+#: used dropped first.
 DRAWN_CHARTS = 128
 _DRAWN_KEY = "rapportal.drawn_charts"
 
 
 class DrawnCharts:
-    """The charts drawn lately in this process, by everything a drawing depends on.
+    """Each instrument's charts and summary drawn lately in this process, by everything they are drawn from.
 
-    The key holds every input of :func:`_chart`, taken from the data this request read (scores, sessions,
-    alerts, the clinic's expected figures, the instrument version) and from the page (locale, link prefix): the
-    same key always draws the same chart, so a hit is right whichever process or host changed the database in
-    between, and any change to the data makes another key. Nothing is invalidated; old keys age out.
+    The key holds every input of :func:`_progress`: the scored responses as this request read them (ids, versions,
+    session numbers, times, stored scores and bands), the alert each one raised, the definition and the clinic's
+    expected-change tables (by identity: a wording install or a recomputed table is another object), and the page's
+    locale and link prefix. The same key always draws the same page part, so a hit is right whichever process or
+    host changed the database in between, and any change to the data makes another key. Nothing is invalidated;
+    old keys age out.
     """
 
     def __init__(self, size: int = DRAWN_CHARTS) -> None:
         self.size = size
-        self._found: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self._found: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = Lock()  # the development server serves requests in threads
 
-    def get(self, key: Hashable) -> dict[str, Any] | None:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             found = self._found.get(key)
             if found is not None:
                 self._found.move_to_end(key)
             return found
 
-    def put(self, key: Hashable, drawn: dict[str, Any]) -> None:
+    def put(self, key: Hashable, drawn: Any) -> None:
         with self._lock:
             self._found[key] = drawn
             self._found.move_to_end(key)
@@ -150,43 +217,6 @@ class DrawnCharts:
 def drawn_charts(app: Flask | None = None) -> DrawnCharts:
     """The :class:`DrawnCharts` of ``app`` (default: the current app)."""
     return (app or current_app).extensions.setdefault(_DRAWN_KEY, DrawnCharts())
-
-
-def _drawn_chart(
-    instrument: Instrument, chart: Chart, labels: dict[int, str], alerted: Mapping[int, str]
-) -> dict[str, Any]:
-    """:func:`_chart`, drawn once per distinct input (see :class:`DrawnCharts`)."""
-    expected = _expected(instrument, chart, labels)
-    key = (
-        str(get_locale()),
-        _href(0),
-        instrument.id,
-        instrument.version,
-        instrument.short_title,
-        chart.id,
-        chart.title,
-        chart.y_min,
-        chart.y_max,
-        tuple(
-            (a.response_id, a.session_number, labels[a.response_id], alerted.get(a.response_id))
-            for a in chart.administrations
-        ),
-        tuple(
-            (one.score, one.label, tuple((point.administration.response_id, point.value) for point in one.points))
-            for one in chart.series
-        ),
-        chart.lines,
-        chart.bands,
-        chart.change_bands,
-        tuple(expected[0]),
-        tuple(expected[1]),
-    )
-    cache = drawn_charts()
-    found = cache.get(key)
-    if found is None:
-        found = _chart(instrument, chart, labels, alerted, expected)
-        cache.put(key, found)
-    return found
 
 
 def _chart(
@@ -322,12 +352,15 @@ def _table_body(rows: list[dict[str, Any]]) -> Markup:
     return Markup("\n".join(lines))
 
 
-def _expected(instrument: Instrument, chart: Chart, labels: dict[int, str]) -> tuple[list[ExpectedPoint], list[str]]:
-    """The clinic's expected band at the client's sessions and the notes that explain it, or why it is missing."""
+def _expected(
+    instrument: Instrument, chart: Chart, labels: dict[int, str], tables: Mapping[str, ExpectedTable | None]
+) -> tuple[list[ExpectedPoint], list[str]]:
+    """The clinic's expected band at the client's sessions and the notes that explain it, or why it is missing
+    (``tables``: the clinic's expected-change table of each score that has one)."""
     if len(chart.series) != 1 or not chart.series[0].points:
         return [], []
     one = chart.series[0]
-    table: ExpectedTable | None = portal().engine.expected.table(db_session(), instrument, one.score)
+    table = tables.get(one.score)
     if table is None:
         return [], []
     intake = one.points[0].value
