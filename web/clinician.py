@@ -294,18 +294,29 @@ def _alert_lines(
     response_href = id_url("clinician.response", "response_id")
     client_href = id_url("clinician.client", "client_id")
     acknowledge_href = id_url("clinician.acknowledge", "alert_id")
+    # a page's alerts share a few severities and rules: their badges, start tags and titles are made once each
     badges: dict[str, Markup] = {}
+    starts: dict[tuple[str, str], str] = {}
+    headings: dict[str, str] = {}
     lines = []
     for alert in alerts:
         number = sessions.get(alert.id)
         session = f"{session_word % {'n': int(number)}}, " if number else ""
-        severity, rule, id_ = escape(alert.severity), escape(alert.rule), int(alert.id)
+        id_ = int(alert.id)
         badge = badges.get(alert.severity)
         if badge is None:
             badge = badges[alert.severity] = severity_badge(alert.severity)
-        start = f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">'
+        start = starts.get((alert.severity, alert.rule))
+        if start is None:
+            severity, rule = escape(alert.severity), escape(alert.rule)
+            start = starts[(alert.severity, alert.rule)] = (
+                f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">'
+            )
+        heading = headings.get(alert.rule)
+        if heading is None:
+            heading = headings[alert.rule] = f"<strong>{escape(titles.get(alert.rule, alert.rule))}</strong>\n"
         facts = (
-            f"<strong>{escape(titles.get(alert.rule, alert.rule))}</strong>\n"
+            f"{heading}"
             f'<span class="alert-message">{escape(alert.message)}</span>\n'
             f'<span class="muted alert-when">({session}{escape(say.date(alert.created_at, "d MMM yyyy"))},\n'
             f'<a href="{escape(response_href(alert.response_id))}">{answers}</a>)</span>'
@@ -355,7 +366,7 @@ def caseload() -> Any:
                 len(by_client.get(one.id, ())),
                 [(severity, mine[severity]) for severity in ("urgent", "warning", "info") if mine.get(severity)],
                 found.pending.get(one.id, 0),
-                last.strftime("%Y-%m-%d") if last else "",
+                last.date().isoformat() if last else "",
             )
         )
     alerts = triage_order(found.alerts)
@@ -454,7 +465,7 @@ def _session_rows(sessions: Sequence[SessionRecord]) -> list[Markup]:
         rows.append(
             Markup(
                 f'<tr><td><a href="{escape(href(care.id))}">{label % {"n": int(care.number)}}</a></td>'
-                f"<td>{care.held_at.strftime('%Y-%m-%d')}</td><td>{'; '.join(states)}</td></tr>"
+                f"<td>{care.held_at.date().isoformat()}</td><td>{'; '.join(states)}</td></tr>"
             )
         )
     return rows

@@ -142,7 +142,7 @@ def when_label(response: ResponseRecord) -> str:
     """A response's label on a chart's axis and an item table's column: the session ("S3"), else the day answered."""
     if response.session_number is not None:
         return f"S{response.session_number}"
-    return response.submitted_at.strftime("%Y-%m-%d")
+    return response.submitted_at.date().isoformat()
 
 
 def _href(response_id: int) -> str:
