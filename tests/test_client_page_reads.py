@@ -3,7 +3,7 @@
 A reading view (``web.access.reading_view``) reads in a read-only session and writes only its audit entry (with a
 due last-seen time), committed before the page is sent: on SQLite in one short transaction, on PostgreSQL as
 statements that commit by themselves. Charts are kept by everything
-they are drawn from (``web.progress.DrawnCharts``), so a change to the data draws them anew; repeated phrases
+they are drawn from (``web.progress.drawn_charts``, a ``web.kept.KeptParts``), so a change to the data draws them anew; repeated phrases
 come from ``web.texts`` with the results of flask_babel's and Jinja's own functions.
 """
 
@@ -20,8 +20,11 @@ import sqlalchemy as sa
 from flask import render_template_string
 from staff_support import SRS_LOW, answer, links_on, make_world, release_latest, sign_in, start_session
 
+import web.clinician
 import web.progress
+from core.care import ResponseRecord
 from core.models import AuditEntry, UserSession
+from web.kept import KeptParts, kept_parts
 from web.texts import gettext, phrases, template_gettext
 
 ORS_MIDDLE = {f"ors_{n}": "5.0" for n in range(1, 5)}
@@ -206,11 +209,45 @@ def test_a_recomputed_expected_change_table_draws_the_outcome_chart_anew(app, an
     assert drawn.count("chart-ors-total") == 2  # drawn from the new table
 
 
-def test_the_drawn_charts_are_bounded(app):
-    kept = web.progress.DrawnCharts(size=2)
+def test_an_item_table_is_made_once_while_the_answers_stay_the_same(app, ann, world, monkeypatch):
+    answered_session(app, ann, world)
+    made: list[str] = []
+    item_table = web.clinician._item_table
+    monkeypatch.setattr(
+        web.clinician, "_item_table", lambda instrument, *a: made.append(instrument.id) or item_table(instrument, *a)
+    )
+    first = without_tokens(ann.get(f"/clients/{world.client_id}").text)
+    assert sorted(made) == ["ors", "srs"] and 'scope="row">ors_1 <span class="muted">' in first
+    assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == first
+    assert len(made) == 2  # kept
+    answered_session(app, ann, world)
+    page = ann.get(f"/clients/{world.client_id}").text
+    assert len(made) == 4  # a new answer makes both tables anew
+    assert page.count('<th scope="col"><a href="/responses/') == 4  # S1 and S2 in each table
+
+
+def test_an_item_table_with_an_answer_that_cannot_be_a_key_is_made_for_its_page(app):
+    """A list of choices (a plugin's multiple-choice item) cannot be part of a key: the table is made, not kept."""
+    srs = app.extensions["rapportal"].engine.instruments.get("srs")
+    answers = {"srs_1": ["a", "<b>"], "srs_2": 7, "srs_3": None, "srs_4": "x&y"}
+    response = ResponseRecord(41, "srs", srs.version, datetime(2026, 12, 1, 10, 0), answers, 3)
+    with app.test_request_context("/"):
+        before = len(kept_parts("item_tables", web.clinician.ITEM_TABLES))
+        (table,) = web.clinician._item_detail([(response, None)])
+        assert len(kept_parts("item_tables", web.clinician.ITEM_TABLES)) == before
+    assert "&lt;b&gt;" in table.body and "<td>7</td>" in table.body and "x&amp;y" in table.body
+    assert ">S3</a></th>" in table.header
+
+
+def test_kept_parts_are_bounded_and_drop_the_least_recently_used(app):
+    kept = KeptParts(size=2)
     for n in range(5):
         kept.put(("chart", n), {"n": n})
     assert len(kept) == 2 and kept.get(("chart", 0)) is None and kept.get(("chart", 4)) == {"n": 4}
+    assert kept.get(("chart", 3)) == {"n": 3}  # used: kept when the next one comes
+    assert kept.get_or_make(("chart", 9), lambda: {"n": 9}) == {"n": 9}
+    assert kept.get(("chart", 4)) is None and kept.get(("chart", 3)) == {"n": 3}
+    assert kept.get_or_make(("chart", 9), lambda: {"n": "made again"}) == {"n": 9}
 
 
 def test_phrases_translate_and_format_as_flask_babel_and_jinja_do(app):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
 import segno
@@ -24,6 +25,7 @@ from flask import session as flask_session
 from markupsafe import Markup, escape
 from wtforms import validators as v
 
+from core import Instrument
 from core.care import (
     AlertRecord,
     AssignmentRecord,
@@ -76,6 +78,7 @@ from web.access import (
     reading_view,
 )
 from web.flow import untranslated_notes
+from web.kept import kept_parts
 from web.progress import client_progress, when_label
 from web.report_pdf import render_report_pdf
 from web.state import db_session, portal
@@ -383,7 +386,12 @@ def caseload() -> Any:
 # -- client page -----------------------------------------------------------------
 
 
-def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[dict[str, Any]]:
+#: Item tables kept per process (see :mod:`web.kept`), one per client and questionnaire shown lately.
+ITEM_TABLES = 256
+
+
+def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[ItemTable]:
+    """The item-level answers, one table per questionnaire: each item's answer in each response."""
     engine = portal().engine
     href = id_url("clinician.response", "response_id")
     grouped: dict[str, list[ResponseRecord]] = defaultdict(list)
@@ -395,32 +403,45 @@ def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[
             instrument = engine.instruments.get(instrument_id, responses[-1].instrument_version)
         except KeyError:
             continue
-        items = [(item.id, item.topic) for item in instrument.items]
-        detail.append(
-            {
-                "title": instrument.short_title,
-                "items": items,
-                # the header's cells: each response's label linking to it (a label is a session number or a
-                # date, the address is made of an id), joined here once, as the rows' cells below
-                "header": Markup(
-                    "".join(
-                        f'<th scope="col"><a href="{escape(href(r.id))}">{escape(when_label(r))}</a></th>'
-                        for r in responses
-                    )
-                ),
-                # (item id, topic, the cells: the answer in each response or a dash), drawn as the table's rows; the
-                # cells are joined here once per row (a number needs no escaping), cheaper than a template loop per cell
-                "rows": [
-                    (
-                        item_id,
-                        topic,
-                        Markup("".join(_cell(r.answers.get(item_id)) for r in responses)),
-                    )
-                    for item_id, topic in items
-                ],
-            }
-        )
+        # kept by every input of the table: the definition (by identity, held by the kept value), the link prefix,
+        # and the responses as read; an answer that cannot be part of a key (a list of choices) makes it anew
+        try:
+            key = (
+                id(instrument),
+                href(0),
+                tuple((r.id, r.session_number, r.submitted_at, tuple(r.answers.items())) for r in responses),
+            )
+            hash(key)
+        except TypeError:
+            detail.append(_item_table(instrument, responses, href)[0])
+            continue
+        kept = kept_parts("item_tables", ITEM_TABLES)
+        detail.append(kept.get_or_make(key, partial(_item_table, instrument, responses, href))[0])
     return detail
+
+
+class ItemTable(NamedTuple):
+    """One questionnaire's item-level answers as the client page shows them: each item's answer in each response."""
+
+    title: str
+    header: Markup  # a header cell per response: its label (a session number or a date) linking to it
+    body: Markup  # a row per item: its id and topic, then its answer in each response or a dash
+
+
+def _item_table(
+    instrument: Instrument, responses: list[ResponseRecord], href: Callable[[int], str]
+) -> tuple[ItemTable, Instrument]:
+    """One questionnaire's item table, with the definition it was made from (see :func:`_item_detail`); written here
+    once rather than by template calls per cell (a number needs no escaping)."""
+    header = "".join(
+        f'<th scope="col"><a href="{escape(href(r.id))}">{escape(when_label(r))}</a></th>' for r in responses
+    )
+    body = "\n".join(
+        f'<tr><th scope="row">{escape(item.id)} <span class="muted">{escape(item.topic)}</span></th>'
+        f"{''.join(_cell(r.answers.get(item.id)) for r in responses)}</tr>"
+        for item in instrument.items
+    )
+    return ItemTable(instrument.short_title, Markup(header), Markup(body)), instrument
 
 
 def _cell(answer: Any) -> str:

@@ -1,17 +1,26 @@
-"""Pages that differ between requests in a few values only, rendered once and filled in per request.
+"""What a process keeps of its pages, under keys that name everything it is made of.
 
-The pages a client sees most (a fresh questionnaire, the receipt) are the same for every client in
-one language at one site but for a link, a form token or a receipt. :func:`kept_page` keeps their
-markup per process with stand-ins for those values; the key names everything the markup is made of,
-so several processes on several hosts each keep the same page and none needs to tell the others.
+Several processes on several hosts each keep the same parts and none needs to tell the others: the same key always
+makes the same markup, so a hit is right whichever process changed the database in between, and a change to the
+data makes another key. Nothing is invalidated; old keys age out.
+
+- **Kept pages** (:func:`kept_page`): the pages a client sees most (a fresh questionnaire, the receipt) are the same
+  for every client in one language at one site but for a link, a form token or a receipt; their markup is kept with
+  stand-ins for those values.
+- **Kept parts** (:class:`KeptParts`, :func:`kept_parts`): parts of a clinician's page made from what the request
+  read (a client's charts, item tables and alert lines), kept under a key of every input of the part: the rows as
+  read (ids, times, stored values), definitions by identity (held by the kept value, so no other object can take
+  their identity while it is kept), and the page's locale, time zone and link prefixes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from threading import Lock
+from typing import Any, TypeVar
 
-from flask import g
+from flask import Flask, current_app, g
 from flask_babel import get_locale
 from markupsafe import escape
 
@@ -51,3 +60,53 @@ def kept_page(key: tuple[Any, ...], render: Callable[[], str], values: Mapping[s
     for name, value in values.items():
         page = page.replace(mark(name), str(escape(value)))
     return page
+
+
+T = TypeVar("T")
+
+
+class KeptParts:
+    """At most ``size`` parts by key, the least recently used dropped first; safe to share between threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._found: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = Lock()  # the development server serves requests in threads
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, part: Any) -> None:
+        with self._lock:
+            self._found[key] = part
+            self._found.move_to_end(key)
+            while len(self._found) > self.size:
+                self._found.popitem(last=False)
+
+    def get_or_make(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The part kept under ``key``, else ``make()``, kept."""
+        found = self.get(key)
+        if found is None:
+            found = make()
+            self.put(key, found)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._found.clear()
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def kept_parts(name: str, size: int, app: Flask | None = None) -> KeptParts:
+    """The :class:`KeptParts` called ``name`` of ``app`` (default: the current app), made with ``size`` on first use."""
+    extensions = (app or current_app).extensions
+    found = extensions.get(f"rapportal.kept.{name}")
+    if found is None:
+        found = extensions[f"rapportal.kept.{name}"] = KeptParts(size)
+    return found

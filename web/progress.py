@@ -7,13 +7,11 @@ instrument is named here: a plugin instrument is drawn by the same code as a bui
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from threading import Lock
 from typing import Any, NamedTuple
 
-from flask import Flask, current_app
+from flask import Flask
 from flask_babel import get_locale
 from markupsafe import Markup, escape
 
@@ -22,6 +20,7 @@ from core.care import ResponseRecord, ScoreRecord
 from core.expected import ExpectedTable, expected_scores
 from core.responses import stored_score_values
 from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, Series, expected_layer, line_chart
+from web.kept import KeptParts, kept_parts
 from web.state import db_session, portal
 from web.texts import gettext as _  # a chart repeats its phrases at every point: translated once per request
 from web.texts import id_url
@@ -64,10 +63,13 @@ class DrawnProgress(NamedTuple):
 def _drawn_progress(
     instrument: Instrument, entries: list[tuple[ResponseRecord, ScoreRecord]], alerted: Mapping[int, str]
 ) -> DrawnProgress:
-    """:func:`_progress`, drawn once per distinct input (see :class:`DrawnCharts`).
+    """:func:`_progress`, drawn once per distinct input (:func:`drawn_charts`).
 
-    The key is made of what was read, before anything is computed from it: on a hit the page pays for neither the
-    scores' Decimals nor the charts' series.
+    The key holds every input of :func:`_progress`, taken as read, before anything is computed from it: the scored
+    responses (ids, versions, session numbers, times, stored scores and bands), the alert each one raised, the
+    definition and the clinic's expected-change tables (by identity: a wording install or a recomputed table is
+    another object), and the page's locale and link prefix. On a hit the page pays for neither the scores' Decimals
+    nor the charts' series.
     """
     engine = portal().engine
     tables = {score: engine.expected.table(db_session(), instrument, score) for score in expected_scores(instrument)}
@@ -89,12 +91,7 @@ def _drawn_progress(
             for response, score in entries
         ),
     )
-    cache = drawn_charts()
-    found = cache.get(key)
-    if found is None:
-        found = _progress(instrument, entries, alerted, tables)
-        cache.put(key, found)
-    return found
+    return drawn_charts().get_or_make(key, lambda: _progress(instrument, entries, alerted, tables))
 
 
 def _progress(
@@ -170,53 +167,14 @@ def _severity_word(severity: str) -> str:
     return words.get(severity, severity)
 
 
-#: Instruments' drawn charts and summaries kept per app (``app.extensions``), at most this many, the least recently
-#: used dropped first.
+#: Instruments' drawn charts and summaries kept per process (see :mod:`web.kept`), the least recently used dropped
+#: first when there are more.
 DRAWN_CHARTS = 128
-_DRAWN_KEY = "rapportal.drawn_charts"
 
 
-class DrawnCharts:
-    """Each instrument's charts and summary drawn lately in this process, by everything they are drawn from.
-
-    The key holds every input of :func:`_progress`: the scored responses as this request read them (ids, versions,
-    session numbers, times, stored scores and bands), the alert each one raised, the definition and the clinic's
-    expected-change tables (by identity: a wording install or a recomputed table is another object), and the page's
-    locale and link prefix. The same key always draws the same page part, so a hit is right whichever process or
-    host changed the database in between, and any change to the data makes another key. Nothing is invalidated;
-    old keys age out.
-    """
-
-    def __init__(self, size: int = DRAWN_CHARTS) -> None:
-        self.size = size
-        self._found: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = Lock()  # the development server serves requests in threads
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            found = self._found.get(key)
-            if found is not None:
-                self._found.move_to_end(key)
-            return found
-
-    def put(self, key: Hashable, drawn: Any) -> None:
-        with self._lock:
-            self._found[key] = drawn
-            self._found.move_to_end(key)
-            while len(self._found) > self.size:
-                self._found.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._found.clear()
-
-    def __len__(self) -> int:
-        return len(self._found)
-
-
-def drawn_charts(app: Flask | None = None) -> DrawnCharts:
-    """The :class:`DrawnCharts` of ``app`` (default: the current app)."""
-    return (app or current_app).extensions.setdefault(_DRAWN_KEY, DrawnCharts())
+def drawn_charts(app: Flask | None = None) -> KeptParts:
+    """The drawn charts and summaries of ``app`` (default: the current app), by everything they are drawn from."""
+    return kept_parts("drawn_charts", DRAWN_CHARTS, app)
 
 
 def _chart(
