@@ -239,6 +239,25 @@ def test_an_item_table_with_an_answer_that_cannot_be_a_key_is_made_for_its_page(
     assert ">S3</a></th>" in table.header
 
 
+def test_an_alert_line_is_kept_per_alert_and_language(app, ann, world):
+    answered_session(app, ann, world)  # the SRS below its cutoff raises an alert
+    kept = kept_parts("alert_lines", web.clinician.ALERT_LINES, app)
+    kept.clear()
+    first = without_tokens(ann.get(f"/clients/{world.client_id}").text)
+    lines = len(kept)
+    assert lines >= 1 and 'class="staff-alert severity-' in first and ">answers</a>)" in first
+    assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == first
+    assert len(kept) == lines  # kept
+    # the caseload's lines have no tick box: another line each, in English and then in German
+    english = ann.get("/caseload").text
+    assert len(kept) == 2 * lines and ">answers</a>)" in english
+    german = ann.get("/caseload", headers={"Accept-Language": "de"}).text
+    assert len(kept) == 3 * lines
+    with app.test_request_context("/", headers={"Accept-Language": "de"}):
+        assert f">{gettext('answers')}</a>)" in german and gettext("answers") != "answers"
+    assert without_tokens(ann.get("/caseload").text) == without_tokens(english)  # the English lines as they were
+
+
 def test_kept_parts_are_bounded_and_drop_the_least_recently_used(app):
     kept = KeptParts(size=2)
     for n in range(5):

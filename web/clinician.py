@@ -282,6 +282,10 @@ class AlertLine(NamedTuple):
     acknowledge_href: str
 
 
+#: Alert lines kept per process (see :mod:`web.kept`): the open alerts of the clients viewed lately.
+ALERT_LINES = 4096
+
+
 def _alert_lines(
     alerts: Sequence[Alert | AlertRecord],
     titles: Mapping[str, str],
@@ -289,7 +293,11 @@ def _alert_lines(
     *,
     tick_label: str | None = None,
 ) -> list[AlertLine]:
-    """The alerts' lines; with ``tick_label`` (the client page, for a clinician) each item has its tick box."""
+    """The alerts' lines; with ``tick_label`` (the client page, for a clinician) each item has its tick box.
+
+    A line of an alert read as a row (:class:`core.care.AlertRecord`) is kept by the row, its session number, its
+    rule's title and this page's locale, time zone, link prefixes and tick label: everything it is made of.
+    """
     # translations are markup in the page, as the template's own ``_`` makes them
     answers = _("answers")
     session_word = _("session %(n)s")  # formatted with a number: nothing to escape
@@ -297,29 +305,19 @@ def _alert_lines(
     response_href = id_url("clinician.response", "response_id")
     client_href = id_url("clinician.client", "client_id")
     acknowledge_href = id_url("clinician.acknowledge", "alert_id")
-    # a page's alerts share a few severities and rules: their badges, start tags and titles are made once each
-    badges: dict[str, Markup] = {}
-    starts: dict[tuple[str, str], str] = {}
-    headings: dict[str, str] = {}
-    lines = []
-    for alert in alerts:
-        number = sessions.get(alert.id)
+    context = (say.key, response_href(0), client_href(0), acknowledge_href(0), tick_label)
+    kept = kept_parts("alert_lines", ALERT_LINES)
+    badges: dict[str, Markup] = {}  # a page's alerts share a few severities
+
+    def made(alert: Alert | AlertRecord, number: int | None, title: str) -> AlertLine:
         session = f"{session_word % {'n': int(number)}}, " if number else ""
-        id_ = int(alert.id)
+        severity, rule, id_ = escape(alert.severity), escape(alert.rule), int(alert.id)
         badge = badges.get(alert.severity)
         if badge is None:
             badge = badges[alert.severity] = severity_badge(alert.severity)
-        start = starts.get((alert.severity, alert.rule))
-        if start is None:
-            severity, rule = escape(alert.severity), escape(alert.rule)
-            start = starts[(alert.severity, alert.rule)] = (
-                f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">'
-            )
-        heading = headings.get(alert.rule)
-        if heading is None:
-            heading = headings[alert.rule] = f"<strong>{escape(titles.get(alert.rule, alert.rule))}</strong>\n"
+        start = f'<li class="staff-alert severity-{severity}" data-alert="{rule}" data-severity="{severity}">'
         facts = (
-            f"{heading}"
+            f"<strong>{escape(title)}</strong>\n"
             f'<span class="alert-message">{escape(alert.message)}</span>\n'
             f'<span class="muted alert-when">({session}{escape(say.date(alert.created_at, "d MMM yyyy"))},\n'
             f'<a href="{escape(response_href(alert.response_id))}">{answers}</a>)</span>'
@@ -331,17 +329,24 @@ def _alert_lines(
             else ""
         )
         item = f'{start}\n    {tick}<p id="facts-{id_}">{badge} {facts}</p>\n  </li>'
-        lines.append(
-            AlertLine(
-                alert,
-                Markup(start),
-                badge,
-                Markup(facts),
-                Markup(item),
-                client_href(alert.client_id),
-                acknowledge_href(alert.id),
-            )
+        return AlertLine(
+            alert,
+            Markup(start),
+            badge,
+            Markup(facts),
+            Markup(item),
+            client_href(alert.client_id),
+            acknowledge_href(alert.id),
         )
+
+    lines = []
+    for alert in alerts:
+        number = sessions.get(alert.id)
+        title = titles.get(alert.rule, alert.rule)
+        if type(alert) is AlertRecord:  # a row's values are its key; an ORM object's are not
+            lines.append(kept.get_or_make((context, alert, number, title), partial(made, alert, number, title)))
+        else:
+            lines.append(made(alert, number, title))
     return lines
 
 

@@ -35,6 +35,7 @@ class Phrases:
         self._locale = get_locale()
         self._timezone = get_timezone()
         self._utc = str(self._timezone) == "UTC"  # the default: a stored time's day is its day
+        self.key = (str(self._locale), str(self._timezone))  # what the phrases depend on, as part of a kept part's key
         self._messages: dict[str, str] = {}
         self._dates: dict[tuple[date, str], str] = {}
 
