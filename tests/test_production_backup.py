@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from test_production_support import (
 from core.db import make_db_engine
 from core.migrations.backup import libpq_arguments
 
-LINKS = 1200  # enough that the clients are still submitting when the backup starts, however fast they are
+LINKS = 1200
 
 
 def backup(url: str, instance: Path, file: Path) -> None:
@@ -108,9 +109,13 @@ def test_backup_under_load_restores_to_a_consistent_snapshot_and_a_quiet_one_to_
     instance = tmp_path / "instance"
     # no job worker beside it: its periodic jobs would change the jobs table between a backup and the comparison
     with Server(url, instance, workers=4, job_worker=False) as server:
-        pool, result = start_clients(server.base, tokens, processes=8)
+        # the clients answer at a steady pace and hold their last links back until the backup is taken, so it is
+        # taken while submissions arrive and before the last of them, however fast the server answers
+        release = multiprocessing.get_context("fork").Event()
+        pool, result = start_clients(server.base, tokens, processes=8, release=release)
         wait_for_first_responses(url, tokens)
         backup(url, instance, tmp_path / "under-load.backup")
+        release.set()
         outcomes = [outcome for chunk in result.get(timeout=300) for outcome in chunk]
         pool.join()
         backup(url, instance, tmp_path / "quiet.backup")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from test_production_support import (
 )
 
 CYCLES = 20
-PER_CYCLE = 300  # more than the server gets through before the kill (it takes ~200/s), so it always dies under load
+PER_CYCLE = 300  # answered at a steady pace (start_clients' release), so the server always dies under load
 CLIENT_PROCESSES = 8
 
 
@@ -36,9 +37,13 @@ def test_sigkill_under_load_loses_no_acknowledged_submission_and_leaves_the_data
         take = max(0, PER_CYCLE - len(pending))
         batch, fresh = pending + fresh[:take], fresh[take:]
         server.start()
-        pool, result = start_clients(server.base, batch, processes=CLIENT_PROCESSES)
+        # the clients answer a link every 50 ms each (some 160 a second in all, about 2 s a cycle) and hold their last
+        # ones back until after the kill, so it lands while they submit, however fast the server answers
+        release = multiprocessing.get_context("fork").Event()
+        pool, result = start_clients(server.base, batch, processes=CLIENT_PROCESSES, release=release)
         time.sleep(rng.uniform(0.15, 0.9))
         server.kill()
+        release.set()
         cycle_outcomes = [outcome for chunk in result.get(timeout=120) for outcome in chunk]
         pool.join()
         outcomes += cycle_outcomes

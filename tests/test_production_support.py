@@ -219,8 +219,26 @@ def submit_links(base: str, tokens: list[str], stop_on_connection_error: bool = 
     return outcomes
 
 
-def _submit_chunk(args: tuple[str, list[str], bool]) -> list[Outcome]:
-    return submit_links(*args)
+# The event a pool's clients wait on (start_clients(release=...)): set before the pool forks, so that they inherit it
+# (an event cannot be sent to a pool's process as an argument), and cleared again at once in the test's process.
+_RELEASE: Any = None
+
+
+def _submit_chunk(args: tuple[str, list[str], bool, float]) -> list[Outcome]:
+    base, tokens, stop_on_connection_error, pace = args
+    if _RELEASE is None:
+        return submit_links(base, tokens, stop_on_connection_error)
+    # Until released: a link every ``pace`` seconds, and the last one held back, so that submissions still arrive
+    # when the test does what it waits for, however fast the server answers.
+    outcomes: list[Outcome] = []
+    for token in tokens[:-1]:
+        if not _RELEASE.is_set():
+            time.sleep(pace)
+        outcomes += submit_links(base, [token], stop_on_connection_error)
+        if stop_on_connection_error and outcomes[-1].error:
+            return outcomes
+    _RELEASE.wait(timeout=300)
+    return outcomes + submit_links(base, tokens[-1:], stop_on_connection_error)
 
 
 def run_clients(base: str, tokens: list[str], processes: int = 8, stop_on_connection_error: bool = False):
@@ -228,15 +246,24 @@ def run_clients(base: str, tokens: list[str], processes: int = 8, stop_on_connec
     chunks = [tokens[index::processes] for index in range(processes)]
     context = multiprocessing.get_context("fork")
     with context.Pool(processes) as pool:
-        results = pool.map(_submit_chunk, [(base, chunk, stop_on_connection_error) for chunk in chunks])
+        results = pool.map(_submit_chunk, [(base, chunk, stop_on_connection_error, 0.0) for chunk in chunks])
     return [outcome for chunk in results for outcome in chunk]
 
 
-def start_clients(base: str, tokens: list[str], processes: int = 8):
-    """Like :func:`run_clients` but returns at once: ``.get()`` on the result waits."""
+def start_clients(base: str, tokens: list[str], processes: int = 8, release: Any = None, pace: float = 0.05):
+    """Like :func:`run_clients` but returns at once: ``.get()`` on the result waits.
+
+    With ``release`` (a ``multiprocessing`` event of the fork context) each client answers a link every ``pace``
+    seconds and holds its last one back until the event is set, then answers the rest at once.
+    """
+    global _RELEASE
     chunks = [tokens[index::processes] for index in range(processes)]
-    pool = multiprocessing.get_context("fork").Pool(processes)
-    result = pool.map_async(_submit_chunk, [(base, chunk, True) for chunk in chunks])
+    _RELEASE = release
+    try:
+        pool = multiprocessing.get_context("fork").Pool(processes)  # the processes start here, with _RELEASE
+    finally:
+        _RELEASE = None
+    result = pool.map_async(_submit_chunk, [(base, chunk, True, pace) for chunk in chunks])
     pool.close()
     return pool, result
 
