@@ -24,13 +24,12 @@ from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
+from seeding import install_placeholder_wording
 
 from core.accounts import create_user
 from core.care import start_care_session
-from core.instruments import placeholder_wording
 from core.models import Client, Episode
 from core.plans import BUILTIN_PLANS
-from core.wording import install_wording
 from web.app import create_app
 
 PASSWORD = "a long bench password"
@@ -51,11 +50,7 @@ def build(url: str, sessions: int, clients: int):
     )
     state = app.extensions["rapportal"]
     with state.sessions.begin() as session:
-        for instrument in state.engine.instruments:
-            if not instrument.licence.wording_bundled:
-                wording = placeholder_wording(instrument)
-                wording["placeholder"] = False
-                install_wording(session, state.engine, instrument.id, wording, actor="bench")
+        install_placeholder_wording(session, state.engine)
         user = create_user(session, "ann", "Ann", "clinician", PASSWORD, actor="bench", address=None)
         client = Client(code="B-50", clinician_id=user.id)
         session.add(client)

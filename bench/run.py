@@ -41,14 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from seeding import install_placeholder_wording  # noqa: E402
 
 from core.accounts import create_user, start_session  # noqa: E402
 from core.api_keys import create_api_key  # noqa: E402
 from core.care import start_care_session, start_episode  # noqa: E402
-from core.instruments import placeholder_wording  # noqa: E402
 from core.models import Client, Response  # noqa: E402
 from core.responses import create_assignment, submit_response  # noqa: E402
-from core.wording import install_wording, refresh_wording  # noqa: E402
+from core.wording import refresh_wording  # noqa: E402
 from web.access import SESSION_COOKIE  # noqa: E402
 from web.app import create_app  # noqa: E402
 from web.forms import questionnaire_form  # noqa: E402
@@ -189,20 +189,16 @@ class Portal:
         """A clinician with ``clients`` clients, the first with ``sessions`` answered PCOMS sessions.
 
         Returns the clinician's sign-in cookie (made by core, as signing in makes it) and that client's id.
-        A care session's links need installed wording (the demo's placeholder wording makes demo links only), so the
-        licensed instruments get their placeholder text installed as wording, as ``client_page.py`` does; without
-        it the sessions had no questionnaires and the client page no answers (the figures before December 7).
+        The licensed instruments get their placeholder text installed as wording (``seeding.py``), as in
+        ``client_page.py``; without it the sessions had no questionnaires and the client page no answers (the figures
+        before December 7).
         """
         actor = {"actor": "bench", "address": None}
         with self.app.app_context():
             state = portal()
             with state.sessions.begin() as session:
                 refresh_wording(session, state.engine)
-                for instrument in state.engine.instruments:
-                    if not instrument.licence.wording_bundled:
-                        wording = placeholder_wording(instrument)
-                        wording["placeholder"] = False
-                        install_wording(session, state.engine, instrument.id, wording, actor="bench")
+                install_placeholder_wording(session, state.engine)
                 user = create_user(session, "bench-clinician", "Bench", "clinician", secrets.token_hex(12), **actor)
                 cookie = start_session(session, user, None)
                 people = [Client(code=f"CASE-{n:04d}", clinician_id=user.id) for n in range(clients)]

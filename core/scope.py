@@ -13,9 +13,11 @@ import sqlalchemy as sa
 from core.models import Client, User, UserSite
 
 
-def user_site_ids(user: User) -> sa.Select[tuple[int]]:
-    """The ids of the sites ``user`` belongs to (none: the user is portal-wide)."""
-    return sa.select(UserSite.site_id).where(UserSite.user_id == user.id)
+def user_site_ids(user: User | int | sa.BindParameter[int]) -> sa.Select[tuple[int]]:
+    """The ids of the sites ``user`` belongs to (none: the user is portal-wide); ``user`` may be given by its id (a
+    number, or a parameter of a statement made once)."""
+    user_id = user.id if isinstance(user, User) else user
+    return sa.select(UserSite.site_id).where(UserSite.user_id == user_id)
 
 
 def at_sites_of(user: User) -> sa.ColumnElement[bool]:
@@ -25,7 +27,7 @@ def at_sites_of(user: User) -> sa.ColumnElement[bool]:
 
 def at_sites_of_id(user_id: int | sa.BindParameter[int]) -> sa.ColumnElement[bool]:
     """:func:`at_sites_of` for the user whose id is ``user_id`` (a number, or a parameter of a statement made once)."""
-    theirs = sa.select(UserSite.site_id).where(UserSite.user_id == user_id)
+    theirs = user_site_ids(user_id)
     return sa.or_(~sa.exists(theirs), Client.site_id.in_(theirs))
 
 

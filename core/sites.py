@@ -141,13 +141,8 @@ def move_client(
     record(session, actor, "client.move", f"client:{client.id}", address, site_from=before, site_to=site.id)
 
 
-# the names of up to two sites of a user (user_site_ids as a join), made once: site_name runs on every staff page
-_SITE_NAMES = (
-    sa.select(Site.name)
-    .join(UserSite, UserSite.site_id == Site.id)
-    .where(UserSite.user_id == sa.bindparam("user_id"))
-    .limit(2)
-)
+# the names of up to two sites of a user, made once: site_name runs on every staff page
+_SITE_NAMES = sa.select(Site.name).where(Site.id.in_(user_site_ids(sa.bindparam("user_id")))).limit(2)
 
 
 def site_name(session: so.Session, user: User | None) -> str | None:
