@@ -36,8 +36,6 @@ class Portal:
     job_broker: JobBroker | None = None  # huey, carrying "job X is due" to the workers (core/job_runner.py)
     # (instrument id, version, wording source, wording language, page locale) -> texts and untouched item markup
     page_parts: dict[tuple[str, str, str | None, str, str], Any] = field(default_factory=dict)
-    # pages rendered once with stand-ins for their few per-request values (web.pages.kept_page)
-    kept_pages: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
 
 def init_app(app: Flask, state: Portal) -> None:
