@@ -233,8 +233,8 @@ class DirectStatement:
     """One statement, compiled once per dialect, run on its own straight on a pooled DBAPI connection.
 
     The hottest statements of the portal (a link page's lookup, an API key's lookup and its request count, a
-    reading page's audit entry) are one statement each, and SQLAlchemy's ``Connection`` with its execution context cost more than the
-    statement itself (about 60 µs of CPU on SQLite, 100 µs on PostgreSQL). This runs the statement's
+    reading page's audit entry) are one statement each, and SQLAlchemy's ``Connection`` with its execution
+    context cost more than the statement itself (about 60 µs of CPU on SQLite, 100 µs on PostgreSQL). This runs the statement's
     compiled SQL on the DBAPI cursor of a connection checked out of the engine's pool (so the pool's
     checkout ping and checkin still apply) and converts values with the column types' own result
     processors, so a row holds what ``Connection.execute`` would have returned, as a named tuple (by

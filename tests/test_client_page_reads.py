@@ -2,9 +2,9 @@
 
 A reading view (``web.access.reading_view``) reads in a read-only session and writes only its audit entry (with a
 due last-seen time), committed before the page is sent: on SQLite in one short transaction, on PostgreSQL as
-statements that commit by themselves. Charts are kept by everything
-they are drawn from (``web.progress.drawn_charts``, a ``web.kept.KeptParts``), so a change to the data draws them anew; repeated phrases
-come from ``web.texts`` with the results of flask_babel's and Jinja's own functions.
+statements that commit by themselves. Charts, item tables and alert lines are kept by everything they are made
+from (``web.kept.KeptParts``), so a change to the data makes them anew; repeated phrases come from ``web.texts`` with
+the results of flask_babel's and Jinja's own functions.
 """
 
 from __future__ import annotations
@@ -163,13 +163,19 @@ def without_tokens(html: str) -> str:
     return re.sub(r'name="csrf_token" value="[^"]*"|<meta name="csrf-token" content="[^"]*"', "", html)
 
 
-def test_a_chart_is_drawn_once_while_what_it_shows_stays_the_same(app, ann, world, monkeypatch):
-    answered_session(app, ann, world)
-    drawn: list[str] = []
+@pytest.fixture
+def drawn(monkeypatch) -> list[str]:
+    """The ids of the charts drawn (``web.progress.line_chart``), in order: each drawing of each layout."""
+    ids: list[str] = []
     line_chart = web.progress.line_chart
     monkeypatch.setattr(
-        web.progress, "line_chart", lambda chart_id, *a, **k: drawn.append(chart_id) or line_chart(chart_id, *a, **k)
+        web.progress, "line_chart", lambda chart_id, *a, **k: ids.append(chart_id) or line_chart(chart_id, *a, **k)
     )
+    return ids
+
+
+def test_a_chart_is_drawn_once_while_what_it_shows_stays_the_same(app, ann, world, drawn):
+    answered_session(app, ann, world)
     first = ann.get(f"/clients/{world.client_id}").text
     assert drawn  # drawn on the first view (wide and narrow)
     count = len(drawn)
@@ -180,26 +186,32 @@ def test_a_chart_is_drawn_once_while_what_it_shows_stays_the_same(app, ann, worl
     assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == without_tokens(first)  # as drawn afresh
 
 
-def test_a_new_answer_or_alert_draws_the_chart_anew(app, ann, world, monkeypatch):
+def test_a_new_answer_or_alert_draws_the_chart_anew(app, ann, world, drawn):
     answered_session(app, ann, world, srs={f"srs_{n}": "9.5" for n in range(1, 5)})  # 38: no alert
     first = ann.get(f"/clients/{world.client_id}").text
     assert "alert-ring" not in first
     answered_session(app, ann, world)  # 32: raises the SRS alert, and a second ORS
     page = ann.get(f"/clients/{world.client_id}").text
     assert "alert-ring" in page and ">S2<" in page
+    assert drawn.count("chart-srs-total") == drawn.count("chart-ors-total") == 2
     cached = len(web.progress.drawn_charts(app))
     assert cached >= 2  # the charts of either state are kept, each under its own data
 
 
-def test_a_recomputed_expected_change_table_draws_the_outcome_chart_anew(app, ann, world, monkeypatch):
+def test_a_chart_is_drawn_again_in_another_language(app, ann, world, drawn):
+    answered_session(app, ann, world)
+    english = ann.get(f"/clients/{world.client_id}").text
+    german = ann.get(f"/clients/{world.client_id}", headers={"Accept-Language": "de"}).text
+    assert drawn.count("chart-ors-total") == 2  # once per language
+    with app.test_request_context("/", headers={"Accept-Language": "de"}):
+        within = gettext("within the cutoff")
+    assert within != "within the cutoff" and within in german and "within the cutoff" in english
+
+
+def test_a_recomputed_expected_change_table_draws_the_outcome_chart_anew(app, ann, world, drawn, monkeypatch):
     """A chart is kept by the expected-change table it was drawn with: a table recomputed from the clinic's episodes
     is drawn from, whether or not its figures moved."""
     answered_session(app, ann, world)
-    drawn: list[str] = []
-    line_chart = web.progress.line_chart
-    monkeypatch.setattr(
-        web.progress, "line_chart", lambda chart_id, *a, **k: drawn.append(chart_id) or line_chart(chart_id, *a, **k)
-    )
     first = without_tokens(ann.get(f"/clients/{world.client_id}").text)
     assert without_tokens(ann.get(f"/clients/{world.client_id}").text) == first
     assert drawn.count("chart-ors-total") == 1  # the table is kept (EXPECTED_CACHE_SECONDS), and so is the chart
@@ -344,8 +356,6 @@ def test_the_caseload_applies_the_visibility_rule_once_and_reads_the_rest_by_cli
 def test_the_select_macro_writes_what_the_wtforms_widget_writes(app, show):
     """The client page writes its two selects with ``auth/macros.html``'s ``select`` instead of WTForms' widget (a
     fifth of the cost): the HTML must stay the same, the chosen option included."""
-    from flask import render_template_string
-
     from web.access import make_form
     from web.clinician import EpisodeForm, ProgressForm
 

@@ -399,6 +399,7 @@ def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[
     """The item-level answers, one table per questionnaire: each item's answer in each response."""
     engine = portal().engine
     href = id_url("clinician.response", "response_id")
+    kept = kept_parts("item_tables", ITEM_TABLES)
     grouped: dict[str, list[ResponseRecord]] = defaultdict(list)
     for response, _score in rows:
         grouped[response.instrument_id].append(response)
@@ -408,8 +409,8 @@ def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[
             instrument = engine.instruments.get(instrument_id, responses[-1].instrument_version)
         except KeyError:
             continue
-        # kept by every input of the table: the definition (by identity, held by the kept value), the link prefix,
-        # and the responses as read; an answer that cannot be part of a key (a list of choices) makes it anew
+        # kept by every input of the table: the definition (by identity, held by the table), the link prefix, and the
+        # responses as read; an answer that cannot be part of a key (a list of choices) makes it anew
         try:
             key = (
                 id(instrument),
@@ -418,10 +419,9 @@ def _item_detail(rows: list[tuple[ResponseRecord, ScoreRecord | None]]) -> list[
             )
             hash(key)
         except TypeError:
-            detail.append(_item_table(instrument, responses, href)[0])
+            detail.append(_item_table(instrument, responses, href))
             continue
-        kept = kept_parts("item_tables", ITEM_TABLES)
-        detail.append(kept.get_or_make(key, partial(_item_table, instrument, responses, href))[0])
+        detail.append(kept.get_or_make(key, partial(_item_table, instrument, responses, href)))
     return detail
 
 
@@ -431,13 +431,12 @@ class ItemTable(NamedTuple):
     title: str
     header: Markup  # a header cell per response: its label (a session number or a date) linking to it
     body: Markup  # a row per item: its id and topic, then its answer in each response or a dash
+    definition: Instrument  # what it was made from: held, so that no other object takes the identity its key names
 
 
-def _item_table(
-    instrument: Instrument, responses: list[ResponseRecord], href: Callable[[int], str]
-) -> tuple[ItemTable, Instrument]:
-    """One questionnaire's item table, with the definition it was made from (see :func:`_item_detail`); written here
-    once rather than by template calls per cell (a number needs no escaping)."""
+def _item_table(instrument: Instrument, responses: list[ResponseRecord], href: Callable[[int], str]) -> ItemTable:
+    """One questionnaire's item table (see :func:`_item_detail`), written here once rather than by template calls
+    per cell (a number needs no escaping)."""
     header = "".join(
         f'<th scope="col"><a href="{escape(href(r.id))}">{escape(when_label(r))}</a></th>' for r in responses
     )
@@ -446,7 +445,7 @@ def _item_table(
         f"{''.join(_cell(r.answers.get(item.id)) for r in responses)}</tr>"
         for item in instrument.items
     )
-    return ItemTable(instrument.short_title, Markup(header), Markup(body)), instrument
+    return ItemTable(instrument.short_title, Markup(header), Markup(body), instrument)
 
 
 def _cell(answer: Any) -> str:

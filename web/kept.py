@@ -4,9 +4,9 @@ Several processes on several hosts each keep the same parts and none needs to te
 makes the same markup, so a hit is right whichever process changed the database in between, and a change to the
 data makes another key. Nothing is invalidated; old keys age out.
 
-- **Kept pages** (:func:`kept_page`, themselves kept parts): the pages a client sees most (a fresh questionnaire, the receipt) are the same
-  for every client in one language at one site but for a link, a form token or a receipt; their markup is kept with
-  stand-ins for those values.
+- **Kept pages** (:func:`kept_page`, kept in a :class:`KeptParts` too): the pages a client sees most (a fresh
+  questionnaire, the receipt) are the same for every client in one language at one site but for a link, a form token
+  or a receipt; their markup is kept with stand-ins for those values.
 - **Kept parts** (:class:`KeptParts`, :func:`kept_parts`): parts of a clinician's page made from what the request
   read (a client's charts, item tables and alert lines), kept under a key of every input of the part: the rows as
   read (ids, times, stored values), definitions by identity (held by the kept value, so no other object can take

@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from flask import Flask
-from flask_babel import get_locale
 from markupsafe import Markup, escape
 
 from core import Administration, Chart, Instrument, Progress, episode_progress
@@ -23,7 +22,7 @@ from web.charts import NARROW, WIDE, Band, ExpectedPoint, Legend, Line, Point, S
 from web.kept import KeptParts, kept_parts
 from web.state import db_session, portal
 from web.texts import gettext as _  # a chart repeats its phrases at every point: translated once per request
-from web.texts import id_url
+from web.texts import id_url, phrases
 
 
 def client_progress(
@@ -68,13 +67,13 @@ def _drawn_progress(
     The key holds every input of :func:`_progress`, taken as read, before anything is computed from it: the scored
     responses (ids, versions, session numbers, times, stored scores and bands), the alert each one raised, the
     definition and the clinic's expected-change tables (by identity: a wording install or a recomputed table is
-    another object), and the page's locale and link prefix. On a hit the page pays for neither the scores' Decimals
+    another object), and the page's locale and time zone (``web.texts.Phrases.key``) and link prefix. On a hit the page pays for neither the scores' Decimals
     nor the charts' series.
     """
     engine = portal().engine
     tables = {score: engine.expected.table(db_session(), instrument, score) for score in expected_scores(instrument)}
     key = (
-        str(get_locale()),
+        phrases().key,
         _href(0),
         id(instrument),
         tuple(id(table) for table in tables.values()),
